@@ -1,0 +1,137 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamPresence   = "PRESENCE"
+	StreamAlerts     = "ALERTS"
+	StreamDeliveries = "DELIVERIES"
+	StreamDeadLetter = "DEADLETTER"
+)
+
+// Durable consumer names. Each consumer belongs to one stage; replicas of a
+// stage share it (pull consumers spread messages across them).
+const (
+	ConsumerEvaluator          = "evaluator"
+	ConsumerNotifier           = "notifier"
+	ConsumerArchiverPresence   = "archiver-presence"
+	ConsumerArchiverAlerts     = "archiver-alerts"
+	ConsumerArchiverDeliveries = "archiver-deliveries"
+)
+
+// Topology sets the retention and placement of fleetwatch's streams.
+type Topology struct {
+	// Replicas of every stream: 1 in development, 3 in production.
+	Replicas int `yaml:"replicas"`
+	// MemoryStorage keeps streams in memory (tests only); file otherwise.
+	MemoryStorage bool `yaml:"memory_storage"`
+	// MaxAge bounds how long events are kept per stream (0: the default).
+	PresenceMaxAge   time.Duration `yaml:"presence_max_age"`
+	AlertsMaxAge     time.Duration `yaml:"alerts_max_age"`
+	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
+	DeadLetterMaxAge time.Duration `yaml:"deadletter_max_age"`
+	// MaxBytes bounds each stream's size (0: the default, -1: unlimited).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// DuplicateWindow is how long Nats-Msg-Id de-duplication remembers an id.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+}
+
+// DefaultTopology is what a single-node development deployment uses.
+func DefaultTopology() Topology {
+	return Topology{
+		Replicas:         1,
+		PresenceMaxAge:   7 * 24 * time.Hour,
+		AlertsMaxAge:     30 * 24 * time.Hour,
+		DeliveriesMaxAge: 30 * 24 * time.Hour,
+		DeadLetterMaxAge: 30 * 24 * time.Hour,
+		MaxBytes:         8 << 30,
+		DuplicateWindow:  10 * time.Minute,
+	}
+}
+
+// Validate checks the topology settings.
+func (t Topology) Validate() error {
+	if t.Replicas < 1 || t.Replicas > 5 {
+		return fmt.Errorf("topology.replicas is %d: use 1 (single server) to 5 (usually 3 in a cluster)", t.Replicas)
+	}
+	if t.DuplicateWindow < 0 {
+		return fmt.Errorf("topology.duplicate_window is negative: use a duration such as 10m")
+	}
+	return nil
+}
+
+// StreamConfigs returns the definitions of every fleetwatch stream.
+func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if t.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	mk := func(name, prefix, desc string, age time.Duration) jetstream.StreamConfig {
+		dup := t.DuplicateWindow
+		if age > 0 && dup > age {
+			dup = age
+		}
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{prefix + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      age,
+			MaxBytes:    t.MaxBytes,
+			Storage:     storage,
+			Replicas:    t.Replicas,
+			Duplicates:  dup,
+		}
+	}
+	return []jetstream.StreamConfig{
+		mk(StreamPresence, PresencePrefix, "fleetwatch device presence events (ingest → evaluator, archiver)", t.PresenceMaxAge),
+		mk(StreamAlerts, AlertsPrefix, "fleetwatch alert notifications (evaluator → notifier, archiver)", t.AlertsMaxAge),
+		mk(StreamDeliveries, DeliveriesPrefix, "fleetwatch delivery attempts (notifier → archiver)", t.DeliveriesMaxAge),
+		mk(StreamDeadLetter, DeadLetterPrefix, "fleetwatch inputs that could not be processed, with the reason", t.DeadLetterMaxAge),
+	}
+}
+
+// EnsureStreams creates or updates every fleetwatch stream. It is idempotent
+// and safe to call from every replica of every stage at start-up.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	for _, cfg := range t.StreamConfigs() {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// ConsumerConfig returns the definition of a durable, explicitly acked pull
+// consumer. maxAckPending bounds the messages in flight across replicas.
+func ConsumerConfig(durable, filter string, ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       durable,
+		FilterSubject: filter,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
+	}
+}
+
+// EnsureConsumer creates or updates a durable consumer on a stream.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create or update consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}
