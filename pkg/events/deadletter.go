@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,7 +47,12 @@ type DeadLetter struct {
 func (d DeadLetter) Msg() *nats.Msg {
 	reason := d.Reason
 	if len(reason) > MaxReasonLen {
-		reason = reason[:MaxReasonLen]
+		// Cut on a rune boundary so that the header stays valid UTF-8.
+		cut := MaxReasonLen
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	m := nats.NewMsg(DeadLetterSubject(d.Stage, d.Source))
 	m.Data = d.Payload

@@ -43,13 +43,13 @@ const (
 )
 
 // NormalizeReason maps a raw EMQX (or AWS IoT) disconnect reason to a
-// normalised Reason. Tuples are collapsed to their first atom by the caller
-// or here ("{tls_alert,…}" → tls_alert). Unknown reasons map to ReasonOther.
+// normalised Reason. Tuples are collapsed as EMQX itself collapses them:
+// "{shutdown,R}" to R, any other tuple to its first atom ("{tls_alert,…}" →
+// tls_alert). Unknown reasons map to ReasonOther.
 func NormalizeReason(raw string) Reason {
 	r := strings.ToLower(strings.TrimSpace(raw))
-	r = strings.TrimLeft(r, "{")
-	if i := strings.IndexAny(r, ",}"); i >= 0 {
-		r = r[:i]
+	if strings.HasPrefix(r, "{") {
+		r = collapseTuple(r)
 	}
 	switch r {
 	case "normal", "client_initiated_disconnect", "normal_disconnection":
@@ -74,6 +74,22 @@ func NormalizeReason(raw string) Reason {
 		return ReasonServerShutdown
 	}
 	return ReasonOther
+}
+
+// collapseTuple returns the atom that stands for an Erlang tuple printed as
+// text: the second element of {shutdown,Atom}, else the first element.
+func collapseTuple(t string) string {
+	elems := strings.SplitN(strings.TrimLeft(t, "{"), ",", 3)
+	for i, e := range elems {
+		if j := strings.IndexAny(e, "{}"); j >= 0 {
+			e = e[:j]
+		}
+		elems[i] = strings.Trim(strings.TrimSpace(e), "'")
+	}
+	if elems[0] == "shutdown" && len(elems) > 1 && elems[1] != "" {
+		return elems[1]
+	}
+	return elems[0]
 }
 
 // IsSessionHandover reports whether a disconnect with this reason only means

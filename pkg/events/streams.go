@@ -37,7 +37,9 @@ type Topology struct {
 	AlertsMaxAge     time.Duration `yaml:"alerts_max_age"`
 	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
 	DeadLetterMaxAge time.Duration `yaml:"deadletter_max_age"`
-	// MaxBytes bounds each stream's size (0: the default, -1: unlimited).
+	// MaxBytes bounds each stream's size (-1: unlimited). JetStream reserves
+	// it up front against the server's store limit, so the default is
+	// modest (1 GiB per stream); production sizes it to its volume.
 	MaxBytes int64 `yaml:"max_bytes"`
 	// DuplicateWindow is how long Nats-Msg-Id de-duplication remembers an id.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
@@ -51,7 +53,7 @@ func DefaultTopology() Topology {
 		AlertsMaxAge:     30 * 24 * time.Hour,
 		DeliveriesMaxAge: 30 * 24 * time.Hour,
 		DeadLetterMaxAge: 30 * 24 * time.Hour,
-		MaxBytes:         8 << 30,
+		MaxBytes:         1 << 30,
 		DuplicateWindow:  10 * time.Minute,
 	}
 }
@@ -63,6 +65,22 @@ func (t Topology) Validate() error {
 	}
 	if t.DuplicateWindow < 0 {
 		return fmt.Errorf("topology.duplicate_window is negative: use a duration such as 10m")
+	}
+	for _, a := range []struct {
+		key string
+		age time.Duration
+	}{
+		{"presence_max_age", t.PresenceMaxAge},
+		{"alerts_max_age", t.AlertsMaxAge},
+		{"deliveries_max_age", t.DeliveriesMaxAge},
+		{"deadletter_max_age", t.DeadLetterMaxAge},
+	} {
+		if a.age < 0 {
+			return fmt.Errorf("topology.%s is negative: use a duration such as 168h, or 0 to keep events until max_bytes", a.key)
+		}
+	}
+	if t.MaxBytes < -1 {
+		return fmt.Errorf("topology.max_bytes is %d: use a byte count such as 1073741824 (1 GiB), or -1 for no limit", t.MaxBytes)
 	}
 	return nil
 }

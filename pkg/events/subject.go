@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -102,12 +103,14 @@ func EncodeToken(s string) string {
 }
 
 // DecodeToken reverses EncodeToken. Hashed tokens ("~…") cannot be reversed
-// and return ErrBadToken.
+// and return ErrBadToken, as does any text EncodeToken cannot have produced
+// (lowercase or needless escapes such as "%41", tokens over 200 bytes), so
+// that every device id has exactly one token.
 func DecodeToken(tok string) (string, error) {
 	if tok == "%" {
 		return "", nil
 	}
-	if tok == "" || tok[0] == '~' {
+	if tok == "" || tok[0] == '~' || len(tok) > maxTokenLen {
 		return "", fmt.Errorf("%q: %w", tok, ErrBadToken)
 	}
 	var b strings.Builder
@@ -120,7 +123,7 @@ func DecodeToken(tok string) (string, error) {
 		case c == '%' && i+2 < len(tok):
 			hi, ok1 := unhex(tok[i+1])
 			lo, ok2 := unhex(tok[i+2])
-			if !ok1 || !ok2 {
+			if !ok1 || !ok2 || isPlain(hi<<4|lo) {
 				return "", fmt.Errorf("%q: bad escape at %d: %w", tok, i, ErrBadToken)
 			}
 			b.WriteByte(hi<<4 | lo)
@@ -150,13 +153,31 @@ func unhex(c byte) (byte, bool) {
 
 // ContentID derives a stable 128-bit id (32 hex characters) from the given
 // parts. It is used for Nats-Msg-Id and event ids, so that the same content
-// always gets the same id and JetStream stores it once.
+// always gets the same id and JetStream stores it once. Different part lists
+// always hash different input: each part ends with a NUL byte, and NUL and
+// 0x01 bytes inside a part are escaped with 0x01 (parts without them hash as
+// they are, so ids of ordinary content never change).
 func ContentID(parts ...string) string {
 	h := sha256.New()
 	for _, p := range parts {
-		_, _ = h.Write([]byte(p))
+		writeEscaped(h, p)
 		_, _ = h.Write([]byte{0})
 	}
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+// writeEscaped writes p with every 0x00 and 0x01 byte prefixed by 0x01, so
+// that the NUL after each part is the only unescaped NUL in ContentID's input.
+func writeEscaped(w io.Writer, p string) {
+	for {
+		i := strings.IndexAny(p, "\x00\x01")
+		if i < 0 {
+			_, _ = io.WriteString(w, p)
+			return
+		}
+		_, _ = io.WriteString(w, p[:i])
+		_, _ = w.Write([]byte{1, p[i]})
+		p = p[i+1:]
+	}
 }

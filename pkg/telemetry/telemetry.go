@@ -58,8 +58,9 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 	if cfg.ServiceName == "" {
 		return nil, errors.New("telemetry.service_name is empty: name the stage, e.g. fleetwatch-ingest")
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
-		semconv.ServiceName(cfg.ServiceName)))
+	// Schemaless: merging with resource.Default() must not depend on which
+	// semconv version the SDK was built with.
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(cfg.ServiceName)))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}

@@ -45,7 +45,8 @@ func (c Config) Validate() error {
 	for _, u := range strings.Split(c.URL, ",") {
 		u = strings.TrimSpace(u)
 		if !strings.Contains(u, "://") {
-			return fmt.Errorf("nats.url %q has no scheme: write nats://%s or tls://%s", u, u, u)
+			r := redactURL(u)
+			return fmt.Errorf("nats.url %q has no scheme: write nats://%s or tls://%s", r, r, r)
 		}
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
@@ -138,20 +139,58 @@ func Connect(c Config, logger *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats at %s: %w", redact(c.URL), err)
+		return nil, connectError(c.URL, err)
 	}
 	return nc, nil
+}
+
+// connectError wraps a connection error. URL parse errors quote the whole
+// URL, password included: when err's text holds the user info of any URL,
+// that text is replaced by "***" and the chain is cut, so that no caller can
+// reach the secret through errors.Unwrap either.
+func connectError(urls string, err error) error {
+	msg := err.Error()
+	for _, u := range strings.Split(urls, ",") {
+		if info := userInfo(u); info != "" {
+			msg = strings.ReplaceAll(msg, info, "***")
+		}
+	}
+	if msg != err.Error() {
+		return fmt.Errorf("connect to nats at %s: %s", redact(urls), msg)
+	}
+	return fmt.Errorf("connect to nats at %s: %w", redact(urls), err)
 }
 
 // redact removes user info from URLs so that passwords never reach logs.
 func redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, u := range parts {
-		if at := strings.LastIndex(u, "@"); at >= 0 {
-			if s := strings.Index(u, "://"); s >= 0 && s < at {
-				parts[i] = u[:s+3] + "***@" + u[at+1:]
-			}
-		}
+		parts[i] = redactURL(u)
 	}
 	return strings.Join(parts, ",")
+}
+
+// redactURL replaces the user info of one URL (with or without a scheme)
+// by "***".
+func redactURL(u string) string {
+	info := userInfo(u)
+	if info == "" {
+		return u
+	}
+	i := strings.Index(u, info)
+	return u[:i] + "***" + u[i+len(info):]
+}
+
+// userInfo returns the "user:password" or token part of a URL: what lies
+// between the scheme (if any) and the last "@".
+func userInfo(u string) string {
+	at := strings.LastIndex(u, "@")
+	if at < 0 {
+		return ""
+	}
+	start := 0
+	if s := strings.Index(u, "://"); s >= 0 && s < at {
+		start = s + 3
+	}
+	return u[start:at]
 }

@@ -37,8 +37,15 @@ func New(storeDir string) (*Server, error) {
 		Port:      server.RANDOM_PORT,
 		JetStream: true,
 		StoreDir:  storeDir,
-		NoLog:     true,
-		NoSigs:    true,
+		// JetStream reserves each stream's MaxBytes up front against these
+		// limits (75% of RAM and disk by default): with the default
+		// topology (4 streams x 8 GiB) memory-storage tests would fail with
+		// "insufficient memory resources" on most machines. The limits are
+		// bookkeeping only; tests store a few kilobytes.
+		JetStreamMaxMemory: maxResources,
+		JetStreamMaxStore:  maxResources,
+		NoLog:              true,
+		NoSigs:             true,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -51,6 +58,9 @@ func New(storeDir string) (*Server, error) {
 	}
 	return &Server{Server: ns, storeDir: storeDir}, nil
 }
+
+// maxResources is the memory and store limit of a test server: 1 TiB.
+const maxResources = 1 << 40
 
 type notReadyError struct{}
 
@@ -77,4 +87,17 @@ func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("jetstream context: %v", err)
 	}
 	return nc, js
+}
+
+// Eventually polls cond every 10ms until it returns true, and fails the test
+// if it has not within timeout. Use it instead of sleeping.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

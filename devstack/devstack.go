@@ -1,0 +1,344 @@
+// Package devstack runs the whole fleetwatch pipeline in one process on
+// embedded defaults: an embedded NATS server with JetStream, an EMQX-like MQTT
+// broker, the four stages wired as in production, strict local DingTalk and
+// Feishu stand-ins with an inbox page, and (optionally) a device simulator.
+// `make run` and the end-to-end tests use it.
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/devstack/simulator"
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
+	"github.com/fleetwatch/fleetwatch/services/archiver"
+	"github.com/fleetwatch/fleetwatch/services/evaluator"
+	"github.com/fleetwatch/fleetwatch/services/ingest"
+	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
+	"github.com/fleetwatch/fleetwatch/services/notifier"
+	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Receiver names used by the dev stack.
+const (
+	ReceiverDingTalk = "ops-dingtalk"
+	ReceiverFeishu   = "ops-feishu"
+	// Keyword is the chat robots' security keyword.
+	Keyword = "告警"
+)
+
+// Config describes a dev stack.
+type Config struct {
+	// HTTPListen serves the inbox, the chat stand-ins and the dev API.
+	HTTPListen string
+	// MQTTListen is the embedded broker's address.
+	MQTTListen string
+	// StoreDir holds JetStream's files ("" : a temporary directory, removed on Close).
+	StoreDir string
+	// Grace is the evaluator's grace before an offline alert.
+	Grace time.Duration
+	// Tick is the evaluator's clock tick.
+	Tick time.Duration
+	// Language of the chat messages: zh or en.
+	Language string
+	// Simulator configures the device fleet (Devices 0: no simulator).
+	Simulator simulator.Config
+	// ClickHouseAddr turns archiving on (native protocol host:port).
+	ClickHouseAddr string
+	// ClickHouseDatabase receives the tables.
+	ClickHouseDatabase string
+	// ArchiverBatchWait bounds how long a row waits for its batch.
+	ArchiverBatchWait time.Duration
+	// Logger receives every stage's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig is what `fleetwatch dev` runs with no flags.
+func DefaultConfig() Config {
+	return Config{
+		HTTPListen:         "127.0.0.1:8990",
+		MQTTListen:         "127.0.0.1:1883",
+		Grace:              15 * time.Second,
+		Tick:               500 * time.Millisecond,
+		Language:           "zh",
+		ClickHouseAddr:     os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
+		ClickHouseDatabase: "fleetwatch_dev",
+		ArchiverBatchWait:  time.Second,
+		Simulator: simulator.Config{
+			Devices:      200,
+			Sites:        4,
+			DropInterval: 6 * time.Second,
+			MinOffline:   2 * time.Second,
+			MaxOffline:   90 * time.Second,
+			Seed:         uint64(time.Now().UnixNano()),
+		},
+	}
+}
+
+// Stack is a running dev stack.
+type Stack struct {
+	cfg    Config
+	log    *slog.Logger
+	nats   *natstest.Server
+	broker *emqxsim.Broker
+	chat   *chatsim.Server
+	sim    *simulator.Simulator
+	http   *http.Server
+	httpLn net.Listener
+	tel    *telemetry.Providers
+	conns  []*nats.Conn
+	tmp    string
+
+	runCtx context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+// Start brings the stack up and returns once every stage is running. The
+// stack runs until Close.
+func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	st = &Stack{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			_ = st.Close()
+		}
+	}()
+	if st.tmp, err = os.MkdirTemp("", "fleetwatch-dev-"); err != nil {
+		return nil, err
+	}
+	store := cfg.StoreDir
+	if store == "" {
+		store = filepath.Join(st.tmp, "jetstream")
+	}
+	if st.nats, err = natstest.New(store); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if st.tel, err = telemetry.Setup(ctx, telemetry.Config{ServiceName: "fleetwatch-dev"}); err != nil {
+		return nil, err
+	}
+
+	// The chat stand-ins, with real secrets and keywords, behind the inbox page.
+	ding := chatsim.Robot{Name: ReceiverDingTalk, Token: "dev-" + randomHex(16), Secret: "SEC" + randomHex(32), Keywords: []string{Keyword}}
+	fs := chatsim.Robot{Name: ReceiverFeishu, Token: "dev-" + randomHex(16), Secret: randomHex(16), Keywords: []string{Keyword}}
+	st.chat = chatsim.New(chatsim.Config{DingTalk: []chatsim.Robot{ding}, Feishu: []chatsim.Robot{fs}})
+	if st.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+		return nil, fmt.Errorf("dev http listen on %s: %w (choose another address with --http-listen, e.g. 127.0.0.1:0)", cfg.HTTPListen, err)
+	}
+
+	if st.broker, err = emqxsim.New(emqxsim.Config{Listen: cfg.MQTTListen, Logger: log.With("stage", "broker")}); err != nil {
+		return nil, err
+	}
+	if err = st.broker.Start(); err != nil {
+		return nil, fmt.Errorf("mqtt broker on %s: %w (choose another address with --mqtt-listen, e.g. 127.0.0.1:0)", cfg.MQTTListen, err)
+	}
+
+	nc, err := st.connect("fleetwatch-dev")
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if err = events.EnsureStreams(ctx, js, events.DefaultTopology()); err != nil {
+		return nil, err
+	}
+
+	st.runCtx, st.cancel = context.WithCancel(context.Background())
+	if err = st.startStages(st.runCtx, ding, fs); err != nil {
+		return nil, err
+	}
+	if cfg.Simulator.Devices > 0 {
+		sc := cfg.Simulator
+		sc.BrokerURL = st.broker.Addr()
+		sc.Logger = log.With("stage", "simulator")
+		if st.sim, err = simulator.New(sc); err != nil {
+			return nil, err
+		}
+		st.run(st.runCtx, "simulator", st.sim.Run)
+	}
+	// Serve last: the handlers read the fields set above. Requests that
+	// arrived earlier wait in the listen backlog.
+	st.http = &http.Server{Handler: st.routes(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = st.http.Serve(st.httpLn) }()
+	return st, nil
+}
+
+type runner interface{ Run(context.Context) error }
+
+func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error {
+	cfg := st.cfg
+	secretFile := func(name, value string) (string, error) {
+		p := filepath.Join(st.tmp, name)
+		return p, os.WriteFile(p, []byte(value), 0o600)
+	}
+	dingFile, err := secretFile("dingtalk.secret", ding.Secret)
+	if err != nil {
+		return err
+	}
+	feishuFile, err := secretFile("feishu.secret", fs.Secret)
+	if err != nil {
+		return err
+	}
+
+	ic := ingest.DefaultConfig()
+	ic.MQTT.Broker = st.broker.Addr()
+	ic.MQTT.ClientID = "fleetwatch-ingest-dev"
+
+	ec := evaluator.DefaultConfig()
+	ec.Grace = cfg.Grace
+	ec.Tick = cfg.Tick
+	ec.Receivers = []string{ReceiverDingTalk, ReceiverFeishu}
+
+	ncfg := notifier.DefaultConfig()
+	ncfg.Receivers = []notifier.Receiver{
+		{Name: ReceiverDingTalk, Channel: notifier.ChannelDingTalk, DingTalk: &dingtalk.Config{
+			URL: st.HTTPURL() + "/robot/send?access_token=" + ding.Token, SecretFile: dingFile, Keyword: Keyword, Language: cfg.Language}},
+		{Name: ReceiverFeishu, Channel: notifier.ChannelFeishu, Feishu: &feishu.Config{
+			URL: st.HTTPURL() + "/open-apis/bot/v2/hook/" + fs.Token, SecretFile: feishuFile, Keyword: Keyword, Language: cfg.Language}},
+	}
+
+	type stage struct {
+		name  string
+		start func(nc *nats.Conn, log *slog.Logger) (runner, error)
+	}
+	stages := []stage{
+		{"ingest", func(nc *nats.Conn, log *slog.Logger) (runner, error) {
+			return ingest.New(ic, ingest.Deps{NATS: nc, Logger: log, TracerProvider: st.tel.TracerProvider, MeterProvider: st.tel.MeterProvider})
+		}},
+		{"evaluator", func(nc *nats.Conn, log *slog.Logger) (runner, error) {
+			return evaluator.New(ec, evaluator.Deps{NATS: nc, Logger: log, TracerProvider: st.tel.TracerProvider, MeterProvider: st.tel.MeterProvider})
+		}},
+		{"notifier", func(nc *nats.Conn, log *slog.Logger) (runner, error) {
+			return notifier.New(ncfg, notifier.Deps{NATS: nc, Logger: log, TracerProvider: st.tel.TracerProvider, MeterProvider: st.tel.MeterProvider})
+		}},
+	}
+	if cfg.ClickHouseAddr != "" {
+		ac := archiver.DefaultConfig()
+		ac.ClickHouse.Addr = []string{cfg.ClickHouseAddr}
+		ac.ClickHouse.Database = cfg.ClickHouseDatabase
+		if cfg.ArchiverBatchWait > 0 {
+			ac.BatchWait = cfg.ArchiverBatchWait
+		}
+		stages = append(stages, stage{"archiver", func(nc *nats.Conn, log *slog.Logger) (runner, error) {
+			return archiver.New(ac, archiver.Deps{NATS: nc, Logger: log, TracerProvider: st.tel.TracerProvider, MeterProvider: st.tel.MeterProvider})
+		}})
+	}
+	for _, s := range stages {
+		nc, err := st.connect("fleetwatch-" + s.name)
+		if err != nil {
+			return err
+		}
+		r, err := s.start(nc, st.log.With("stage", s.name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		st.run(ctx, s.name, r.Run)
+	}
+	return nil
+}
+
+// connect opens an independent NATS connection, as a separate process would.
+func (st *Stack) connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(st.nats.URL(), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s to embedded nats: %w", name, err)
+	}
+	st.conns = append(st.conns, nc)
+	return nc, nil
+}
+
+func (st *Stack) run(ctx context.Context, name string, f func(context.Context) error) {
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			st.log.Error("stage stopped", "stage", name, "err", err)
+			st.mu.Lock()
+			st.errs = append(st.errs, fmt.Errorf("%s: %w", name, err))
+			st.mu.Unlock()
+		}
+	}()
+}
+
+// Err returns the errors of stages that stopped on their own.
+func (st *Stack) Err() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return errors.Join(st.errs...)
+}
+
+// HTTPURL is the inbox and dev API base URL.
+func (st *Stack) HTTPURL() string { return "http://" + st.httpLn.Addr().String() }
+
+// BrokerURL is the MQTT broker's URL (tcp://host:port).
+func (st *Stack) BrokerURL() string { return st.broker.Addr() }
+
+// NATSURL is the embedded NATS server's URL.
+func (st *Stack) NATSURL() string { return st.nats.URL() }
+
+// Chat is the DingTalk/Feishu stand-in.
+func (st *Stack) Chat() *chatsim.Server { return st.chat }
+
+// Archiving reports whether the archiver runs.
+func (st *Stack) Archiving() bool { return st.cfg.ClickHouseAddr != "" }
+
+// Close stops every stage, then the broker, NATS and the HTTP server.
+func (st *Stack) Close() error {
+	if st.cancel != nil {
+		st.cancel()
+	}
+	st.wg.Wait()
+	for _, nc := range st.conns {
+		nc.Close()
+	}
+	if st.broker != nil {
+		_ = st.broker.Close()
+	}
+	if st.http != nil {
+		_ = st.http.Close()
+	} else if st.httpLn != nil {
+		_ = st.httpLn.Close()
+	}
+	if st.nats != nil {
+		st.nats.Shutdown()
+		st.nats.WaitForShutdown()
+	}
+	if st.tel != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = st.tel.Shutdown(sctx)
+		cancel()
+	}
+	if st.tmp != "" {
+		_ = os.RemoveAll(st.tmp)
+	}
+	return st.Err()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

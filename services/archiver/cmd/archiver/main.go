@@ -1,0 +1,53 @@
+// Command fleetwatch-archiver archives fleetwatch's PRESENCE, ALERTS and
+// DELIVERIES streams into ClickHouse. See config.example.yaml.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/fleetwatch/fleetwatch/pkg/stage"
+	"github.com/fleetwatch/fleetwatch/services/archiver"
+)
+
+// fileConfig is the archiver's config file: the shared sections plus
+// archiver:.
+type fileConfig struct {
+	stage.Common `yaml:",inline"`
+	Archiver     archiver.Config `yaml:"archiver"`
+}
+
+func (c *fileConfig) CommonConfig() *stage.Common { return &c.Common }
+
+func (c *fileConfig) Validate() error { return c.Archiver.Validate() }
+
+func defaultConfig() *fileConfig {
+	return &fileConfig{Common: stage.DefaultCommon(archiver.Stage), Archiver: archiver.DefaultConfig()}
+}
+
+var spec = stage.Spec{
+	Name: archiver.Stage,
+	Summary: "Archives the PRESENCE, ALERTS and DELIVERIES streams into ClickHouse in batches " +
+		"(native protocol, ClickHouse 18.16 or newer), creating and migrating the schema at start. " +
+		"Messages are acked only after their rows are inserted.",
+	Example: archiver.ExampleConfig(),
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	cfg := defaultConfig()
+	return stage.Main(spec, cfg, func(ctx context.Context, env *stage.Env) error {
+		svc, err := archiver.New(cfg.Archiver, archiver.Deps{
+			NATS:           env.NATS,
+			Logger:         env.Logger,
+			TracerProvider: env.Telemetry.TracerProvider,
+			MeterProvider:  env.Telemetry.MeterProvider,
+		})
+		if err != nil {
+			return err
+		}
+		env.SetReady(svc.Ready)
+		return svc.Run(ctx)
+	})
+}

@@ -1,0 +1,227 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Conn is the part of a ClickHouse connection the schema needs.
+// clickhouse-go's driver.Conn implements it.
+type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) error
+	QueryRow(ctx context.Context, query string, args ...any) driver.Row
+	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+	PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error)
+}
+
+// ErrBadDatabaseName is returned for a database name that is not a plain
+// identifier.
+var ErrBadDatabaseName = errors.New("not a plain identifier: use letters, digits and _, not starting with a digit")
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// CheckDatabaseName reports whether name can be used unquoted in DDL.
+func CheckDatabaseName(name string) error {
+	if !identifier.MatchString(name) {
+		return fmt.Errorf("database name %q: %w", name, ErrBadDatabaseName)
+	}
+	return nil
+}
+
+// Applied is one row of schema_migrations.
+type Applied struct {
+	Version       uint32
+	Name          string
+	AppliedAt     time.Time
+	ServerVersion string
+}
+
+// Result says what Migrate did.
+type Result struct {
+	// Capabilities of the server.
+	Capabilities Capabilities
+	// Ran lists the versions this call applied (empty when up to date).
+	Ran []uint32
+	// Unknown lists recorded versions this build does not know: a newer
+	// archiver migrated the database.
+	Unknown []uint32
+}
+
+// Options tune Migrate.
+type Options struct {
+	// Logger receives one line per applied migration (nil: slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock recorded as applied_at (nil: time.Now).
+	Now func() time.Time
+}
+
+// Migrate creates the database if needed and applies every migration not
+// yet recorded in schema_migrations, in version order. It is idempotent and
+// safe to run from several processes at once (see the package doc).
+func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Result, error) {
+	if err := CheckDatabaseName(database); err != nil {
+		return Result{}, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	caps, err := Detect(ctx, conn)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Capabilities: caps}
+	if err := execDDL(ctx, conn, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
+		return res, err
+	}
+	if err := execDDL(ctx, conn, migrationsTable(database)); err != nil {
+		return res, err
+	}
+	done, err := appliedVersions(ctx, conn, database)
+	if err != nil {
+		return res, err
+	}
+	known := map[uint32]bool{}
+	for _, m := range Migrations() {
+		known[m.Version] = true
+		if done[m.Version] {
+			continue
+		}
+		for _, stmt := range m.Statements(database, caps) {
+			if err := execDDL(ctx, conn, stmt); err != nil {
+				return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		if err := record(ctx, conn, database, m, caps, now()); err != nil {
+			return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+		}
+		res.Ran = append(res.Ran, m.Version)
+		logger.Info("clickhouse migration applied", "database", database, "version", m.Version, "name", m.Name)
+	}
+	for v := range done {
+		if !known[v] {
+			res.Unknown = append(res.Unknown, v)
+		}
+	}
+	slices.Sort(res.Unknown)
+	return res, nil
+}
+
+// AppliedMigrations lists schema_migrations, one row per version (FINAL
+// collapses records written by concurrent migrators), in version order.
+func AppliedMigrations(ctx context.Context, conn Conn, database string) ([]Applied, error) {
+	if err := CheckDatabaseName(database); err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, "SELECT version, name, applied_at, server_version FROM "+
+		database+"."+TableMigrations+" FINAL ORDER BY version")
+	if err != nil {
+		return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+	}
+	defer rows.Close()
+	var out []Applied
+	for rows.Next() {
+		var a Applied
+		if err := rows.Scan(&a.Version, &a.Name, &a.AppliedAt, &a.ServerVersion); err != nil {
+			return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+	}
+	return out, nil
+}
+
+func appliedVersions(ctx context.Context, conn Conn, database string) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+database+"."+TableMigrations)
+	if err != nil {
+		return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+		}
+		done[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s.%s: %w", database, TableMigrations, err)
+	}
+	return done, nil
+}
+
+// record writes a schema_migrations row. It uses a native batch: ClickHouse
+// 18.16 does not parse inline INSERT ... VALUES sent over the native
+// protocol (the query hangs waiting for a data block).
+func record(ctx context.Context, conn Conn, database string, m Migration, caps Capabilities, at time.Time) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+database+"."+TableMigrations+" (version, name, applied_at, server_version)")
+	if err != nil {
+		return fmt.Errorf("record in %s: %w", TableMigrations, err)
+	}
+	if err := b.Append(m.Version, m.Name, at.UTC(), caps.Version.String()); err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("record in %s: %w", TableMigrations, err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record in %s: %w", TableMigrations, err)
+	}
+	return nil
+}
+
+// ClickHouse error codes of a CREATE that raced with the same CREATE from
+// another process: on old servers IF NOT EXISTS is checked before the
+// object is registered, so the loser may see these.
+const (
+	codeTableAlreadyExists    = 57
+	codeDatabaseAlreadyExists = 82
+)
+
+// execDDL runs an idempotent statement, retrying a few times when it lost a
+// race with the same statement from another migrator.
+func execDDL(ctx context.Context, conn Conn, stmt string) error {
+	const attempts = 5
+	var err error
+	for i := range attempts {
+		if err = conn.Exec(ctx, stmt); err == nil || !lostCreateRace(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i+1) * 100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("exec %q: %w", firstLine(stmt), err)
+	}
+	return nil
+}
+
+func lostCreateRace(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == codeTableAlreadyExists || ex.Code == codeDatabaseAlreadyExists)
+}
+
+func firstLine(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i] + " ..."
+		}
+	}
+	return s
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/stage"
+	"github.com/fleetwatch/fleetwatch/services/evaluator"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg := defaultConfig()
+	if err := stage.Load([]byte(evaluator.ExampleConfig), "config.example.yaml", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if want := evaluator.DefaultConfig(); cfg.Evaluator.Grace != want.Grace || cfg.Evaluator.Partitions != want.Partitions ||
+		len(cfg.Evaluator.Receivers) != 1 || cfg.Evaluator.Receivers[0] != "default" {
+		t.Fatalf("example config = %+v", cfg.Evaluator)
+	}
+}
+
+func TestConfigErrorsNameTheLine(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want string
+	}{
+		{"evaluator:\n  grace: 0s\n", "cfg.yaml: evaluator.grace is 0s: set a positive duration, e.g. 30s"},
+		{"evaluator:\n  gracee: 1s\n", "cfg.yaml: yaml: unmarshal errors:\n  line 2: field gracee not found in type evaluator.Config (check the key names and value types against the example in --help)"},
+		{"evaluator:\n  severity: page\n", `cfg.yaml: evaluator.severity is "page": use info, warning or critical`},
+	}
+	for _, tc := range tests {
+		err := stage.Load([]byte(tc.yaml), "cfg.yaml", defaultConfig())
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Load(%q) = %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+var _ stage.Config = (*fileConfig)(nil)
+
+// TestServe runs the stage wiring against an embedded NATS server until the
+// evaluator's durable consumer exists, then stops it.
+func TestServe(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := defaultConfig()
+	cfg.NATS.URL = srv.URL()
+	cfg.Topology.MemoryStorage = true
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- stage.Start(ctx, cfg.Common, slog.New(slog.NewTextHandler(t.Output(), nil)), serve(cfg))
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := js.Consumer(t.Context(), events.StreamPresence, events.ConsumerEvaluator); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the evaluator did not create its consumer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

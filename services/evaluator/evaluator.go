@@ -1,0 +1,270 @@
+// Package evaluator is fleetwatch's evaluator stage: it consumes presence
+// events from the PRESENCE stream, runs them through the pure state machine
+// of package tracker, and publishes the alerts it decides (device_offline,
+// firing and resolved, one per receiver) to the ALERTS stream.
+//
+// # Processing
+//
+// One goroutine owns the tracker. It fetches batches from the durable pull
+// consumer "evaluator" (filter presence.v1.>), decodes and validates each
+// message (bad ones go to DEADLETTER and are acked), applies it, and
+// publishes every decision to alerts.v1.<receiver> with Nats-Msg-Id = alert
+// id and the input's trace context. Only when every publish of the batch is
+// acknowledged are the inputs acked; a failed publish is retried until it
+// succeeds or the service stops, in which case the inputs stay unacked. Between
+// fetches (at least every Config.Tick) the same goroutine applies a clock tick
+// with Deps.Now, which fires the outages whose grace period has passed.
+//
+// # Restart recovery
+//
+// The skeleton keeps its state in memory only, and rebuilds it at start-up,
+// after creating (or updating) the durable consumer and before it fetches
+// from it:
+//
+//  1. It reads the id (Nats-Msg-Id) of every alert in ALERTS, headers only.
+//  2. It replays PRESENCE, up to its last sequence at that moment, through a
+//     fresh tracker with an ordered consumer. After each replayed event, an
+//     outage whose firing alert id is in ALERTS is marked as alerted
+//     (Tracker.MarkAlerted), so it is not fired again and is resolved when the
+//     device comes back. A resolved alert decided during the replay that is
+//     not in ALERTS (the device came back while no evaluator ran, or a crash
+//     came between a decision and its publish) is published.
+//  3. It applies one tick at Deps.Now: outages whose grace passed while the
+//     evaluator was down fire now, and firing alerts of alerted outages that
+//     are missing in ALERTS (a crash between receivers) are re-published.
+//  4. It consumes from the durable consumer. The messages it delivers that the
+//     replay already applied are duplicates to the tracker (no decision) and
+//     are simply acked.
+//
+// A restart therefore neither loses a pending alert nor sends one twice. This
+// assumes one evaluator instance at a time (two would both alert), and costs a
+// full replay of PRESENCE at start-up; partition leases and state snapshots (a
+// later issue) lift both limits.
+package evaluator
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ExampleConfig is a working config file for the evaluator binary.
+//
+//go:embed config.example.yaml
+var ExampleConfig string
+
+// StageName names the evaluator in dead letters, logs and telemetry.
+const StageName = "evaluator"
+
+// Config is the evaluator's section of the config file.
+type Config struct {
+	// Grace is how long a device must stay offline before it is alerted.
+	Grace time.Duration `yaml:"grace"`
+	// Tick is how often the clock is applied (timer resolution), and the
+	// longest a fetch waits for messages.
+	Tick time.Duration `yaml:"tick"`
+	// Receivers get one alert each per decision.
+	Receivers []string `yaml:"receivers"`
+	// Severity of device_offline alerts: info, warning or critical.
+	Severity events.Severity `yaml:"severity"`
+	// Partitions is the deployment's presence partition count; it must match
+	// the ingest's. The skeleton owns every partition.
+	Partitions int `yaml:"partitions"`
+	// FetchBatch is how many messages one fetch asks for.
+	FetchBatch int `yaml:"fetch_batch"`
+	// AckWait is how long JetStream waits for an ack before redelivering.
+	AckWait time.Duration `yaml:"ack_wait"`
+}
+
+// DefaultConfig returns the evaluator's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Grace:      30 * time.Second,
+		Tick:       time.Second,
+		Receivers:  []string{"default"},
+		Severity:   events.SeverityWarning,
+		Partitions: events.DefaultPartitions,
+		FetchBatch: 256,
+		AckWait:    30 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields with DefaultConfig's values (a tick no
+// longer than the grace).
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Grace == 0 {
+		c.Grace = d.Grace
+	}
+	if c.Tick == 0 {
+		c.Tick = min(d.Tick, c.Grace)
+	}
+	if len(c.Receivers) == 0 {
+		c.Receivers = d.Receivers
+	}
+	if c.Severity == "" {
+		c.Severity = d.Severity
+	}
+	if c.Partitions == 0 {
+		c.Partitions = d.Partitions
+	}
+	if c.FetchBatch == 0 {
+		c.FetchBatch = d.FetchBatch
+	}
+	if c.AckWait == 0 {
+		c.AckWait = d.AckWait
+	}
+	return c
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	switch {
+	case c.Grace <= 0:
+		return fmt.Errorf("evaluator.grace is %s: set a positive duration, e.g. 30s", c.Grace)
+	case c.Tick <= 0:
+		return fmt.Errorf("evaluator.tick is %s: set a positive duration, e.g. 1s", c.Tick)
+	case c.Tick > c.Grace:
+		return fmt.Errorf("evaluator.tick %s is longer than evaluator.grace %s: use a tick of at most the grace, e.g. 1s", c.Tick, c.Grace)
+	case len(c.Receivers) == 0:
+		return errors.New("evaluator.receivers is empty: list at least one receiver name, e.g. [default]")
+	case c.Severity != events.SeverityInfo && c.Severity != events.SeverityWarning && c.Severity != events.SeverityCritical:
+		return fmt.Errorf("evaluator.severity is %q: use info, warning or critical", c.Severity)
+	case c.Partitions < 1:
+		return fmt.Errorf("evaluator.partitions is %d: use the ingest's partition count (default %d)", c.Partitions, events.DefaultPartitions)
+	case c.FetchBatch < 1 || c.FetchBatch > 10_000:
+		return fmt.Errorf("evaluator.fetch_batch is %d: use 1 to 10000, e.g. 256", c.FetchBatch)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("evaluator.ack_wait is %s: use at least 1s, e.g. 30s", c.AckWait)
+	}
+	seen := make(map[string]bool, len(c.Receivers))
+	for i, r := range c.Receivers {
+		switch {
+		case r == "":
+			return fmt.Errorf("evaluator.receivers[%d] is empty: name the receiver, e.g. default", i)
+		case seen[r]:
+			return fmt.Errorf("evaluator.receivers[%d] %q is listed twice: remove the duplicate", i, r)
+		}
+		seen[r] = true
+	}
+	return nil
+}
+
+// Deps are the evaluator's collaborators.
+type Deps struct {
+	// NATS is the connection (required); the streams must exist.
+	NATS *nats.Conn
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// TracerProvider and MeterProvider default to the otel globals.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Now is the clock applied on every tick; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Service is a running evaluator. Create it with New, then call Run once.
+type Service struct {
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	tracer  trace.Tracer
+	now     func() time.Time
+	metrics *metrics
+
+	ready   atomic.Pointer[error]
+	devices atomic.Int64
+}
+
+var (
+	errRecovering = errors.New("evaluator is rebuilding its state from PRESENCE")
+	errStopped    = errors.New("evaluator is stopped")
+)
+
+// New validates cfg (zero fields take DefaultConfig's values) and returns a
+// Service.
+func New(cfg Config, deps Deps) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.NATS == nil {
+		return nil, errors.New("evaluator: Deps.NATS is nil: pass a connected *nats.Conn")
+	}
+	js, err := jetstream.New(deps.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s := &Service{cfg: cfg, js: js, log: deps.Logger, now: deps.Now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	tp := deps.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	s.tracer = tp.Tracer("github.com/fleetwatch/fleetwatch/services/evaluator")
+	mp := deps.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if s.metrics, err = newMetrics(mp, &s.devices); err != nil {
+		return nil, err
+	}
+	s.setReady(errRecovering)
+	return s, nil
+}
+
+// Ready returns nil while the service is consuming live events: after
+// recovery and until Run returns.
+func (s *Service) Ready() error { return *s.ready.Load() }
+
+func (s *Service) setReady(err error) { s.ready.Store(&err) }
+
+func (s *Service) newTracker() (*tracker.Tracker, error) {
+	return tracker.New(tracker.Config{Grace: s.cfg.Grace, Receivers: s.cfg.Receivers, Severity: s.cfg.Severity})
+}
+
+// Run ensures the durable consumer, rebuilds the state, and processes
+// presence events until ctx ends. It returns nil on a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.setReady(errStopped)
+	s.setReady(errRecovering)
+	cons, err := events.EnsureConsumer(ctx, s.js, events.StreamPresence,
+		events.ConsumerConfig(events.ConsumerEvaluator, events.PresencePrefix+".>", s.cfg.AckWait, 4*s.cfg.FetchBatch))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	tr, err := s.newTracker()
+	if err != nil {
+		return err
+	}
+	if err := s.rebuild(ctx, tr); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("recover state: %w", err)
+	}
+	s.setReady(nil)
+	s.log.Info("evaluating", "grace", s.cfg.Grace, "receivers", s.cfg.Receivers, "devices", tr.Len())
+	s.loop(ctx, cons, tr)
+	return nil
+}

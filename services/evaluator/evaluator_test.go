@@ -1,0 +1,580 @@
+package evaluator_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/services/evaluator"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+func TestMain(m *testing.M) {
+	// What telemetry.Setup installs in a process: W3C trace context.
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	os.Exit(m.Run())
+}
+
+// t0 is the fake clock's start (ms); the tests move the clock explicitly.
+const t0 = int64(1_700_000_000_000)
+
+// fakeClock is the evaluator's clock in tests. Calls counts Now calls: the
+// service reads the clock once per tick, so waiting for calls to grow waits
+// for ticks.
+type fakeClock struct {
+	ms    atomic.Int64
+	calls atomic.Int64
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.calls.Add(1)
+	return time.UnixMilli(c.ms.Load())
+}
+
+func (c *fakeClock) set(ms int64) { c.ms.Store(ms) }
+
+type harness struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	clock *fakeClock
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	if err := events.EnsureStreams(t.Context(), js, events.DefaultTopology()); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{nc: nc, js: js, clock: &fakeClock{}}
+	h.clock.set(t0)
+	return h
+}
+
+func testConfig(receivers ...string) evaluator.Config {
+	cfg := evaluator.DefaultConfig()
+	cfg.Grace = 30 * time.Second
+	cfg.Tick = 10 * time.Millisecond
+	cfg.Receivers = receivers
+	cfg.AckWait = 2 * time.Second // a stopped instance's last pull may swallow a message until then
+	return cfg
+}
+
+// running is a started Service.
+type running struct {
+	svc     *evaluator.Service
+	metrics *sdkmetric.ManualReader
+	stop    func()
+}
+
+func (h *harness) start(t *testing.T, cfg evaluator.Config) *running {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	svc, err := evaluator.New(cfg, evaluator.Deps{
+		NATS:           h.nc,
+		Logger:         slog.New(slog.NewTextHandler(t.Output(), nil)),
+		TracerProvider: sdktrace.NewTracerProvider(),
+		MeterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+		Now:            h.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Ready(); err == nil {
+		t.Fatal("ready before Run")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	waitFor(t, "service ready", func() bool { return svc.Ready() == nil })
+	var once atomic.Bool
+	stop := func() {
+		if once.Swap(true) {
+			return
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if svc.Ready() == nil {
+			t.Error("ready after Run returned")
+		}
+	}
+	t.Cleanup(stop)
+	return &running{svc: svc, metrics: reader, stop: stop}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitTicks waits until the service applied n more ticks.
+func (h *harness) waitTicks(t *testing.T, n int64) {
+	t.Helper()
+	from := h.clock.calls.Load()
+	waitFor(t, "ticks", func() bool { return h.clock.calls.Load() >= from+n })
+}
+
+func presence(t *testing.T, e events.PresenceEvent) events.PresenceEvent {
+	t.Helper()
+	e.Source = "test"
+	if e.ReceivedAtMS == 0 {
+		e.ReceivedAtMS = e.BrokerTSMS + 5
+	}
+	out, err := events.NewPresenceEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func connected(t *testing.T, dev, node string, at int64) events.PresenceEvent {
+	return presence(t, events.PresenceEvent{DeviceID: dev, Kind: events.KindConnected, Node: node, BrokerTSMS: at, ConnectedAtMS: at})
+}
+
+func disconnected(t *testing.T, dev, node string, connAt, at int64, reason events.Reason) events.PresenceEvent {
+	return presence(t, events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: node, Reason: reason,
+		RawReason: string(reason), BrokerTSMS: at, ConnectedAtMS: connAt})
+}
+
+// publish stores presence events the way the ingest does and returns the
+// stream sequence of the last one.
+func (h *harness) publish(t *testing.T, es ...events.PresenceEvent) uint64 {
+	t.Helper()
+	var seq uint64
+	for _, e := range es {
+		data, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.PresenceSubject(e.DeviceID, events.DefaultPartitions))
+		m.Data = data
+		m.Header.Set(events.HeaderMsgID, e.ID)
+		ack, err := h.js.PublishMsg(t.Context(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = ack.Sequence
+	}
+	return seq
+}
+
+// waitProcessed waits until the evaluator acked everything up to seq, then
+// for two more ticks, so that whatever it decided is published.
+func (h *harness) waitProcessed(t *testing.T, seq uint64) {
+	t.Helper()
+	waitFor(t, "presence acked", func() bool {
+		c, err := h.js.Consumer(t.Context(), events.StreamPresence, events.ConsumerEvaluator)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.AckFloor.Stream >= seq
+	})
+	h.waitTicks(t, 2)
+}
+
+type storedAlert struct {
+	subject string
+	header  nats.Header
+	alert   events.AlertEvent
+}
+
+func (h *harness) streamMsgs(t *testing.T, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	st, err := h.js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (h *harness) alerts(t *testing.T) []storedAlert {
+	t.Helper()
+	var out []storedAlert
+	for _, m := range h.streamMsgs(t, events.StreamAlerts) {
+		var a events.AlertEvent
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, storedAlert{subject: m.Subject, header: m.Header, alert: a})
+	}
+	return out
+}
+
+func (h *harness) waitAlerts(t *testing.T, n int) []storedAlert {
+	t.Helper()
+	waitFor(t, "alerts", func() bool { return len(h.alerts(t)) >= n })
+	got := h.alerts(t)
+	if len(got) != n {
+		t.Fatalf("%d alerts, want %d: %+v", len(got), n, got)
+	}
+	return got
+}
+
+func (h *harness) wantAlerts(t *testing.T, n int) []storedAlert {
+	t.Helper()
+	got := h.alerts(t)
+	if len(got) != n {
+		t.Fatalf("%d alerts, want %d: %+v", len(got), n, got)
+	}
+	return got
+}
+
+// sums returns the int64 sums of a metric by one attribute's value ("" for
+// none), and gauges the same way.
+func sums(t *testing.T, r *sdkmetric.ManualReader, name, attr string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			var points []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				points = d.DataPoints
+			case metricdata.Gauge[int64]:
+				points = d.DataPoints
+			}
+			for _, p := range points {
+				v, _ := p.Attributes.Value(attribute.Key(attr))
+				out[v.AsString()] += p.Value
+			}
+		}
+	}
+	return out
+}
+
+func wantAlert(t *testing.T, a events.AlertEvent) events.AlertEvent {
+	t.Helper()
+	out, err := events.NewAlertEvent(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func offlineAlert(t *testing.T, receiver, dev, node string, status events.AlertStatus, since, until, created int64) events.AlertEvent {
+	return wantAlert(t, events.AlertEvent{
+		Fingerprint: events.ContentID("device_offline", dev), Receiver: receiver, Status: status,
+		Kind: events.AlertDeviceOffline, Severity: events.SeverityWarning, GroupKey: "device:" + dev,
+		GroupLabels: map[string]string{"device_id": dev},
+		Devices: []events.AlertDevice{{DeviceID: dev, Status: status, Node: node, Reason: events.ReasonKeepaliveTimeout,
+			SinceMS: since, UntilMS: until}},
+		DevicesTotal: 1, StartsAtMS: since, EndsAtMS: until, CreatedAtMS: created,
+	})
+}
+
+func checkStored(t *testing.T, got storedAlert, want events.AlertEvent) {
+	t.Helper()
+	if !reflect.DeepEqual(got.alert, want) {
+		t.Fatalf("alert\n got %+v\nwant %+v", got.alert, want)
+	}
+	if got.subject != events.AlertSubject(want.Receiver) {
+		t.Fatalf("subject %q, want %q", got.subject, events.AlertSubject(want.Receiver))
+	}
+	if id := got.header.Get(events.HeaderMsgID); id != want.ID {
+		t.Fatalf("Nats-Msg-Id %q, want %q", id, want.ID)
+	}
+	if tp := got.header.Get("traceparent"); !strings.HasPrefix(tp, "00-") {
+		t.Fatalf("traceparent %q", tp)
+	}
+}
+
+func TestOfflineAfterGraceThenResolved(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, testConfig("ops", "on call"))
+	const dev, node = "plant-7/line.2 ü", "emqx@10.0.0.1"
+
+	h.clock.set(t0 + 10_001)
+	h.waitProcessed(t, h.publish(t,
+		connected(t, dev, node, t0),
+		disconnected(t, dev, node, t0, t0+10_000, events.ReasonKeepaliveTimeout)))
+	h.wantAlerts(t, 0)
+
+	h.clock.set(t0 + 39_999) // grace not over yet
+	h.waitTicks(t, 2)
+	h.wantAlerts(t, 0)
+
+	h.clock.set(t0 + 40_000)
+	got := h.waitAlerts(t, 2)
+	checkStored(t, got[0], offlineAlert(t, "ops", dev, node, events.StatusFiring, t0+10_000, 0, t0+40_000))
+	checkStored(t, got[1], offlineAlert(t, "on call", dev, node, events.StatusFiring, t0+10_000, 0, t0+40_000))
+
+	h.clock.set(t0 + 1_000_000)
+	h.waitTicks(t, 2)
+	h.wantAlerts(t, 2) // fired once
+
+	back := connected(t, dev, "emqx@10.0.0.2", t0+100_000)
+	h.publish(t, back)
+	got = h.waitAlerts(t, 4)
+	checkStored(t, got[2], offlineAlert(t, "ops", dev, node, events.StatusResolved, t0+10_000, t0+100_000, back.ReceivedAtMS))
+	checkStored(t, got[3], offlineAlert(t, "on call", dev, node, events.StatusResolved, t0+10_000, t0+100_000, back.ReceivedAtMS))
+
+	if d := sums(t, r.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 2 || d["resolved"] != 2 {
+		t.Fatalf("decisions metric %v", d)
+	}
+	if e := sums(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["applied"] != 3 {
+		t.Fatalf("events metric %v", e)
+	}
+	if g := sums(t, r.metrics, "fleetwatch_evaluator_devices", ""); g[""] != 1 {
+		t.Fatalf("devices metric %v", g)
+	}
+}
+
+func TestBlipWithinGraceIsNotAlerted(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, testConfig("ops"))
+	h.clock.set(t0 + 100_000)
+	h.waitProcessed(t, h.publish(t,
+		connected(t, "d1", "n1", t0),
+		disconnected(t, "d1", "n1", t0, t0+10_000, events.ReasonClosed),
+		connected(t, "d1", "n1", t0+20_000)))
+	h.wantAlerts(t, 0)
+	if b := sums(t, r.metrics, "fleetwatch_evaluator_blips", ""); b[""] != 1 {
+		t.Fatalf("blips metric %v", b)
+	}
+}
+
+func TestTakeoverIsNotAnOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		order func(cA, dA, cB events.PresenceEvent) []events.PresenceEvent
+	}{
+		{"disconnect first", func(cA, dA, cB events.PresenceEvent) []events.PresenceEvent {
+			return []events.PresenceEvent{cA, dA, cB}
+		}},
+		{"connect first", func(cA, dA, cB events.PresenceEvent) []events.PresenceEvent {
+			return []events.PresenceEvent{cA, cB, dA}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.start(t, testConfig("ops"))
+			cA := connected(t, "d1", "n1", t0)
+			dA := disconnected(t, "d1", "n1", t0, t0+50_000, events.ReasonTakenOver)
+			cB := connected(t, "d1", "n2", t0+50_001)
+			evs := tc.order(cA, dA, cB)
+			// The first two arrive, and the clock passes the grace period
+			// before the third: a takenover disconnect alone never alerts.
+			h.clock.set(t0 + 500_000)
+			h.waitProcessed(t, h.publish(t, evs[:2]...))
+			h.wantAlerts(t, 0)
+			h.waitProcessed(t, h.publish(t, evs[2]))
+			h.clock.set(t0 + 1_000_000)
+			h.waitTicks(t, 2)
+			h.wantAlerts(t, 0)
+		})
+	}
+}
+
+func TestRestartMidOutage(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig("ops")
+	first := h.start(t, cfg)
+	h.clock.set(t0 + 10_001)
+	h.waitProcessed(t, h.publish(t,
+		connected(t, "d1", "n1", t0),
+		disconnected(t, "d1", "n1", t0, t0+10_000, events.ReasonKeepaliveTimeout),
+		connected(t, "d2", "n1", t0),
+		disconnected(t, "d2", "n1", t0, t0+20_000, events.ReasonKeepaliveTimeout)))
+	h.clock.set(t0 + 40_000) // d1's grace is over, d2's is not
+	fired := h.waitAlerts(t, 1)
+	checkStored(t, fired[0], offlineAlert(t, "ops", "d1", "n1", events.StatusFiring, t0+10_000, 0, t0+40_000))
+	first.stop()
+
+	// A new instance on the same streams: d1 stays alerted without a second
+	// firing, d2's pending alert is not lost.
+	h.clock.set(t0 + 45_000)
+	second := h.start(t, cfg)
+	h.waitTicks(t, 3)
+	h.wantAlerts(t, 1)
+	h.clock.set(t0 + 50_000)
+	got := h.waitAlerts(t, 2)
+	checkStored(t, got[1], offlineAlert(t, "ops", "d2", "n1", events.StatusFiring, t0+20_000, 0, t0+50_000))
+
+	back := connected(t, "d1", "n2", t0+60_000)
+	h.publish(t, back)
+	got = h.waitAlerts(t, 3)
+	checkStored(t, got[2], offlineAlert(t, "ops", "d1", "n1", events.StatusResolved, t0+10_000, t0+60_000, back.ReceivedAtMS))
+
+	// The second instance published exactly d2's firing and d1's resolved:
+	// nothing was re-sent (and hidden by JetStream's duplicate window).
+	if d := sums(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 1 || d["resolved"] != 1 {
+		t.Fatalf("second instance decisions %v", d)
+	}
+	ids := map[string]bool{}
+	for _, a := range got {
+		ids[a.alert.ID] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("alert ids not distinct: %v", ids)
+	}
+}
+
+func TestRestartWhileDeviceCameBack(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig("ops")
+	first := h.start(t, cfg)
+	h.clock.set(t0 + 40_000)
+	h.publish(t,
+		connected(t, "d1", "n1", t0),
+		disconnected(t, "d1", "n1", t0, t0+10_000, events.ReasonKeepaliveTimeout))
+	h.waitAlerts(t, 1)
+	first.stop()
+
+	// The device comes back while no evaluator runs; the next one resolves
+	// the alert during recovery.
+	back := connected(t, "d1", "n1", t0+70_000)
+	h.publish(t, back)
+	h.clock.set(t0 + 80_000)
+	second := h.start(t, cfg)
+	got := h.waitAlerts(t, 2)
+	checkStored(t, got[1], offlineAlert(t, "ops", "d1", "n1", events.StatusResolved, t0+10_000, t0+70_000, back.ReceivedAtMS))
+	h.waitProcessed(t, 3)
+	h.wantAlerts(t, 2)
+	if d := sums(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 0 || d["resolved"] != 1 {
+		t.Fatalf("second instance decisions %v", d)
+	}
+}
+
+func TestBadInputIsDeadLettered(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, testConfig("ops"))
+
+	garbage := nats.NewMsg(events.PresenceSubject("dev-x", events.DefaultPartitions))
+	garbage.Data = []byte(`{"v":1,"device_id":`)
+	garbage.Header.Set(events.HeaderMsgID, "garbage-1")
+	if _, err := h.js.PublishMsg(t.Context(), garbage); err != nil {
+		t.Fatal(err)
+	}
+	// A valid event on another device's subject.
+	e := disconnected(t, "dev-y", "n1", t0, t0+1_000, events.ReasonClosed)
+	misrouted := nats.NewMsg(events.PresenceSubject("dev-z", events.DefaultPartitions))
+	misrouted.Data, _ = json.Marshal(e)
+	misrouted.Header.Set(events.HeaderMsgID, e.ID)
+	ack, err := h.js.PublishMsg(t.Context(), misrouted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitProcessed(t, ack.Sequence)
+
+	dl := h.streamMsgs(t, events.StreamDeadLetter)
+	if len(dl) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(dl))
+	}
+	for i, want := range []struct {
+		payload []byte
+		reason  string
+	}{
+		{garbage.Data, "decode presence event: unexpected end of JSON input"},
+		{misrouted.Data, `subject "` + misrouted.Subject + `" does not match device_id "dev-y"`},
+	} {
+		m := dl[i]
+		if m.Subject != events.DeadLetterSubject("evaluator", "presence") || string(m.Data) != string(want.payload) ||
+			m.Header.Get(events.HeaderStage) != "evaluator" || m.Header.Get(events.HeaderTopic) == "" ||
+			!strings.HasPrefix(m.Header.Get(events.HeaderReason), want.reason) {
+			t.Fatalf("dead letter %d: subject %q headers %v data %q", i, m.Subject, m.Header, m.Data)
+		}
+	}
+	if e := sums(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["dead_lettered"] != 2 {
+		t.Fatalf("events metric %v", e)
+	}
+
+	// The evaluator goes on.
+	h.clock.set(t0 + 100_000)
+	h.publish(t, disconnected(t, "d1", "n1", t0, t0+1_000, events.ReasonClosed))
+	h.waitAlerts(t, 1)
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(c *evaluator.Config)
+		want string
+	}{
+		{"default", func(*evaluator.Config) {}, ""},
+		{"grace", func(c *evaluator.Config) { c.Grace = -time.Second }, "evaluator.grace is -1s: set a positive duration, e.g. 30s"},
+		{"tick", func(c *evaluator.Config) { c.Tick = 0 }, "evaluator.tick is 0s: set a positive duration, e.g. 1s"},
+		{"tick above grace", func(c *evaluator.Config) { c.Grace = time.Second; c.Tick = 2 * time.Second },
+			"evaluator.tick 2s is longer than evaluator.grace 1s: use a tick of at most the grace, e.g. 1s"},
+		{"no receivers", func(c *evaluator.Config) { c.Receivers = nil }, "evaluator.receivers is empty: list at least one receiver name, e.g. [default]"},
+		{"empty receiver", func(c *evaluator.Config) { c.Receivers = []string{"a", ""} }, "evaluator.receivers[1] is empty: name the receiver, e.g. default"},
+		{"duplicate receiver", func(c *evaluator.Config) { c.Receivers = []string{"a", "a"} }, `evaluator.receivers[1] "a" is listed twice: remove the duplicate`},
+		{"severity", func(c *evaluator.Config) { c.Severity = "page" }, `evaluator.severity is "page": use info, warning or critical`},
+		{"partitions", func(c *evaluator.Config) { c.Partitions = -1 }, "evaluator.partitions is -1: use the ingest's partition count (default 64)"},
+		{"fetch batch", func(c *evaluator.Config) { c.FetchBatch = 0 }, "evaluator.fetch_batch is 0: use 1 to 10000, e.g. 256"},
+		{"ack wait", func(c *evaluator.Config) { c.AckWait = time.Millisecond }, "evaluator.ack_wait is 1ms: use at least 1s, e.g. 30s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := evaluator.DefaultConfig()
+			tc.edit(&c)
+			err := c.Validate()
+			if (err == nil && tc.want != "") || (err != nil && err.Error() != tc.want) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewFillsDefaults(t *testing.T) {
+	h := newHarness(t)
+	// The dev stack constructs the service with only a short grace.
+	svc, err := evaluator.New(evaluator.Config{Grace: 500 * time.Millisecond}, evaluator.Deps{NATS: h.nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Ready() == nil {
+		t.Fatal("ready before Run")
+	}
+	if _, err := evaluator.New(evaluator.Config{Grace: -1}, evaluator.Deps{NATS: h.nc}); err == nil {
+		t.Fatal("negative grace accepted")
+	}
+	if _, err := evaluator.New(evaluator.Config{}, evaluator.Deps{}); err == nil || err.Error() != "evaluator: Deps.NATS is nil: pass a connected *nats.Conn" {
+		t.Fatalf("nil NATS: %v", err)
+	}
+}

@@ -1,0 +1,75 @@
+package evaluator
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// metrics are the evaluator's instruments.
+type metrics struct {
+	events    metric.Int64Counter
+	decisions metric.Int64Counter
+	blips     metric.Int64Counter
+}
+
+// Event outcomes.
+var (
+	outcomeApplied      = metric.WithAttributes(attribute.String("outcome", "applied"))
+	outcomeStale        = metric.WithAttributes(attribute.String("outcome", "stale"))
+	outcomeDuplicate    = metric.WithAttributes(attribute.String("outcome", "duplicate"))
+	outcomeInvalid      = metric.WithAttributes(attribute.String("outcome", "invalid"))
+	outcomeDeadLettered = metric.WithAttributes(attribute.String("outcome", "dead_lettered"))
+)
+
+func newMetrics(mp metric.MeterProvider, devices *atomic.Int64) (*metrics, error) {
+	m := mp.Meter("github.com/fleetwatch/fleetwatch/services/evaluator")
+	var (
+		out metrics
+		err error
+	)
+	if out.events, err = m.Int64Counter("fleetwatch_evaluator_events",
+		metric.WithDescription("Presence events consumed, by outcome (applied, stale, duplicate, invalid, dead_lettered).")); err != nil {
+		return nil, fmt.Errorf("metric events: %w", err)
+	}
+	if out.decisions, err = m.Int64Counter("fleetwatch_evaluator_decisions",
+		metric.WithDescription("Alerts published to ALERTS, by status and receiver.")); err != nil {
+		return nil, fmt.Errorf("metric decisions: %w", err)
+	}
+	if out.blips, err = m.Int64Counter("fleetwatch_evaluator_blips",
+		metric.WithDescription("Outages that ended within the grace period (no alert).")); err != nil {
+		return nil, fmt.Errorf("metric blips: %w", err)
+	}
+	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_devices",
+		metric.WithDescription("Devices tracked."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(devices.Load())
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("metric devices: %w", err)
+	}
+	return &out, nil
+}
+
+// countApplied adds what the tracker did between two snapshots of its stats.
+func (m *metrics) countApplied(ctx context.Context, before, after tracker.Stats) {
+	stale := after.Stale - before.Stale
+	dup := after.Duplicates - before.Duplicates
+	inv := after.Invalid - before.Invalid
+	applied := after.Events - before.Events - stale - dup - inv
+	for _, c := range []struct {
+		n   uint64
+		opt metric.AddOption
+	}{{applied, outcomeApplied}, {stale, outcomeStale}, {dup, outcomeDuplicate}, {inv, outcomeInvalid}} {
+		if c.n > 0 {
+			m.events.Add(ctx, int64(c.n), c.opt)
+		}
+	}
+	if b := after.Blips - before.Blips; b > 0 {
+		m.blips.Add(ctx, int64(b))
+	}
+}

@@ -1,0 +1,163 @@
+package tracker
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+)
+
+// fuzzOps turns arbitrary bytes into tracker inputs, 6 bytes per input:
+// byte 0 picks the kind (connected, real disconnect, takeover disconnect,
+// disconnect without connected_at, tick), byte 1 the device, node and
+// reason, bytes 2-3 connected_at (or the tick's time), bytes 4-5 the broker
+// time. Times are small offsets so that they collide often.
+func fuzzOps(data []byte) []Input {
+	nodes := []string{"n1", "n2", "emqx@10.0.0.3"}
+	devs := []string{"a", "b", "dev/1", "x.y*>"}
+	reasons := []events.Reason{events.ReasonKeepaliveTimeout, events.ReasonTakenOver, events.ReasonDiscarded, "", events.ReasonNormal}
+	var in []Input
+	for len(data) >= 6 {
+		op, sel := data[0]%5, data[1]
+		a := int64(binary.BigEndian.Uint16(data[2:4]))
+		b := int64(binary.BigEndian.Uint16(data[4:6]))
+		data = data[6:]
+		e := &events.PresenceEvent{
+			DeviceID:      devs[sel%4],
+			Node:          nodes[(sel>>2)%3],
+			ConnectedAtMS: t0 + a*100,
+			BrokerTSMS:    t0 + b*100,
+			ReceivedAtMS:  t0 + b*100 + 1,
+		}
+		switch op {
+		case 0:
+			e.Kind = events.KindConnected
+			if sel>>7 == 1 {
+				e.ConnectedAtMS = 0
+			}
+		case 1:
+			e.Kind, e.Reason = events.KindDisconnected, reasons[int(sel>>4)%len(reasons)]
+		case 2:
+			e.Kind, e.Reason = events.KindDisconnected, events.ReasonTakenOver
+		case 3:
+			e.Kind, e.Reason, e.ConnectedAtMS = events.KindDisconnected, events.ReasonClosed, 0
+		case 4:
+			in = append(in, Tick{Now: time.UnixMilli(t0 + a*1000)})
+			continue
+		}
+		if sel == 0xff {
+			e.BrokerTSMS = 0 // invalid
+		}
+		in = append(in, Event{e})
+	}
+	return in
+}
+
+func FuzzApply(f *testing.F) {
+	op := func(kind, sel byte, a, b uint16) []byte {
+		return []byte{kind, sel, byte(a >> 8), byte(a), byte(b >> 8), byte(b)}
+	}
+	seq := func(ops ...[]byte) []byte {
+		var out []byte
+		for _, o := range ops {
+			out = append(out, o...)
+		}
+		return out
+	}
+	f.Add([]byte{})
+	// connect, disconnect, tick past grace, reconnect
+	f.Add(seq(op(0, 0, 1, 1), op(1, 0, 1, 100), op(4, 0, 1000, 0), op(0, 0, 2000, 2000)))
+	// takeover: disconnect first, then the new connection on node 2
+	f.Add(seq(op(0, 0, 1, 1), op(2, 0, 1, 500), op(0, 4, 501, 501), op(4, 0, 1000, 0)))
+	// takeover: connect first
+	f.Add(seq(op(0, 0, 1, 1), op(0, 4, 501, 501), op(2, 0, 1, 500), op(4, 0, 1000, 0)))
+	// disconnect without connected_at, duplicates, unseen newer connection
+	f.Add(seq(op(0, 1, 1, 1), op(3, 1, 0, 50), op(3, 1, 0, 50), op(4, 0, 100, 0), op(1, 5, 900, 950), op(4, 0, 3000, 0)))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := fuzzOps(data)
+		tr := newTracker(t, "r1", "r2")
+		twin := newTracker(t, "r1", "r2")
+		firing := map[string]int64{}
+		for i, x := range in {
+			got := tr.Apply(x)
+			if a, b := mustJSON(t, got), mustJSON(t, twin.Apply(x)); a != b {
+				t.Fatalf("input %d: not deterministic:\n%s\n%s", i, a, b)
+			}
+			for j, d := range got {
+				a := d.Alert
+				if err := a.Validate(); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+				want := []string{"r1", "r2"}[j%2]
+				if a.Receiver != want {
+					t.Fatalf("input %d: receiver %q, want %q", i, a.Receiver, want)
+				}
+				if a.Receiver != "r1" {
+					continue
+				}
+				dev := a.Devices[0].DeviceID
+				since, on := firing[dev]
+				switch {
+				case a.Status == events.StatusFiring && on:
+					t.Fatalf("input %d: second firing for %s", i, dev)
+				case a.Status == events.StatusFiring:
+					firing[dev] = a.StartsAtMS
+				case !on || since != a.StartsAtMS:
+					t.Fatalf("input %d: resolved without firing for %s", i, dev)
+				default:
+					delete(firing, dev)
+				}
+			}
+			if ev, ok := x.(Event); ok && ev.DeviceID != "" {
+				before, _ := tr.Device(ev.DeviceID)
+				if again := tr.Apply(x); len(again) != 0 {
+					t.Fatalf("input %d: applying it twice decided %v", i, again)
+				}
+				twin.Apply(x)
+				if after, _ := tr.Device(ev.DeviceID); after != before {
+					t.Fatalf("input %d: applying it twice changed %+v to %+v", i, before, after)
+				}
+			}
+			alerting := 0
+			for _, s := range tr.Devices() {
+				if err := invariant(s); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+				if s.Alerting {
+					alerting++
+					if firing[s.DeviceID] != s.SinceMS {
+						t.Fatalf("input %d: %s alerting since %d, fired for %d", i, s.DeviceID, s.SinceMS, firing[s.DeviceID])
+					}
+				}
+			}
+			if alerting != len(firing) {
+				t.Fatalf("input %d: %d devices alerting, %d firing", i, alerting, len(firing))
+			}
+		}
+	})
+}
+
+func invariant(s DeviceState) error {
+	switch {
+	case s.Online && (s.Pending || s.Alerting || s.Reason != ""):
+		return fmt.Errorf("online device with outage state: %+v", s)
+	case !s.Online && s.Pending == s.Alerting:
+		return fmt.Errorf("offline device must be pending xor alerting: %+v", s)
+	case !s.Online && s.HandedOver:
+		return fmt.Errorf("offline and handed over: %+v", s)
+	}
+	return nil
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

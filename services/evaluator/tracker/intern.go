@@ -1,0 +1,28 @@
+package tracker
+
+import "strings"
+
+// interner maps the few distinct strings of a kind (broker node names,
+// disconnect reasons) to small integers, so that each device stores 4 bytes
+// instead of a string. Index 0 is the empty string.
+type interner struct {
+	names []string
+	index map[string]uint32
+}
+
+func newInterner() interner {
+	return interner{names: []string{""}, index: map[string]uint32{"": 0}}
+}
+
+func (in *interner) intern(s string) uint32 {
+	if i, ok := in.index[s]; ok {
+		return i
+	}
+	i := uint32(len(in.names))
+	s = strings.Clone(s)
+	in.names = append(in.names, s)
+	in.index[s] = i
+	return i
+}
+
+func (in *interner) name(i uint32) string { return in.names[i] }

@@ -1,0 +1,108 @@
+package ingest_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/ingest"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c := ingest.DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("DefaultConfig().Validate() = %v", err)
+	}
+	if !strings.HasPrefix(c.MQTT.ClientID, "fleetwatch-ingest") || c.Partitions != events.DefaultPartitions ||
+		len(c.MQTT.Topics) != 2 || c.MQTT.Broker != "tcp://127.0.0.1:1883" {
+		t.Errorf("DefaultConfig() = %+v", c)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*ingest.Config)
+		want string
+	}{
+		{"empty broker", func(c *ingest.Config) { c.MQTT.Broker = " " },
+			"ingest.mqtt.broker is empty: set it to tcp://host:1883 (or ssl://host:8883)"},
+		{"bad scheme", func(c *ingest.Config) { c.MQTT.Broker = "http://h:1883" },
+			`ingest.mqtt.broker "http://h:1883" is not a broker URL: use tcp://host:1883 or ssl://host:8883`},
+		{"no scheme", func(c *ingest.Config) { c.MQTT.Broker = "h:1883" },
+			`ingest.mqtt.broker "h:1883" is not a broker URL: use tcp://host:1883 or ssl://host:8883`},
+		{"credentials in url", func(c *ingest.Config) { c.MQTT.Broker = "tcp://u:secret@h:1883" },
+			"ingest.mqtt.broker must not contain credentials: set ingest.mqtt.username and password_file"},
+		{"no port", func(c *ingest.Config) { c.MQTT.Broker = "tcp://h" },
+			`ingest.mqtt.broker "tcp://h" has no port: write tcp://h:1883 (8883 for TLS)`},
+		{"path", func(c *ingest.Config) { c.MQTT.Broker = "tcp://h:1883/mqtt" },
+			`ingest.mqtt.broker "tcp://h:1883/mqtt" has a path: MQTT over TCP takes only scheme://host:port`},
+		{"tls on tcp", func(c *ingest.Config) { c.MQTT.TLS.CAFile = "ca.pem" },
+			"ingest.mqtt.tls is set but ingest.mqtt.broker uses tcp://: use ssl://127.0.0.1:1883"},
+		{"empty client id", func(c *ingest.Config) { c.MQTT.ClientID = "" },
+			"ingest.mqtt.client_id is empty: set a fixed id per replica, e.g. fleetwatch-ingest-0"},
+		{"two password sources", func(c *ingest.Config) {
+			c.MQTT.Username, c.MQTT.PasswordFile, c.MQTT.PasswordEnv = "u", "f", "E"
+		}, "ingest.mqtt.password_file and ingest.mqtt.password_env are both set: keep one"},
+		{"password without user", func(c *ingest.Config) { c.MQTT.PasswordEnv = "E" },
+			"ingest.mqtt.password_* is set without ingest.mqtt.username: set the user name too"},
+		{"cert without key", func(c *ingest.Config) {
+			c.MQTT.Broker, c.MQTT.TLS.CertFile = "ssl://h:8883", "c.pem"
+		}, "ingest.mqtt.tls.cert_file and ingest.mqtt.tls.key_file go together: set both or neither"},
+		{"bad shared group", func(c *ingest.Config) { c.MQTT.SharedGroup = "a/b" },
+			`ingest.mqtt.shared_group "a/b" contains '/', '+' or '#': use a plain name such as fleetwatch-ingest`},
+		{"no topics", func(c *ingest.Config) { c.MQTT.Topics = nil },
+			"ingest.mqtt.topics is empty: list the presence filters, e.g. $SYS/brokers/+/clients/#"},
+		{"empty topic", func(c *ingest.Config) { c.MQTT.Topics = []string{""} },
+			`ingest.mqtt.topics: "" is empty: use a filter such as $SYS/brokers/+/clients/#`},
+		{"bad hash", func(c *ingest.Config) { c.MQTT.Topics = []string{"$SYS/#/x"} },
+			`ingest.mqtt.topics: "$SYS/#/x" has '#' that is not the whole last level`},
+		{"bad plus", func(c *ingest.Config) { c.MQTT.Topics = []string{"$SYS/a+/x"} },
+			`ingest.mqtt.topics: "$SYS/a+/x" has '+' that is not a whole level`},
+		{"shared topic", func(c *ingest.Config) { c.MQTT.Topics = []string{"$share/g/$SYS/#"} },
+			`ingest.mqtt.topics: "$share/g/$SYS/#" is a shared subscription: list the plain filter and set ingest.mqtt.shared_group`},
+		{"connect timeout", func(c *ingest.Config) { c.MQTT.ConnectTimeout = 0 },
+			"ingest.mqtt.connect_timeout is 0s: use a positive duration such as 10s"},
+		{"keepalive", func(c *ingest.Config) { c.MQTT.KeepAlive = time.Millisecond },
+			"ingest.mqtt.keepalive is 1ms: use at least 1s, e.g. 30s"},
+		{"reconnect", func(c *ingest.Config) { c.MQTT.MaxReconnectInterval = -time.Second },
+			"ingest.mqtt.max_reconnect_interval is -1s: use a positive duration such as 10s"},
+		{"partitions", func(c *ingest.Config) { c.Partitions = 0 },
+			"ingest.partitions is 0: use the deployment's partition count (default 64)"},
+		{"publish timeout", func(c *ingest.Config) { c.PublishTimeout = 0 },
+			"ingest.publish_timeout is 0s: use a positive duration such as 5s"},
+		{"in flight", func(c *ingest.Config) { c.MaxInFlight = 0 },
+			"ingest.max_in_flight is 0: use a positive number such as 256"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ingest.DefaultConfig()
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("Validate() = %v\nwant %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Fatalf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	for _, edit := range []func(*ingest.Config){
+		func(c *ingest.Config) { c.MQTT.Broker = "ssl://emqx.example:8883"; c.MQTT.TLS.CAFile = "ca.pem" },
+		func(c *ingest.Config) { c.MQTT.Broker = "mqtts://[::1]:8883" },
+		func(c *ingest.Config) { c.MQTT.Username, c.MQTT.PasswordFile = "fleetwatch", "/run/secrets/mqtt" },
+		func(c *ingest.Config) {
+			c.MQTT.SharedGroup = "fleetwatch"
+			c.MQTT.Topics = []string{"$SYS/brokers/+/clients/#"}
+		},
+	} {
+		c := ingest.DefaultConfig()
+		edit(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", c.MQTT, err)
+		}
+	}
+}

@@ -1,0 +1,353 @@
+// Package emqx parses EMQX's presence messages into fleetwatch presence
+// events. It owns the knowledge of EMQX's formats (contracts/emqx.md): the
+// $SYS client connected/disconnected messages of EMQX v4 and v5/6, topic
+// shapes included. It is pure: no I/O, no clock (the receive time is passed
+// in).
+package emqx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+)
+
+// MaxPayloadSize bounds a $SYS presence payload. Real ones are well under
+// 1 KiB; e5.9+ adds client_attrs and properties, still far below this.
+const MaxPayloadSize = 64 << 10
+
+// Sources reported in events.PresenceEvent.Source.
+const (
+	// SourceSysV5 is an EMQX v5/6 $SYS message (it has "protocol").
+	SourceSysV5 = "emqx_sys_v5"
+	// SourceSysV4 is an EMQX v4 $SYS message (no "protocol"; connected has "connack").
+	SourceSysV4 = "emqx_sys_v4"
+)
+
+// Times below this many milliseconds are seconds (EMQX 4.0.x): about
+// 1973-03-03 in ms, 5138 AD in seconds.
+const secondsBelow = 1e11
+
+// Times outside [minTimeMS, maxTimeMS) are rejected: before 2000-01-01 or
+// after about 5138 AD, the value is not an EMQX event time.
+const (
+	minTimeMS = 946684800000
+	maxTimeMS = 1e14
+)
+
+// Errors. Every rejection wraps exactly one of them.
+var (
+	// ErrTopic means the topic is not an EMQX $SYS client presence topic.
+	ErrTopic = errors.New("not an emqx $SYS presence topic")
+	// ErrNotPresence means the topic is a well-formed EMQX $SYS client
+	// event that is not presence (subscribed, unsubscribed): not an error,
+	// nothing to store.
+	ErrNotPresence = errors.New("emqx $SYS client event that is not presence")
+	// ErrPayload means the payload is not a valid EMQX $SYS presence message.
+	ErrPayload = errors.New("invalid emqx $SYS presence payload")
+)
+
+// SysTopic is a parsed $SYS presence topic:
+// $SYS/brokers/<node>/clients/<clientid>/<event> or
+// $SYS/brokers/<node>/gateway/<gateway>/clients/<clientid>/<event>.
+type SysTopic struct {
+	// Node is the EMQX node that published the message.
+	Node string
+	// Gateway is the gateway name (e.g. mqttsn, coap), empty for MQTT.
+	Gateway string
+	// ClientID is the topic's view of the client id: all levels between
+	// "clients" and the event. The payload's clientid is authoritative.
+	ClientID string
+	// Kind is connected or disconnected.
+	Kind events.Kind
+}
+
+// ParseSysTopic parses a $SYS presence topic.
+func ParseSysTopic(topic string) (SysTopic, error) {
+	lv := strings.Split(topic, "/")
+	if len(lv) < 6 || lv[0] != "$SYS" || lv[1] != "brokers" {
+		return SysTopic{}, fmt.Errorf("%w: %q does not start with $SYS/brokers/<node>/clients/", ErrTopic, topic)
+	}
+	t := SysTopic{Node: lv[2]}
+	rest := lv[3:]
+	if rest[0] == "gateway" {
+		if len(rest) < 5 || rest[1] == "" {
+			return SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/gateway/<gateway>/clients/<clientid>/<event>", ErrTopic, topic)
+		}
+		t.Gateway = rest[1]
+		rest = rest[2:]
+	}
+	if rest[0] != "clients" {
+		return SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/clients/<clientid>/<event>", ErrTopic, topic)
+	}
+	if t.Node == "" {
+		return SysTopic{}, fmt.Errorf("%w: %q has an empty node", ErrTopic, topic)
+	}
+	switch ev := rest[len(rest)-1]; ev {
+	case string(events.KindConnected), string(events.KindDisconnected):
+		t.Kind = events.Kind(ev)
+	case "subscribed", "unsubscribed":
+		return SysTopic{}, fmt.Errorf("%w: %q", ErrNotPresence, topic)
+	default:
+		return SysTopic{}, fmt.Errorf("%w: %q: unknown event %q (want connected or disconnected)", ErrTopic, topic, ev)
+	}
+	t.ClientID = strings.Join(rest[1:len(rest)-1], "/")
+	return t, nil
+}
+
+// sysPayload holds the fields fleetwatch reads; others are ignored.
+type sysPayload struct {
+	ClientID       json.RawMessage `json:"clientid"`
+	Username       json.RawMessage `json:"username"`
+	IPAddress      json.RawMessage `json:"ipaddress"`
+	Protocol       json.RawMessage `json:"protocol"`
+	ProtoName      json.RawMessage `json:"proto_name"`
+	ProtoVer       json.RawMessage `json:"proto_ver"`
+	ConnectedAt    json.RawMessage `json:"connected_at"`
+	DisconnectedAt json.RawMessage `json:"disconnected_at"`
+	TS             json.RawMessage `json:"ts"`
+	Keepalive      json.RawMessage `json:"keepalive"`
+	Reason         json.RawMessage `json:"reason"`
+}
+
+// ParseSys turns one EMQX $SYS presence message (v4 or v5/6 payload) into a
+// validated event. receivedAt is when ingest received it.
+//
+// The node comes from the topic, the client id from the payload (client ids
+// may contain "/"). Times are epoch ms (values below 1e11 are seconds and
+// are scaled). Absent values ("undefined", null, "") become empty. The
+// broker time is connected_at for a connect and disconnected_at for a
+// disconnect, falling back to ts. Unknown fields are ignored; anything else
+// that is missing or of the wrong type is an error wrapping ErrTopic or
+// ErrPayload.
+func ParseSys(topic string, payload []byte, receivedAt time.Time) (events.PresenceEvent, error) {
+	t, err := ParseSysTopic(topic)
+	if err != nil {
+		return events.PresenceEvent{}, err
+	}
+	if len(payload) > MaxPayloadSize {
+		return events.PresenceEvent{}, payloadErr("payload is %d bytes, limit %d", len(payload), MaxPayloadSize)
+	}
+	if trimmed := bytes.TrimLeft(payload, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		return events.PresenceEvent{}, payloadErr("not a JSON object")
+	}
+	var p sysPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return events.PresenceEvent{}, payloadErr("invalid JSON: %v", err)
+	}
+	ev, err := p.event(t)
+	if err != nil {
+		return events.PresenceEvent{}, err
+	}
+	ev.ReceivedAtMS = receivedAt.UnixMilli()
+	ev, err = events.NewPresenceEvent(ev)
+	if err != nil {
+		return events.PresenceEvent{}, fmt.Errorf("%w: %w", ErrPayload, err)
+	}
+	return ev, nil
+}
+
+func (p sysPayload) event(t SysTopic) (events.PresenceEvent, error) {
+	ev := events.PresenceEvent{Node: t.Node, Kind: t.Kind}
+	var err error
+	if ev.DeviceID, err = str(p.ClientID, "clientid", false); err != nil {
+		return ev, err
+	}
+	if ev.DeviceID == "" {
+		return ev, payloadErr("clientid is missing")
+	}
+	if ev.Username, err = str(p.Username, "username", true); err != nil {
+		return ev, err
+	}
+	if ev.IP, err = str(p.IPAddress, "ipaddress", true); err != nil {
+		return ev, err
+	}
+	protoName, err := str(p.ProtoName, "proto_name", true)
+	if err != nil {
+		return ev, err
+	}
+	protocol, err := str(p.Protocol, "protocol", true)
+	if err != nil {
+		return ev, err
+	}
+	switch {
+	case present(p.Protocol) || t.Gateway != "":
+		ev.Source = SourceSysV5
+		ev.Protocol = protocol
+		if ev.Protocol == "" {
+			ev.Protocol = t.Gateway
+		}
+	default:
+		ev.Source = SourceSysV4
+		ev.Protocol = v4Protocol(protoName)
+	}
+	if ev.ProtoVer, err = protoVer(p.ProtoVer); err != nil {
+		return ev, err
+	}
+	keepalive, _, err := integer(p.Keepalive, "keepalive")
+	if err != nil {
+		return ev, err
+	}
+	if keepalive < 0 || keepalive > math.MaxUint16 {
+		return ev, payloadErr("keepalive %d is not 0..65535 seconds", keepalive)
+	}
+	ev.KeepaliveS = int(keepalive)
+
+	connectedAt, hasConnectedAt, err := timeMS(p.ConnectedAt, "connected_at")
+	if err != nil {
+		return ev, err
+	}
+	ts, hasTS, err := timeMS(p.TS, "ts")
+	if err != nil {
+		return ev, err
+	}
+	ev.ConnectedAtMS = connectedAt
+	switch t.Kind {
+	case events.KindConnected:
+		ev.BrokerTSMS = connectedAt
+		if !hasConnectedAt {
+			ev.BrokerTSMS = ts
+		}
+		if !hasConnectedAt && !hasTS {
+			return ev, payloadErr("connected_at and ts are both missing")
+		}
+	case events.KindDisconnected:
+		disconnectedAt, has, err := timeMS(p.DisconnectedAt, "disconnected_at")
+		if err != nil {
+			return ev, err
+		}
+		ev.BrokerTSMS = disconnectedAt
+		if !has {
+			ev.BrokerTSMS = ts
+		}
+		if !has && !hasTS {
+			return ev, payloadErr("disconnected_at and ts are both missing")
+		}
+		reason, err := str(p.Reason, "reason", false)
+		if err != nil {
+			return ev, err
+		}
+		if reason == "" {
+			return ev, payloadErr("reason is missing")
+		}
+		ev.RawReason = reason
+		ev.Reason = events.NormalizeReason(reason)
+	}
+	return ev, nil
+}
+
+func payloadErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrPayload, fmt.Sprintf(format, args...))
+}
+
+func present(raw json.RawMessage) bool {
+	return len(raw) > 0 && string(raw) != "null"
+}
+
+// str decodes an optional string. With absent, "undefined" (EMQX's
+// rendering of an absent value) is empty too.
+func str(raw json.RawMessage, field string, absent bool) (string, error) {
+	if !present(raw) {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", payloadErr("%s is %s, want a string", field, kind(raw))
+	}
+	if absent && s == "undefined" {
+		return "", nil
+	}
+	return s, nil
+}
+
+// integer decodes an optional JSON integer (an integral number).
+func integer(raw json.RawMessage, field string) (int64, bool, error) {
+	if !present(raw) {
+		return 0, false, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil || raw[0] == '"' {
+		return 0, false, payloadErr("%s is %s, want an integer", field, kind(raw))
+	}
+	if i, err := n.Int64(); err == nil {
+		return i, true, nil
+	}
+	f, err := n.Float64()
+	if err != nil || f != math.Trunc(f) || math.Abs(f) >= 1<<53 {
+		return 0, false, payloadErr("%s is %s, want an integer", field, n.String())
+	}
+	return int64(f), true, nil
+}
+
+// timeMS decodes an optional epoch time in ms (seconds when below 1e11).
+func timeMS(raw json.RawMessage, field string) (int64, bool, error) {
+	v, ok, err := integer(raw, field)
+	if err != nil || !ok {
+		return 0, ok, err
+	}
+	if v <= 0 {
+		return 0, false, payloadErr("%s %d is not a positive epoch time", field, v)
+	}
+	if v < secondsBelow {
+		v *= 1000
+	}
+	if v < minTimeMS || v >= maxTimeMS {
+		return 0, false, payloadErr("%s %d is not an epoch time between 2000 and 5000 AD", field, v)
+	}
+	return v, true, nil
+}
+
+// protoVer decodes proto_ver: an integer for MQTT, possibly a version string
+// such as "1.2" for gateway clients (reported as 0 when not an integer).
+func protoVer(raw json.RawMessage) (int, error) {
+	if present(raw) && raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, payloadErr("proto_ver is not a valid string")
+		}
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 || v > math.MaxUint8 {
+			return 0, nil
+		}
+		return v, nil
+	}
+	v, _, err := integer(raw, "proto_ver")
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 || v > math.MaxUint8 {
+		return 0, payloadErr("proto_ver %d is not 0..255", v)
+	}
+	return int(v), nil
+}
+
+// v4Protocol names the protocol of a v4 message, which does not say it:
+// "mqtt" for MQTT and MQIsdp (3.1), else the lower-cased proto_name.
+func v4Protocol(protoName string) string {
+	switch protoName {
+	case "MQTT", "MQIsdp":
+		return "mqtt"
+	}
+	return strings.ToLower(protoName)
+}
+
+// kind describes a JSON value's type for error messages.
+func kind(raw json.RawMessage) string {
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
+}

@@ -1,0 +1,447 @@
+// Package chatsim runs strict local stand-ins for the DingTalk custom robot
+// and the Feishu (Lark) custom bot webhooks, as described in
+// shared/contracts/chat.md: the same paths, signatures, keyword checks, size
+// and rate limits, and the same answers (HTTP 200 with a body code) as the
+// real services. Tests point notifiers at it; `make run` serves it as the
+// inbox page that shows what would have been sent.
+//
+// A Server records every accepted message and counts every rejection by
+// code. Time comes from Config.Now so tests can move the clock.
+package chatsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Channel names a simulated chat service.
+type Channel string
+
+// Simulated channels.
+const (
+	DingTalk Channel = "dingtalk"
+	Feishu   Channel = "feishu"
+)
+
+// Limits enforced by the simulated services (contracts/chat.md).
+const (
+	// MaxBodyBytes is the largest request body either service accepts.
+	MaxBodyBytes = 20000
+	// DingTalkPerMinute is the DingTalk robot's rolling-minute limit.
+	DingTalkPerMinute = 20
+	// DingTalkBlock is how long a DingTalk robot stays blocked after the
+	// request over the limit.
+	DingTalkBlock = 10 * time.Minute
+	// FeishuPerSecond and FeishuPerMinute are the Feishu bot's limits.
+	FeishuPerSecond = 5
+	FeishuPerMinute = 100
+	// MaxClockSkew is how far a signed request's timestamp may be from the
+	// server's clock.
+	MaxClockSkew = time.Hour
+)
+
+// Robot configures one DingTalk robot or Feishu bot. At least one security
+// mode (Secret, Keywords, AllowedIPs) is normally set, as on the real
+// services; chatsim does not insist.
+type Robot struct {
+	// Name labels the robot in the inbox and in Message.Robot (defaults to
+	// Token).
+	Name string `json:"name"`
+	// Token is the DingTalk access_token or the Feishu hook token.
+	Token string `json:"-"`
+	// Secret turns on signature checking (DingTalk secrets start with SEC).
+	Secret string `json:"-"`
+	// Keywords turns on the keyword check: a message must contain one.
+	Keywords []string `json:"keywords,omitempty"`
+	// AllowedIPs turns on the IP allowlist: the client's IP must be listed.
+	AllowedIPs []string `json:"allowed_ips,omitempty"`
+}
+
+func (r Robot) name() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.Token
+}
+
+// Config configures a Server.
+type Config struct {
+	// DingTalk robots, served at POST /robot/send?access_token=TOKEN.
+	DingTalk []Robot
+	// Feishu bots, served at POST /open-apis/bot/v2/hook/TOKEN.
+	Feishu []Robot
+	// Now is the server clock (default time.Now).
+	Now func() time.Time
+	// Keep bounds the messages and rejections kept for the inbox (default 1000).
+	Keep int
+}
+
+// Message is one accepted message.
+type Message struct {
+	// Seq numbers accepted messages from 1.
+	Seq int64 `json:"seq"`
+	// Channel is dingtalk or feishu.
+	Channel Channel `json:"channel"`
+	// Robot is the robot's name.
+	Robot string `json:"robot"`
+	// At is the server time of acceptance.
+	At time.Time `json:"at"`
+	// MsgType is the DingTalk msgtype or Feishu msg_type.
+	MsgType string `json:"msg_type"`
+	// Title and Text are a human-readable rendering of the message.
+	Title string `json:"title"`
+	Text  string `json:"text"`
+	// Color is the Feishu card header template, if any.
+	Color string `json:"color,omitempty"`
+	// Mentions are the mentions that would notify someone: DingTalk
+	// atMobiles/atUserIds whose "@…" appears in the text, "all" for
+	// isAtAll or a Feishu <at id=all>, Feishu user ids.
+	Mentions []string `json:"mentions,omitempty"`
+	// SilentMentions are DingTalk mentions listed in "at" whose "@…" is
+	// missing from the text: DingTalk shows them to nobody.
+	SilentMentions []string `json:"silent_mentions,omitempty"`
+	// MsgUUID is DingTalk's idempotency key, if sent.
+	MsgUUID string `json:"msg_uuid,omitempty"`
+	// Signed reports whether the request carried a valid signature.
+	Signed bool `json:"signed"`
+	// Bytes is the size of the request body.
+	Bytes int `json:"bytes"`
+	// Body is the request body as received.
+	Body json.RawMessage `json:"body"`
+}
+
+// Rejection is one request answered with an error.
+type Rejection struct {
+	Seq     int64     `json:"seq"`
+	Channel Channel   `json:"channel"`
+	Robot   string    `json:"robot"`
+	At      time.Time `json:"at"`
+	// HTTPStatus is the status answered (200 for business errors).
+	HTTPStatus int `json:"http_status"`
+	// Code and Msg are the errcode/errmsg (DingTalk) or code/msg (Feishu)
+	// answered; Code is 0 for an injected HTTP failure.
+	Code int    `json:"code"`
+	Msg  string `json:"msg"`
+	// Detail says what exactly was wrong (chatsim's own words; not sent).
+	Detail string `json:"detail,omitempty"`
+}
+
+type robotState struct {
+	channel Channel
+	robot   Robot
+	// admitted are the times of requests counted by the rate limit.
+	admitted     []time.Time
+	blockedUntil time.Time
+	msgUUIDs     map[string]bool
+	faults       []int // HTTP statuses to answer to the next requests
+}
+
+// Server is a simulated DingTalk and Feishu webhook endpoint. It implements
+// http.Handler; Start serves it on a local address.
+type Server struct {
+	now  func() time.Time
+	keep int
+	mux  *http.ServeMux
+
+	mu         sync.Mutex
+	robots     map[Channel]map[string]*robotState
+	messages   []Message
+	rejections []Rejection
+	counts     map[Channel]map[int]int
+	requests   int
+	duplicates int
+	seq        int64
+	rseq       int64
+	changed    chan struct{}
+
+	srv *http.Server
+	url string
+}
+
+// New returns a server for the configured robots.
+func New(cfg Config) *Server {
+	s := &Server{
+		now:     cfg.Now,
+		keep:    cfg.Keep,
+		robots:  map[Channel]map[string]*robotState{DingTalk: {}, Feishu: {}},
+		counts:  map[Channel]map[int]int{DingTalk: {}, Feishu: {}},
+		changed: make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.keep <= 0 {
+		s.keep = 1000
+	}
+	for _, r := range cfg.DingTalk {
+		s.AddRobot(DingTalk, r)
+	}
+	for _, r := range cfg.Feishu {
+		s.AddRobot(Feishu, r)
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST /robot/send", s.serveDingTalk)
+	s.mux.HandleFunc("POST /open-apis/bot/v2/hook/{token}", s.serveFeishu)
+	s.mux.HandleFunc("GET /{$}", s.serveInbox)
+	s.mux.HandleFunc("GET /api/messages", s.serveAPI)
+	return s
+}
+
+// AddRobot adds (or replaces) a robot.
+func (s *Server) AddRobot(ch Channel, r Robot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.robots[ch][r.Token] = &robotState{channel: ch, robot: r, msgUUIDs: map[string]bool{}}
+}
+
+// ServeHTTP serves the webhook endpoints and the inbox.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Start serves on addr (e.g. "127.0.0.1:0") in the background.
+func (s *Server) Start(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("chatsim listen on %s: %w", addr, err)
+	}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	s.url = "http://" + ln.Addr().String()
+	go func() { _ = s.srv.Serve(ln) }()
+	return nil
+}
+
+// Close stops a server started with Start.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Close()
+}
+
+// URL is the base URL of a started server ("" before Start).
+func (s *Server) URL() string { return s.url }
+
+// DingTalkURL is the whole webhook URL of a DingTalk robot, as users paste it.
+func (s *Server) DingTalkURL(token string) string {
+	return s.url + "/robot/send?access_token=" + token
+}
+
+// FeishuURL is the whole webhook URL of a Feishu bot.
+func (s *Server) FeishuURL(token string) string {
+	return s.url + "/open-apis/bot/v2/hook/" + token
+}
+
+// FailNext makes the next n requests to a robot (after the token check)
+// answer the HTTP status with no business processing, like a failing proxy.
+func (s *Server) FailNext(ch Channel, token string, n, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.robots[ch][token]; st != nil {
+		for range n {
+			st.faults = append(st.faults, status)
+		}
+	}
+}
+
+// Messages returns the accepted messages, oldest first.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.messages...)
+}
+
+// MessagesTo returns the accepted messages of one robot (by name), oldest first.
+func (s *Server) MessagesTo(robot string) []Message {
+	var out []Message
+	for _, m := range s.Messages() {
+		if m.Robot == robot {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Rejections returns the rejected requests, oldest first.
+func (s *Server) Rejections() []Rejection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Rejection(nil), s.rejections...)
+}
+
+// RejectionCount is how many requests were answered with code on ch.
+func (s *Server) RejectionCount(ch Channel, code int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[ch][code]
+}
+
+// RejectionCounts returns the rejection counts by channel and code.
+func (s *Server) RejectionCounts() map[Channel]map[int]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[Channel]map[int]int{}
+	for ch, m := range s.counts {
+		out[ch] = map[int]int{}
+		for c, n := range m {
+			out[ch][c] = n
+		}
+	}
+	return out
+}
+
+// Requests is the number of webhook requests received.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Duplicates is the number of DingTalk requests answered ok without a new
+// message because their msgUuid was already accepted.
+func (s *Server) Duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.duplicates
+}
+
+// WaitFor blocks until match accepts the accepted messages (oldest first)
+// or ctx ends. It re-checks after every request.
+func (s *Server) WaitFor(ctx context.Context, match func([]Message) bool) ([]Message, error) {
+	for {
+		s.mu.Lock()
+		msgs := append([]Message(nil), s.messages...)
+		changed := s.changed
+		s.mu.Unlock()
+		if match(msgs) {
+			return msgs, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return msgs, fmt.Errorf("chatsim: waiting for messages (have %d): %w", len(msgs), ctx.Err())
+		}
+	}
+}
+
+// WaitForMessages blocks until at least n messages were accepted.
+func (s *Server) WaitForMessages(ctx context.Context, n int) ([]Message, error) {
+	return s.WaitFor(ctx, func(m []Message) bool { return len(m) >= n })
+}
+
+// WaitForRejections blocks until at least n requests were rejected.
+func (s *Server) WaitForRejections(ctx context.Context, n int) ([]Rejection, error) {
+	for {
+		s.mu.Lock()
+		rs := append([]Rejection(nil), s.rejections...)
+		changed := s.changed
+		s.mu.Unlock()
+		if len(rs) >= n {
+			return rs, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return rs, fmt.Errorf("chatsim: waiting for %d rejections (have %d): %w", n, len(rs), ctx.Err())
+		}
+	}
+}
+
+// notifyLocked wakes waiters; s.mu is held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *Server) acceptLocked(m Message) {
+	s.seq++
+	m.Seq = s.seq
+	s.messages = append(s.messages, m)
+	if len(s.messages) > s.keep {
+		s.messages = append([]Message(nil), s.messages[len(s.messages)-s.keep:]...)
+	}
+	s.notifyLocked()
+}
+
+func (s *Server) rejectLocked(rj Rejection) {
+	s.rseq++
+	rj.Seq = s.rseq
+	s.counts[rj.Channel][rj.Code]++
+	s.rejections = append(s.rejections, rj)
+	if len(s.rejections) > s.keep {
+		s.rejections = append([]Rejection(nil), s.rejections[len(s.rejections)-s.keep:]...)
+	}
+	s.notifyLocked()
+}
+
+// admit applies rolling-window limits, each {count, window length in ns}:
+// it forgets admissions older than the longest window and, when every
+// window holds fewer than its count, records now and reports true. s.mu is
+// held.
+func admit(st *robotState, now time.Time, windows ...[2]int64) bool {
+	longest := int64(0)
+	for _, w := range windows {
+		longest = max(longest, w[1])
+	}
+	cut := 0
+	for cut < len(st.admitted) && now.Sub(st.admitted[cut]) >= time.Duration(longest) {
+		cut++
+	}
+	st.admitted = st.admitted[cut:]
+	for _, w := range windows {
+		n := 0
+		for _, t := range st.admitted {
+			if now.Sub(t) < time.Duration(w[1]) {
+				n++
+			}
+		}
+		if int64(n) >= w[0] {
+			return false
+		}
+	}
+	st.admitted = append(st.admitted, now)
+	return true
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func ipAllowed(allowed []string, ip string) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	pip := net.ParseIP(ip)
+	for _, a := range allowed {
+		if _, n, err := net.ParseCIDR(a); err == nil && pip != nil && n.Contains(pip) {
+			return true
+		}
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedCodes lists codes for stable output.
+func sortedCodes(m map[int]int) []int {
+	codes := make([]int, 0, len(m))
+	for c := range m {
+		codes = append(codes, c)
+	}
+	sort.Ints(codes)
+	return codes
+}
+
+// errBodyTooLarge marks a body over MaxBodyBytes.
+var errBodyTooLarge = errors.New("request body over " + strconv.Itoa(MaxBodyBytes) + " bytes")

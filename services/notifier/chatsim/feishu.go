@@ -1,0 +1,338 @@
+package chatsim
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Feishu answers (code, msg) used by the simulator.
+const (
+	fsBadRequest   = 9499
+	fsTooFrequent  = 11232
+	fsTokenInvalid = 19001
+	fsBadMsgType   = 19002
+	fsSign         = 19021
+	fsIPNotAllowed = 19022
+	fsKeyword      = 19024
+)
+
+// FeishuSign computes the Feishu bot signature independently of the
+// notifier: base64(HMAC-SHA256(key=timestamp+"\n"+secret, empty message)).
+func FeishuSign(secret, timestamp string) string {
+	mac := hmac.New(sha256.New, []byte(timestamp+"\n"+secret))
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// FeishuCardTemplates are the header colours a Feishu card accepts.
+var FeishuCardTemplates = []string{"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine", "violet", "purple", "indigo", "grey"}
+
+func (s *Server) serveFeishu(w http.ResponseWriter, r *http.Request) {
+	body, readErr := readBody(r)
+	s.feishu(r, body, readErr).write(w)
+}
+
+func (s *Server) feishu(r *http.Request, body []byte, readErr error) answer {
+	now := s.now()
+	token := r.PathValue("token")
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
+	st := s.robots[Feishu][token]
+	reject := func(code int, msg, detail string) answer {
+		robot := "(unknown)"
+		if st != nil {
+			robot = st.robot.name()
+		}
+		s.rejectLocked(Rejection{Channel: Feishu, Robot: robot, At: now, HTTPStatus: http.StatusOK, Code: code, Msg: msg, Detail: detail})
+		return jsonAnswer(map[string]any{"code": code, "data": map[string]any{}, "msg": msg})
+	}
+	if st == nil {
+		return reject(fsTokenInvalid, "param invalid: incoming webhook access token invalid", "no bot has this hook token")
+	}
+	if len(st.faults) > 0 {
+		status := st.faults[0]
+		st.faults = st.faults[1:]
+		s.rejectLocked(Rejection{Channel: Feishu, Robot: st.robot.name(), At: now, HTTPStatus: status, Detail: "injected HTTP failure"})
+		return faultAnswer(status)
+	}
+	if !admit(st, now, [2]int64{FeishuPerSecond, int64(time.Second)}, [2]int64{FeishuPerMinute, int64(time.Minute)}) {
+		return reject(fsTooFrequent, "frequency limited psm[lark.oapi.app_platform_runtime]appID[-1]",
+			fmt.Sprintf("over %d per second or %d per minute", FeishuPerSecond, FeishuPerMinute))
+	}
+	if ip := clientIP(r); !ipAllowed(st.robot.AllowedIPs, ip) {
+		return reject(fsIPNotAllowed, "ip not allowed", "the bot's IP allowlist does not contain "+ip)
+	}
+	if !isJSON(r) {
+		return reject(fsBadRequest, "Bad Request", fmt.Sprintf("Content-Type %q is not application/json", r.Header.Get("Content-Type")))
+	}
+	if readErr == errBodyTooLarge {
+		return reject(fsBadRequest, "Bad Request", fmt.Sprintf("body over %d bytes", MaxBodyBytes))
+	}
+	if readErr != nil {
+		return reject(fsBadRequest, "Bad Request", "reading body: "+readErr.Error())
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return reject(fsBadRequest, "Bad Request", "body is not a JSON object: "+err.Error())
+	}
+	signed := false
+	if st.robot.Secret != "" {
+		const signMsg = "sign match fail or timestamp is not within one hour from current time"
+		ts, ok := feishuTimestamp(top["timestamp"])
+		if !ok {
+			return reject(fsSign, signMsg, "timestamp is missing from the body or not epoch seconds (string or number)")
+		}
+		sec, _ := strconv.ParseInt(ts, 10, 64)
+		if skew := now.Sub(time.Unix(sec, 0)); skew > MaxClockSkew || skew < -MaxClockSkew {
+			return reject(fsSign, signMsg, fmt.Sprintf("timestamp %d is %s away from the server clock (limit 1h; milliseconds instead of seconds?)", sec, skew.Round(time.Second)))
+		}
+		var got string
+		if raw, ok := top["sign"]; !ok || json.Unmarshal(raw, &got) != nil || got == "" {
+			return reject(fsSign, signMsg, "sign is missing from the body or not a string")
+		}
+		if want := FeishuSign(st.robot.Secret, ts); !hmac.Equal([]byte(got), []byte(want)) {
+			detail := "sign does not match base64(HMAC-SHA256(key=timestamp+\"\\n\"+secret, empty message))"
+			if got == DingTalkSign(st.robot.Secret, ts) {
+				detail = "sign was computed with the DingTalk algorithm (secret as key, timestamp+\"\\n\"+secret as message)"
+			}
+			return reject(fsSign, signMsg, detail)
+		}
+		signed = true
+	}
+	m, code, err := parseFeishu(top)
+	if err != nil {
+		msg := "Bad Request"
+		if code == fsBadMsgType {
+			msg = "params error, msg_type need"
+		}
+		return reject(code, msg, err.Error())
+	}
+	if len(st.robot.Keywords) > 0 && !containsAny(m.keywordText, st.robot.Keywords) {
+		return reject(fsKeyword, "Key Words Not Found", fmt.Sprintf("none of %q appears in the message", st.robot.Keywords))
+	}
+	msg := m.msg
+	msg.Channel = Feishu
+	msg.Robot = st.robot.name()
+	msg.At = now
+	msg.Signed = signed
+	msg.Bytes = len(body)
+	msg.Body = body
+	s.acceptLocked(msg)
+	return jsonAnswer(map[string]any{"StatusCode": 0, "StatusMessage": "success", "code": 0, "data": map[string]any{}, "msg": "success"})
+}
+
+// feishuTimestamp accepts "1700000000" or 1700000000.
+func feishuTimestamp(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var n json.Number
+		if err := dec.Decode(&n); err != nil {
+			return "", false
+		}
+		s = n.String()
+	}
+	if _, err := strconv.ParseInt(s, 10, 64); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+var (
+	larkAtRe = regexp.MustCompile(`<at (?:id|user_id)="?([^">\s]+)"?\s*>`)
+)
+
+// parseFeishu checks a Feishu body against the schema of its msg_type and
+// renders it for humans. The int is the code to answer on error.
+func parseFeishu(top map[string]json.RawMessage) (parsed, int, error) {
+	var mt string
+	if raw, ok := top["msg_type"]; !ok || json.Unmarshal(raw, &mt) != nil || mt == "" {
+		return parsed{}, fsBadMsgType, fmt.Errorf("msg_type is missing or not a string")
+	}
+	var p parsed
+	p.msg.MsgType = mt
+	var texts []string
+	switch mt {
+	case "text":
+		var c struct {
+			Text *string `json:"text"`
+		}
+		if err := field(top, "content", &c); err != nil || c.Text == nil || *c.Text == "" {
+			return parsed{}, fsBadRequest, fmt.Errorf("content.text is missing or empty")
+		}
+		p.msg.Title, p.msg.Text = firstLine(*c.Text), *c.Text
+		texts = []string{*c.Text}
+	case "post":
+		var c struct {
+			Post map[string]struct {
+				Title   string             `json:"title"`
+				Content [][]map[string]any `json:"content"`
+			} `json:"post"`
+		}
+		if err := field(top, "content", &c); err != nil || len(c.Post) == 0 {
+			return parsed{}, fsBadRequest, fmt.Errorf("content.post needs a language (zh_cn, en_us, …) with title and content: %v", err)
+		}
+		for lang, post := range c.Post {
+			if len(post.Content) == 0 {
+				return parsed{}, fsBadRequest, fmt.Errorf("content.post.%s.content is empty", lang)
+			}
+			if p.msg.Title == "" || lang == "zh_cn" {
+				p.msg.Title = post.Title
+				var lines []string
+				for _, para := range post.Content {
+					var line strings.Builder
+					for _, el := range para {
+						tag, _ := el["tag"].(string)
+						switch tag {
+						case "text", "a":
+							t, _ := el["text"].(string)
+							line.WriteString(t)
+						case "at":
+							id, _ := el["user_id"].(string)
+							name, _ := el["user_name"].(string)
+							line.WriteString("@" + name)
+							p.msg.Mentions = append(p.msg.Mentions, id)
+						case "":
+							return parsed{}, fsBadRequest, fmt.Errorf("content.post.%s has an element without tag", lang)
+						}
+					}
+					lines = append(lines, line.String())
+				}
+				p.msg.Text = strings.Join(lines, "\n")
+			}
+		}
+		var all any
+		_ = json.Unmarshal(top["content"], &all)
+		texts = collectTexts(all, nil)
+	case "interactive":
+		raw, ok := top["card"]
+		if !ok {
+			return parsed{}, fsBadRequest, fmt.Errorf("msg_type interactive needs the card as an object under \"card\"")
+		}
+		var card map[string]any
+		if err := json.Unmarshal(raw, &card); err != nil || card == nil {
+			return parsed{}, fsBadRequest, fmt.Errorf("card must be a JSON object, not a string or %s", bytes.TrimSpace(raw[:min(len(raw), 20)]))
+		}
+		if err := checkCard(card, &p.msg); err != nil {
+			return parsed{}, fsBadRequest, err
+		}
+		texts = collectTexts(card, nil)
+	default:
+		return parsed{}, fsBadMsgType, fmt.Errorf("msg_type %q is not text, post or interactive", mt)
+	}
+	p.keywordText = strings.Join(texts, "\n")
+	for _, m := range larkAtRe.FindAllStringSubmatch(p.keywordText, -1) {
+		p.msg.Mentions = append(p.msg.Mentions, m[1])
+	}
+	return p, 0, nil
+}
+
+func checkCard(card map[string]any, m *Message) error {
+	if h, ok := card["header"]; ok {
+		header, ok := h.(map[string]any)
+		if !ok {
+			return fmt.Errorf("card.header is not an object")
+		}
+		if tpl, ok := header["template"]; ok {
+			ts, _ := tpl.(string)
+			if !contains(FeishuCardTemplates, ts) {
+				return fmt.Errorf("card.header.template %q is not one of %v", tpl, FeishuCardTemplates)
+			}
+			m.Color = ts
+		}
+		title, _ := header["title"].(map[string]any)
+		tag, _ := title["tag"].(string)
+		content, _ := title["content"].(string)
+		if tag != "plain_text" && tag != "lark_md" || content == "" {
+			return fmt.Errorf("card.header.title needs tag plain_text and a content")
+		}
+		m.Title = content
+	}
+	els, ok := card["elements"].([]any)
+	if !ok || len(els) == 0 {
+		return fmt.Errorf("card.elements must be a non-empty array")
+	}
+	var lines []string
+	for i, e := range els {
+		el, ok := e.(map[string]any)
+		tag, _ := el["tag"].(string)
+		if !ok || tag == "" {
+			return fmt.Errorf("card.elements[%d] has no tag", i)
+		}
+		switch tag {
+		case "div":
+			text, _ := el["text"].(map[string]any)
+			_, fields := el["fields"]
+			if text == nil && !fields {
+				return fmt.Errorf("card.elements[%d]: a div needs text or fields", i)
+			}
+			if text != nil {
+				tt, _ := text["tag"].(string)
+				c, ok := text["content"].(string)
+				if tt != "plain_text" && tt != "lark_md" || !ok {
+					return fmt.Errorf("card.elements[%d].text needs tag plain_text or lark_md and a content", i)
+				}
+				lines = append(lines, c)
+			}
+		case "hr":
+			lines = append(lines, "---")
+		case "note":
+			if _, ok := el["elements"].([]any); !ok {
+				return fmt.Errorf("card.elements[%d]: a note needs elements", i)
+			}
+			lines = append(lines, strings.Join(collectTexts(el["elements"], nil), " "))
+		case "action":
+			if _, ok := el["actions"].([]any); !ok {
+				return fmt.Errorf("card.elements[%d]: an action needs actions", i)
+			}
+			lines = append(lines, "["+strings.Join(collectTexts(el["actions"], nil), "] [")+"]")
+		case "markdown":
+			c, _ := el["content"].(string)
+			lines = append(lines, c)
+		}
+	}
+	m.Text = strings.Join(lines, "\n")
+	return nil
+}
+
+// collectTexts gathers the strings under "content", "text" and "title" keys.
+func collectTexts(v any, out []string) []string {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if s, ok := x.(string); ok && (k == "content" || k == "text" || k == "title") {
+				out = append(out, s)
+				continue
+			}
+			out = collectTexts(x, out)
+		}
+	case []any:
+		for _, x := range t {
+			out = collectTexts(x, out)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,53 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// metrics are the notifier's instruments.
+type metrics struct {
+	deliveries metric.Int64Counter
+	latency    metric.Float64Histogram
+	alerts     metric.Int64Counter
+}
+
+func newMetrics(mp metric.MeterProvider) (metrics, error) {
+	m := mp.Meter("github.com/fleetwatch/fleetwatch/services/notifier")
+	var (
+		ms  metrics
+		err error
+	)
+	if ms.deliveries, err = m.Int64Counter("fleetwatch_notifier_deliveries_total",
+		metric.WithDescription("Delivery attempts by receiver, channel and outcome (delivered, retryable, rate_limited, permanent).")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	if ms.latency, err = m.Float64Histogram("fleetwatch_notifier_delivery_duration_seconds",
+		metric.WithDescription("Duration of delivery attempts that reached the chat service."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	if ms.alerts, err = m.Int64Counter("fleetwatch_notifier_alerts_total",
+		metric.WithDescription("Alerts finished by result: delivered, permanent, duplicate, silenced, unknown_receiver, deadletter.")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	return ms, nil
+}
+
+func (m metrics) delivery(ctx context.Context, receiver, channel string, r notify.Result) {
+	attrs := metric.WithAttributes(attribute.String("receiver", receiver), attribute.String("channel", channel),
+		attribute.String("outcome", string(r.Outcome)))
+	m.deliveries.Add(ctx, 1, attrs)
+	if r.Latency > 0 {
+		m.latency.Record(ctx, r.Latency.Seconds(), metric.WithAttributes(attribute.String("channel", channel),
+			attribute.String("outcome", string(r.Outcome))))
+	}
+}
+
+func (m metrics) alert(ctx context.Context, result string) {
+	m.alerts.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+}

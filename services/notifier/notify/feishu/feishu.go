@@ -1,0 +1,309 @@
+// Package feishu delivers alerts to a Feishu/Lark custom bot (飞书自定义
+// 机器人) as interactive cards: signed per attempt with Feishu's own
+// algorithm (timestamp and sign in the JSON body), a header colour by
+// severity and status, the keyword envelope, mentions, a 20000-byte budget,
+// and a classification of Feishu's answers into delivered, retryable, rate
+// limited and permanent.
+package feishu
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+)
+
+// Name is the channel name used in DeliveryEvents.
+const Name = "feishu"
+
+// Notifier sends alerts to one bot.
+type Notifier struct {
+	cfg      Config
+	endpoint *url.URL
+	secret   string
+	tmpl     *template.Template
+	client   *http.Client
+	now      func() time.Time
+}
+
+// New reads the URL and secret and prepares the templates. A nil client
+// is http.DefaultClient, a nil now is time.Now.
+func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, error) {
+	if err := cfg.Validate("feishu"); err != nil {
+		return nil, err
+	}
+	endpoint, secret, err := cfg.secrets()
+	if err != nil {
+		return nil, err
+	}
+	lang, _ := template.ParseLanguage(cfg.Language)
+	loc := time.Local
+	if cfg.Timezone != "" {
+		loc, _ = time.LoadLocation(cfg.Timezone)
+	}
+	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	if err != nil {
+		return nil, err
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
+}
+
+// Channel returns "feishu".
+func (n *Notifier) Channel() string { return Name }
+
+// Sign returns the Feishu signature for a timestamp in seconds:
+// base64(HMAC-SHA256(key=timestamp+"\n"+secret, empty message)). It is not
+// URL-encoded: it goes into the JSON body.
+func Sign(secret string, timestamp int64) string {
+	mac := hmac.New(sha256.New, []byte(strconv.FormatInt(timestamp, 10)+"\n"+secret))
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+type plainText struct {
+	Tag     string `json:"tag"`
+	Content string `json:"content"`
+}
+
+type header struct {
+	Title    plainText `json:"title"`
+	Template string    `json:"template"`
+}
+
+type div struct {
+	Tag  string    `json:"tag"`
+	Text plainText `json:"text"`
+}
+
+type card struct {
+	Config   map[string]bool `json:"config"`
+	Header   header          `json:"header"`
+	Elements []any           `json:"elements"`
+}
+
+type body struct {
+	Timestamp string `json:"timestamp,omitempty"`
+	Sign      string `json:"sign,omitempty"`
+	MsgType   string `json:"msg_type"`
+	Card      card   `json:"card"`
+}
+
+// HeaderTemplate is the card header colour: red for critical, orange for
+// warning, blue for info, green once resolved.
+func HeaderTemplate(a events.AlertEvent) string {
+	switch {
+	case a.Status == events.StatusResolved:
+		return "green"
+	case a.Severity == events.SeverityCritical:
+		return "red"
+	case a.Severity == events.SeverityWarning:
+		return "orange"
+	}
+	return "blue"
+}
+
+func (n *Notifier) card(a events.AlertEvent, m template.Message) card {
+	els := []any{div{Tag: "div", Text: plainText{Tag: "lark_md", Content: m.Body}}}
+	var at []string
+	if n.cfg.MentionAll {
+		at = append(at, "<at id=all></at>")
+	}
+	for _, id := range n.cfg.MentionUserIDs {
+		at = append(at, "<at id="+id+"></at>")
+	}
+	if len(at) > 0 {
+		els = append(els, map[string]string{"tag": "hr"}, div{Tag: "div", Text: plainText{Tag: "lark_md", Content: strings.Join(at, " ")}})
+	}
+	return card{
+		Config:   map[string]bool{"wide_screen_mode": true},
+		Header:   header{Title: plainText{Tag: "plain_text", Content: m.Title}, Template: HeaderTemplate(a)},
+		Elements: els,
+	}
+}
+
+// Body renders a into an interactive card body signed for now, at most
+// notify.MaxBodyBytes long.
+func (n *Notifier) Body(a events.AlertEvent, now time.Time) ([]byte, template.Message, error) {
+	// Budget with a signature of the real size: 10 digits and 44 characters.
+	probe := body{MsgType: "interactive"}
+	if n.secret != "" {
+		probe.Timestamp, probe.Sign = "1700000000", strings.Repeat("x", 44)
+	}
+	m, err := n.tmpl.Render(a, func(m template.Message) bool {
+		p := probe
+		p.Card = n.card(a, m)
+		return len(encode(p)) <= notify.MaxBodyBytes
+	})
+	if err != nil {
+		return nil, template.Message{}, err
+	}
+	b := body{MsgType: "interactive", Card: n.card(a, m)}
+	if n.secret != "" {
+		ts := now.Unix()
+		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.secret, ts)
+	}
+	return encode(b), m, nil
+}
+
+func encode(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimRight(b.Bytes(), "\n")
+}
+
+// Notify sends a to the bot once and classifies the answer. The error is
+// nil exactly when the result is delivered.
+func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error) {
+	start := time.Now()
+	// Sign per attempt: a timestamp from start-up is rejected after an hour.
+	payload, _, err := n.Body(a, n.now())
+	if err != nil {
+		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		return r, r.Err(Name)
+	}
+	resp, err := notify.Post(ctx, n.client, n.endpoint.String(), "application/json; charset=utf-8", payload)
+	var r notify.Result
+	if err != nil {
+		r = notify.NetworkFailure(err)
+		r.HTTPStatus = resp.Status
+	} else {
+		r = Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
+	}
+	r.Bytes = len(payload)
+	r.Latency = time.Since(start)
+	return r, r.Err(Name)
+}
+
+// answer is Feishu's reply: {"code":N,"msg":"…"}, or the legacy
+// {"StatusCode":N,"StatusMessage":"…"}.
+type answer struct {
+	Code          json.RawMessage `json:"code"`
+	Msg           string          `json:"msg"`
+	StatusCode    json.RawMessage `json:"StatusCode"`
+	StatusMessage string          `json:"StatusMessage"`
+}
+
+func number(raw json.RawMessage) (int64, bool) {
+	s := strings.Trim(strings.TrimSpace(string(raw)), `"`)
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
+// minRetry is the least wait after a frequency limit (contract: ≥ 1 s).
+const minRetry = time.Second
+
+// resetAfter reads x-ogw-ratelimit-reset (seconds until the limiter
+// resets), falling back to Retry-After and then to minRetry.
+func resetAfter(h http.Header) time.Duration {
+	if h != nil {
+		if d := notify.RetryAfterHeader(h.Get("x-ogw-ratelimit-reset")); d > 0 {
+			return max(d, minRetry)
+		}
+		if d := notify.RetryAfterHeader(h.Get("Retry-After")); d > 0 {
+			return max(d, minRetry)
+		}
+	}
+	return minRetry
+}
+
+// Classify turns Feishu's answer into a Result, by the body code first.
+// keyword is the configured keyword, for the hint.
+func Classify(status int, h http.Header, respBody []byte, keyword string) notify.Result {
+	if status == http.StatusTooManyRequests {
+		return notify.Result{
+			Outcome: events.OutcomeRateLimited, HTTPStatus: status, RetryAfter: resetAfter(h),
+			RemoteMessage: notify.Truncate(strings.TrimSpace(string(respBody)), 200),
+			Hint:          "Feishu's platform limiter answered 429: waiting for x-ogw-ratelimit-reset",
+		}
+	}
+	if status >= 500 || status == http.StatusRequestTimeout {
+		return notify.HTTPFailure(status, h, respBody)
+	}
+	var a answer
+	jsonErr := json.Unmarshal(respBody, &a)
+	code, hasCode := number(a.Code)
+	msg := a.Msg
+	if jsonErr == nil && !hasCode {
+		// Legacy answer: no code, StatusCode 0 on success.
+		code, hasCode = number(a.StatusCode)
+		msg = a.StatusMessage
+	}
+	if jsonErr != nil || !hasCode {
+		if status < 200 || status > 299 {
+			return notify.HTTPFailure(status, h, respBody)
+		}
+		return notify.Result{
+			Outcome: events.OutcomeRetryable, HTTPStatus: status,
+			RemoteMessage: notify.Truncate(strings.TrimSpace(string(respBody)), 200),
+			Hint:          "the answer has no code: is the URL a Feishu bot webhook, or is a proxy answering?",
+		}
+	}
+	r := notify.Result{HTTPStatus: status, RemoteCode: strconv.FormatInt(code, 10), RemoteMessage: notify.Truncate(msg, 300)}
+	lower := strings.ToLower(msg)
+	switch code {
+	case 0:
+		r.Outcome = events.OutcomeDelivered
+	case 11232, 11247:
+		r.Outcome = events.OutcomeRateLimited
+		r.RetryAfter = resetAfter(h)
+		r.Hint = "Feishu limits a bot to 5 messages per second and 100 per minute: retrying after a pause"
+	case 99991400:
+		r.Outcome = events.OutcomeRateLimited
+		r.RetryAfter = resetAfter(h)
+		r.Hint = "Feishu's platform limiter: waiting for x-ogw-ratelimit-reset"
+	case 9499:
+		if strings.Contains(lower, "too many request") {
+			r.Outcome = events.OutcomeRateLimited
+			r.RetryAfter = resetAfter(h)
+			r.Hint = "Feishu says too many requests: retrying after a pause"
+		} else {
+			r.Outcome = events.OutcomePermanent
+			r.Hint = "Feishu rejected the request (format or size over 20 KB): a notifier bug, report it with the msg"
+		}
+	case 19001:
+		r.Outcome = events.OutcomePermanent
+		r.Hint = "the webhook token is invalid: copy the bot's whole webhook URL again"
+	case 19002:
+		r.Outcome = events.OutcomePermanent
+		r.Hint = "Feishu rejected the msg_type: a notifier bug, report it"
+	case 19021:
+		r.Outcome = events.OutcomePermanent
+		r.Hint = "secret does not match (or the clock is more than an hour off): copy the bot's signing secret verbatim and check the host's time sync"
+	case 19022:
+		r.Outcome = events.OutcomePermanent
+		r.Hint = "IP not allowlisted: add the notifier's egress IP to the bot's IP allowlist"
+	case 19024:
+		r.Outcome = events.OutcomePermanent
+		if keyword != "" {
+			r.Hint = fmt.Sprintf("the bot's keywords do not include %q: add keyword %s to the bot (or set keyword to one of the bot's keywords)", keyword, keyword)
+		} else {
+			r.Hint = "the bot requires a keyword: set keyword to one of the bot's keywords (e.g. 告警) so every message carries it"
+		}
+	case 19036:
+		r.Outcome = events.OutcomePermanent
+		r.Hint = "the card is over Feishu's 30 KB limit: the notifier's byte budget failed (a bug)"
+	default:
+		r.Outcome = events.OutcomeRetryable
+		r.Hint = fmt.Sprintf("unknown code %d: retrying a bounded number of times", code)
+	}
+	return r
+}

@@ -1,0 +1,102 @@
+package template
+
+// The default templates. Lines inside a block end with two spaces (a hard
+// line break in DingTalk markdown; invisible in lark_md). Each language
+// defines "title" (one line; the envelope adds the keyword) and "body".
+var defaults = map[Language]string{
+	Chinese: `
+{{- define "title" -}}
+{{- if eq .RawKind "device_offline" -}}
+  {{- if .Firing -}}
+    {{- if eq .Total 1}}设备离线：{{.FirstID}}{{else}}{{.Total}} 台设备离线{{end -}}
+  {{- else -}}
+    {{- if eq .Total 1}}已恢复：{{.FirstID}} 重新上线{{else}}已恢复：{{.Total}} 台设备重新上线{{end -}}
+  {{- end -}}
+{{- else -}}
+  {{- if .Firing}}{{.Kind}}：{{.Total}} 台设备{{else}}已恢复：{{.Kind}}（{{.Total}} 台设备）{{end -}}
+{{- end -}}
+{{- with .Group}} · {{.}}{{end -}}
+{{- end -}}
+
+{{- define "body" -}}
+**状态**：{{.Status}} · **级别**：{{.Severity}} · **类型**：{{.Kind}}  
+{{with .Group}}**分组**：{{.}}  
+{{end -}}
+**开始**：{{.StartsAt}}  
+{{if not .Firing}}**结束**：{{.EndsAt}}（持续 {{.Duration}}）  
+{{end -}}
+**设备**：共 {{.Total}} 台
+
+{{range .Devices -}}
+- {{.ID}}{{with .Node}} · 节点 {{.}}{{end}}{{with .Reason}} · {{.}}{{end}}{{if .Outage}} · 离线 {{.Outage}}（{{.Since}} – {{.Until}}）{{else}}{{with .Since}} · 离线自 {{.}}{{end}}{{end}}
+{{end -}}
+{{if .Omitted}}- 另有 {{.Omitted}} 台
+{{end}}
+fleetwatch · 告警 ID {{.ShortID}}
+{{- end -}}
+`,
+	English: `
+{{- define "title" -}}
+{{- if eq .RawKind "device_offline" -}}
+  {{- if .Firing -}}
+    {{- if eq .Total 1}}Device offline: {{.FirstID}}{{else}}{{.Total}} devices offline{{end -}}
+  {{- else -}}
+    {{- if eq .Total 1}}Resolved: {{.FirstID}} back online{{else}}Resolved: {{.Total}} devices back online{{end -}}
+  {{- end -}}
+{{- else -}}
+  {{- if .Firing}}{{.Kind}}: {{.Total}} device{{if ne .Total 1}}s{{end}}{{else}}Resolved: {{.Kind}} ({{.Total}} device{{if ne .Total 1}}s{{end}}){{end -}}
+{{- end -}}
+{{- with .Group}} · {{.}}{{end -}}
+{{- end -}}
+
+{{- define "body" -}}
+**Status**: {{.Status}} · **Severity**: {{.Severity}} · **Kind**: {{.Kind}}  
+{{with .Group}}**Group**: {{.}}  
+{{end -}}
+**Started**: {{.StartsAt}}  
+{{if not .Firing}}**Ended**: {{.EndsAt}} (lasted {{.Duration}})  
+{{end -}}
+**Devices**: {{.Total}}
+
+{{range .Devices -}}
+- {{.ID}}{{with .Node}} · node {{.}}{{end}}{{with .Reason}} · {{.}}{{end}}{{if .Outage}} · offline for {{.Outage}} ({{.Since}} – {{.Until}}){{else}}{{with .Since}} · offline since {{.}}{{end}}{{end}}
+{{end -}}
+{{if .Omitted}}- +{{.Omitted}} more
+{{end}}
+fleetwatch · alert id {{.ShortID}}
+{{- end -}}
+`,
+}
+
+type vocabulary struct {
+	kinds, severities, statuses, reasons map[string]string
+}
+
+var words = map[Language]vocabulary{
+	Chinese: {
+		kinds: map[string]string{
+			"device_offline": "设备离线", "device_flapping": "设备频繁上下线",
+			"group_outage": "批量离线", "node_silent": "Broker 节点无响应",
+		},
+		severities: map[string]string{"critical": "严重", "warning": "警告", "info": "提示"},
+		statuses:   map[string]string{"firing": "告警中", "resolved": "已恢复"},
+		reasons: map[string]string{
+			"normal": "正常断开", "kicked": "被踢下线", "discarded": "会话被丢弃", "takenover": "会话被接管",
+			"keepalive_timeout": "心跳超时", "closed": "连接关闭", "socket_error": "网络错误",
+			"not_authorized": "未授权", "protocol_error": "协议错误", "server_shutdown": "服务端关闭", "other": "其他原因",
+		},
+	},
+	English: {
+		kinds: map[string]string{
+			"device_offline": "Device offline", "device_flapping": "Device flapping",
+			"group_outage": "Group outage", "node_silent": "Broker node silent",
+		},
+		severities: map[string]string{"critical": "critical", "warning": "warning", "info": "info"},
+		statuses:   map[string]string{"firing": "firing", "resolved": "resolved"},
+		reasons: map[string]string{
+			"normal": "normal disconnect", "kicked": "kicked", "discarded": "session discarded", "takenover": "session taken over",
+			"keepalive_timeout": "keepalive timeout", "closed": "connection closed", "socket_error": "socket error",
+			"not_authorized": "not authorized", "protocol_error": "protocol error", "server_shutdown": "server shutdown", "other": "other",
+		},
+	},
+}
