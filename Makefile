@@ -22,15 +22,7 @@ unit: ## the tests of every module (ClickHouse from FLEETWATCH_CLICKHOUSE_ADDR)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 fuzz: ## run every fuzz target briefly (FUZZTIME=5s; longer by hand)
-	@set -e; for m in $(MODULES); do \
-	  for pkg in $$(cd $$m && $(GO) list ./...); do \
-	    dir=$$(cd $$m && $(GO) list -f '{{.Dir}}' $$pkg); \
-	    for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
-	      echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	      (cd $$dir && $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) .) >/tmp/fleetwatch-fuzz.log 2>&1 || { cat /tmp/fleetwatch-fuzz.log; exit 1; }; \
-	    done; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 build: ## build every binary into bin/
 	@mkdir -p bin

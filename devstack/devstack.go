@@ -91,6 +91,27 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate checks the settings before anything starts.
+func (c Config) Validate() error {
+	if c.Grace <= 0 {
+		return fmt.Errorf("grace is %v: use a positive duration such as 15s", c.Grace)
+	}
+	if c.Tick <= 0 {
+		return fmt.Errorf("tick is %v: use a positive duration such as 500ms", c.Tick)
+	}
+	if c.Language != "zh" && c.Language != "en" {
+		return fmt.Errorf("language is %q: use zh or en", c.Language)
+	}
+	if c.Simulator.Devices > 0 {
+		sc := c.Simulator
+		sc.BrokerURL = "tcp://" + c.MQTTListen
+		if err := sc.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stack is a running dev stack.
 type Stack struct {
 	cfg    Config
@@ -114,12 +135,15 @@ type Stack struct {
 
 // Start brings the stack up and returns once every stage is running. The
 // stack runs until Close.
-func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	st = &Stack{cfg: cfg, log: log}
+	st := &Stack{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			_ = st.Close()

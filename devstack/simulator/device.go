@@ -27,6 +27,7 @@ type Device struct {
 	mu     sync.Mutex
 	client mqtt.Client
 	conn   net.Conn
+	up     bool // connected, as far as the device knows
 }
 
 // DeviceOptions tunes a device's MQTT session.
@@ -58,7 +59,8 @@ func NewDevice(brokerURL, id string, o DeviceOptions) *Device {
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetCleanSession(true).
-		SetCustomOpenConnectionFn(d.dial)
+		SetCustomOpenConnectionFn(d.dial).
+		SetConnectionLostHandler(func(mqtt.Client, error) { d.setUp(false) })
 	return d
 }
 
@@ -89,15 +91,22 @@ func (d *Device) Connect() error {
 	if err := t.Error(); err != nil {
 		return fmt.Errorf("device %s: connect: %w", d.id, err)
 	}
+	d.setUp(true)
 	return nil
 }
 
-// Connected reports whether the session is up.
+func (d *Device) setUp(up bool) {
+	d.mu.Lock()
+	d.up = up
+	d.mu.Unlock()
+}
+
+// Connected reports whether the session is up: connected and not killed,
+// disconnected or lost since.
 func (d *Device) Connected() bool {
 	d.mu.Lock()
-	c := d.client
-	d.mu.Unlock()
-	return c != nil && c.IsConnectionOpen()
+	defer d.mu.Unlock()
+	return d.up
 }
 
 // Kill cuts the TCP connection without an MQTT DISCONNECT, as a device that
@@ -106,6 +115,7 @@ func (d *Device) Kill() error {
 	d.mu.Lock()
 	c := d.conn
 	d.conn = nil
+	d.up = false
 	d.mu.Unlock()
 	if c == nil {
 		return ErrNotConnected
@@ -118,6 +128,7 @@ func (d *Device) Disconnect() {
 	d.mu.Lock()
 	c := d.client
 	d.conn = nil
+	d.up = false
 	d.mu.Unlock()
 	if c != nil {
 		c.Disconnect(250)

@@ -17,7 +17,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if want := archiver.DefaultConfig(); !reflect.DeepEqual(cfg.Archiver, want) {
 		t.Errorf("example archiver section = %+v, want the defaults %+v", cfg.Archiver, want)
 	}
-	if cfg.NATS.URL != "nats://127.0.0.1:4222" || cfg.Admin.Listen != "127.0.0.1:9464" {
+	if cfg.NATS.URL != "nats://127.0.0.1:4222" || cfg.Admin.Listen != "127.0.0.1:9467" {
 		t.Errorf("nats.url, admin.listen = %q, %q", cfg.NATS.URL, cfg.Admin.Listen)
 	}
 }
