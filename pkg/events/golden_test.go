@@ -201,6 +201,18 @@ func goldenDeliveryPermanent(t *testing.T) events.DeliveryEvent {
 	return noErr(t, v, err)
 }
 
+func goldenNodeSilent(t *testing.T) events.NodeEvent {
+	t.Helper()
+	v, err := events.NewNodeEvent(events.NodeEvent{
+		Node:       "emqx@10.0.0.11",
+		Status:     events.NodeSilent,
+		LastSeenMS: 1718000300000,
+		AtMS:       1718000345000,
+		Source:     "emqx_sys_heartbeat",
+	})
+	return noErr(t, v, err)
+}
+
 // golden is one file under testdata/v1 and the Go value it must hold.
 type golden struct {
 	file string
@@ -218,6 +230,7 @@ func goldens(t *testing.T) []golden {
 		goldenOf(t, "alert_firing_silenced.json", goldenAlertFiringSilenced),
 		goldenOf(t, "delivery.json", goldenDelivery),
 		goldenOf(t, "delivery_permanent.json", goldenDeliveryPermanent),
+		goldenOf(t, "node_silent.json", goldenNodeSilent),
 	}
 }
 
@@ -352,6 +365,7 @@ var eventTypes = []reflect.Type{
 	reflect.TypeFor[events.AlertEvent](),
 	reflect.TypeFor[events.AlertDevice](),
 	reflect.TypeFor[events.DeliveryEvent](),
+	reflect.TypeFor[events.NodeEvent](),
 }
 
 func jsonNames(typ reflect.Type) []string {

@@ -14,6 +14,7 @@ const (
 	StreamAlerts     = "ALERTS"
 	StreamDeliveries = "DELIVERIES"
 	StreamDeadLetter = "DEADLETTER"
+	StreamNodes      = "NODES"
 )
 
 // Durable consumer names. Each consumer belongs to one stage; replicas of a
@@ -37,6 +38,7 @@ type Topology struct {
 	AlertsMaxAge     time.Duration `yaml:"alerts_max_age"`
 	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
 	DeadLetterMaxAge time.Duration `yaml:"deadletter_max_age"`
+	NodesMaxAge      time.Duration `yaml:"nodes_max_age"`
 	// MaxBytes bounds each stream's size (-1: unlimited). JetStream reserves
 	// it up front against the server's store limit, so the default is
 	// modest (1 GiB per stream); production sizes it to its volume.
@@ -53,6 +55,7 @@ func DefaultTopology() Topology {
 		AlertsMaxAge:     30 * 24 * time.Hour,
 		DeliveriesMaxAge: 30 * 24 * time.Hour,
 		DeadLetterMaxAge: 30 * 24 * time.Hour,
+		NodesMaxAge:      30 * 24 * time.Hour,
 		MaxBytes:         1 << 30,
 		DuplicateWindow:  10 * time.Minute,
 	}
@@ -74,6 +77,7 @@ func (t Topology) Validate() error {
 		{"alerts_max_age", t.AlertsMaxAge},
 		{"deliveries_max_age", t.DeliveriesMaxAge},
 		{"deadletter_max_age", t.DeadLetterMaxAge},
+		{"nodes_max_age", t.NodesMaxAge},
 	} {
 		if a.age < 0 {
 			return fmt.Errorf("topology.%s is negative: use a duration such as 168h, or 0 to keep events until max_bytes", a.key)
@@ -114,6 +118,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		mk(StreamAlerts, AlertsPrefix, "fleetwatch alert notifications (evaluator → notifier, archiver)", t.AlertsMaxAge),
 		mk(StreamDeliveries, DeliveriesPrefix, "fleetwatch delivery attempts (notifier → archiver)", t.DeliveriesMaxAge),
 		mk(StreamDeadLetter, DeadLetterPrefix, "fleetwatch inputs that could not be processed, with the reason", t.DeadLetterMaxAge),
+		mk(StreamNodes, NodesPrefix, "fleetwatch broker node health (ingest → evaluator, archiver)", t.NodesMaxAge),
 	}
 }
 

@@ -20,6 +20,7 @@ var streamSubjects = map[string]string{
 	events.StreamAlerts:     "alerts.v1.>",
 	events.StreamDeliveries: "deliveries.v1.>",
 	events.StreamDeadLetter: "deadletter.v1.>",
+	events.StreamNodes:      "nodes.v1.>",
 }
 
 func TestTopologyValidate(t *testing.T) {
@@ -75,7 +76,7 @@ func TestStreamConfigs(t *testing.T) {
 			t.Errorf("%s: %+v", c.Name, c)
 		}
 	}
-	if want := []string{"PRESENCE", "ALERTS", "DELIVERIES", "DEADLETTER"}; !slices.Equal(names, want) {
+	if want := []string{"PRESENCE", "ALERTS", "DELIVERIES", "DEADLETTER", "NODES"}; !slices.Equal(names, want) {
 		t.Fatalf("streams %v, want %v", names, want)
 	}
 	if c := cfgs[0]; c.MaxAge != 5*time.Minute || c.Duplicates != 5*time.Minute {
@@ -108,7 +109,7 @@ func TestEnsureStreams(t *testing.T) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	if want := []string{"ALERTS", "DEADLETTER", "DELIVERIES", "PRESENCE"}; !slices.Equal(names, want) {
+	if want := []string{"ALERTS", "DEADLETTER", "DELIVERIES", "NODES", "PRESENCE"}; !slices.Equal(names, want) {
 		t.Fatalf("streams %v, want %v", names, want)
 	}
 	for name, subject := range streamSubjects {
