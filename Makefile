@@ -8,7 +8,7 @@ PKGS    := $(addsuffix /...,$(MODULES))
 FUZZTIME ?= 5s
 SERVICES := ingest evaluator notifier archiver
 
-.PHONY: run test unit fuzz build vet fmt tidy help
+.PHONY: run test unit fuzz bench build vet fmt tidy help
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ unit: ## the tests of every module (ClickHouse from FLEETWATCH_CLICKHOUSE_ADDR)
 
 fuzz: ## run every fuzz target briefly (FUZZTIME=5s; longer by hand)
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+bench: ## measure every stage next to raw baselines; writes docs/benchmarks.md (≤ 10 min)
+	$(GO) run ./devstack/cmd/fleetwatch bench --out docs/benchmarks.md
 
 build: ## build every binary into bin/
 	@mkdir -p bin

@@ -57,6 +57,8 @@ type Config struct {
 	Tick time.Duration
 	// Language of the chat messages: zh or en.
 	Language string
+	// Channels lists the chat robots alerts go to: dingtalk, feishu or both.
+	Channels []string
 	// Simulator configures the device fleet (Devices 0: no simulator).
 	Simulator simulator.Config
 	// ClickHouseAddr turns archiving on (native protocol host:port).
@@ -77,6 +79,7 @@ func DefaultConfig() Config {
 		Grace:              15 * time.Second,
 		Tick:               500 * time.Millisecond,
 		Language:           "zh",
+		Channels:           []string{notifier.ChannelDingTalk, notifier.ChannelFeishu},
 		ClickHouseAddr:     os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
 		ClickHouseDatabase: "fleetwatch_dev",
 		ArchiverBatchWait:  time.Second,
@@ -101,6 +104,14 @@ func (c Config) Validate() error {
 	}
 	if c.Language != "zh" && c.Language != "en" {
 		return fmt.Errorf("language is %q: use zh or en", c.Language)
+	}
+	if len(c.Channels) == 0 {
+		return errors.New("channels is empty: list dingtalk, feishu or both")
+	}
+	for _, ch := range c.Channels {
+		if ch != notifier.ChannelDingTalk && ch != notifier.ChannelFeishu {
+			return fmt.Errorf("channels: %q is not dingtalk or feishu", ch)
+		}
 	}
 	if c.Simulator.Devices > 0 {
 		sc := c.Simulator
@@ -234,14 +245,21 @@ func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error 
 	ec := evaluator.DefaultConfig()
 	ec.Grace = cfg.Grace
 	ec.Tick = cfg.Tick
-	ec.Receivers = []string{ReceiverDingTalk, ReceiverFeishu}
+	ec.Receivers = nil
 
 	ncfg := notifier.DefaultConfig()
-	ncfg.Receivers = []notifier.Receiver{
-		{Name: ReceiverDingTalk, Channel: notifier.ChannelDingTalk, DingTalk: &dingtalk.Config{
-			URL: st.HTTPURL() + "/robot/send?access_token=" + ding.Token, SecretFile: dingFile, Keyword: Keyword, Language: cfg.Language}},
-		{Name: ReceiverFeishu, Channel: notifier.ChannelFeishu, Feishu: &feishu.Config{
-			URL: st.HTTPURL() + "/open-apis/bot/v2/hook/" + fs.Token, SecretFile: feishuFile, Keyword: Keyword, Language: cfg.Language}},
+	ncfg.Receivers = nil
+	for _, ch := range cfg.Channels {
+		switch ch {
+		case notifier.ChannelDingTalk:
+			ec.Receivers = append(ec.Receivers, ReceiverDingTalk)
+			ncfg.Receivers = append(ncfg.Receivers, notifier.Receiver{Name: ReceiverDingTalk, Channel: notifier.ChannelDingTalk, DingTalk: &dingtalk.Config{
+				URL: st.HTTPURL() + "/robot/send?access_token=" + ding.Token, SecretFile: dingFile, Keyword: Keyword, Language: cfg.Language}})
+		case notifier.ChannelFeishu:
+			ec.Receivers = append(ec.Receivers, ReceiverFeishu)
+			ncfg.Receivers = append(ncfg.Receivers, notifier.Receiver{Name: ReceiverFeishu, Channel: notifier.ChannelFeishu, Feishu: &feishu.Config{
+				URL: st.HTTPURL() + "/open-apis/bot/v2/hook/" + fs.Token, SecretFile: feishuFile, Keyword: Keyword, Language: cfg.Language}})
+		}
 	}
 
 	type stage struct {
@@ -325,6 +343,9 @@ func (st *Stack) NATSURL() string { return st.nats.URL() }
 
 // Chat is the DingTalk/Feishu stand-in.
 func (st *Stack) Chat() *chatsim.Server { return st.chat }
+
+// Broker is the embedded EMQX-like MQTT broker.
+func (st *Stack) Broker() *emqxsim.Broker { return st.broker }
 
 // Archiving reports whether the archiver runs.
 func (st *Stack) Archiving() bool { return st.cfg.ClickHouseAddr != "" }

@@ -13,6 +13,7 @@ replace (
 )
 
 require (
+	github.com/ClickHouse/clickhouse-go/v2 v2.50.0
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/fleetwatch/fleetwatch/pkg/events v0.0.0-00010101000000-000000000000
 	github.com/fleetwatch/fleetwatch/pkg/telemetry v0.0.0-00010101000000-000000000000
@@ -25,7 +26,6 @@ require (
 
 require (
 	github.com/ClickHouse/ch-go v0.74.0 // indirect
-	github.com/ClickHouse/clickhouse-go/v2 v2.50.0 // indirect
 	github.com/andybalholm/brotli v1.2.6 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -20,6 +20,7 @@ const usage = `fleetwatch — device-presence alerting for MQTT fleets.
 
 Usage:
   fleetwatch dev [flags]    run the whole pipeline in one process (what make run starts)
+  fleetwatch bench [flags]  measure every stage next to raw baselines (what make bench runs)
   fleetwatch help           this text
 
 Each stage also has its own binary for production: fleetwatch-ingest,
@@ -35,6 +36,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dev":
 		return dev(args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
