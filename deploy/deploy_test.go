@@ -831,7 +831,7 @@ func TestCompose(t *testing.T) {
 	c := loadCompose(t)
 	l := newSchemaLoader()
 
-	want := append([]string{"clickhouse", "nats"}, stages...)
+	want := append([]string{"clickhouse", "grafana", "nats"}, stages...)
 	slices.Sort(want)
 	if got := slices.Sorted(maps.Keys(c.Services)); !slices.Equal(got, want) {
 		t.Fatalf("services %v, want %v", got, want)

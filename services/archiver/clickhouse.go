@@ -24,7 +24,14 @@ func openClickHouse(c ClickHouseConfig, poolSize int) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var settings clickhouse.Settings
+	if c.Cluster != "" {
+		// Acknowledge an insert into a Distributed table only once the
+		// shards stored it, not when it is queued on the local node.
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
+		Settings:         settings,
 		Protocol:         clickhouse.Native,
 		Addr:             c.Addr,
 		Auth:             clickhouse.Auth{Username: c.Username, Password: password},
@@ -72,4 +79,14 @@ func (t TLSConfig) build() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// OpenClickHouse opens a connection pool of poolSize connections to the
+// configured ClickHouse, for tools that query the archive (the report and
+// replay commands). It does not touch the network until first use.
+func OpenClickHouse(c ClickHouseConfig, poolSize int) (driver.Conn, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return openClickHouse(c, max(poolSize, 1))
 }

@@ -3,6 +3,7 @@ package archiver
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -61,6 +62,22 @@ type ClickHouseConfig struct {
 	TLS TLSConfig `yaml:"tls"`
 	// DialTimeout bounds opening one connection.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// Cluster, when set, is the ClickHouse cluster (remote_servers) the
+	// schema is created on: ON CLUSTER DDL, Replicated* tables
+	// <table>_local and Distributed tables <table> (see schema.Layout).
+	// Inserts into the Distributed tables are synchronous.
+	Cluster string `yaml:"cluster"`
+	// ZooKeeperPrefix roots the replication paths in a cluster (default
+	// /clickhouse/tables).
+	ZooKeeperPrefix string `yaml:"zookeeper_prefix"`
+	// RetentionDays deletes rows older than this many days with a table
+	// TTL (ClickHouse 19.6+); 0 keeps everything.
+	RetentionDays int `yaml:"retention_days"`
+}
+
+// migrateOptions are the schema options of this configuration.
+func (c ClickHouseConfig) migrateOptions(logger *slog.Logger) schema.Options {
+	return schema.Options{Logger: logger, Cluster: c.Cluster, ZooKeeperPrefix: c.ZooKeeperPrefix, RetentionDays: c.RetentionDays}
 }
 
 // TLSConfig configures TLS to ClickHouse.
@@ -169,6 +186,12 @@ func (c ClickHouseConfig) validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("archiver.clickhouse.dial_timeout is %s: use a positive duration, e.g. 5s", c.DialTimeout)
+	}
+	if c.ZooKeeperPrefix != "" && c.Cluster == "" {
+		return errors.New("archiver.clickhouse.zookeeper_prefix is set but cluster is empty: set cluster or remove it")
+	}
+	if err := (schema.Layout{Database: c.Database, Cluster: c.Cluster, ZooKeeperPrefix: c.ZooKeeperPrefix, RetentionDays: c.RetentionDays}).Check(); err != nil {
+		return fmt.Errorf("archiver.clickhouse: %w", err)
 	}
 	t := c.TLS
 	if !t.Enable && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify) {

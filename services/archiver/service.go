@@ -128,7 +128,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 // Run creates the durable consumers, migrates the ClickHouse schema
 // (retrying while ClickHouse is unreachable) and archives until ctx ends.
 // It returns nil on a clean stop; batches not yet stored are nak'ed so that
-// they are redelivered at once.
+// they are redelivered at once. It returns an error when the configuration
+// needs a feature the server lacks (schema.ErrUnsupported).
 func (s *Service) Run(ctx context.Context) error {
 	defer s.ch.Close()
 	consumers := make([]jetstream.Consumer, len(s.cfg.Streams))
@@ -145,7 +146,10 @@ func (s *Service) Run(ctx context.Context) error {
 		consumers[i] = c
 	}
 	if err := s.migrate(ctx); err != nil {
-		return nil // only when ctx ended
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("archiver: %w", err)
 	}
 	var wg sync.WaitGroup
 	for i, name := range s.cfg.Streams {
@@ -187,12 +191,13 @@ func (s *Service) Capabilities() (schema.Capabilities, bool) {
 }
 
 // migrate applies the schema migrations, retrying with backoff until it
-// succeeds or ctx ends (the only error it returns).
+// succeeds or ctx ends; a configuration the server cannot support
+// (schema.ErrUnsupported) is returned at once.
 func (s *Service) migrate(ctx context.Context) error {
 	b := backoff{cfg: s.cfg.Retry}
 	for attempt := 1; ; attempt++ {
 		mctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
-		res, err := schema.Migrate(mctx, s.ch, s.cfg.ClickHouse.Database, schema.Options{Logger: s.log})
+		res, err := schema.Migrate(mctx, s.ch, s.cfg.ClickHouse.Database, s.cfg.ClickHouse.migrateOptions(s.log))
 		cancel()
 		if err == nil {
 			s.caps.Store(&res.Capabilities)
@@ -206,6 +211,9 @@ func (s *Service) migrate(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, schema.ErrUnsupported) {
+			return err
 		}
 		d := b.next()
 		s.log.Warn("clickhouse not ready for the archiver; retrying", "attempt", attempt, "retry_in", d, "err", err)

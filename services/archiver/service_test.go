@@ -20,6 +20,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
 	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -735,5 +736,49 @@ func TestOnlyConfiguredStreams(t *testing.T) {
 	info := e.consumerInfo(events.StreamAlerts, events.ConsumerArchiverAlerts)
 	if info.Config.MaxAckPending != 4*cfg.BatchSize || info.Config.AckWait != cfg.AckWait || info.Config.Durable != events.ConsumerArchiverAlerts {
 		t.Errorf("consumer config: max_ack_pending %d, ack_wait %s, durable %s", info.Config.MaxAckPending, info.Config.AckWait, info.Config.Durable)
+	}
+}
+
+// TestRetentionFollowsTheServer: a retention TTL is applied where the
+// server supports it, and is a start-up error (not an endless retry) where
+// it does not (18.16).
+func TestRetentionFollowsTheServer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.config(chtest.Addr())
+	cfg.ClickHouse.RetentionDays = 30
+	svc, err := archiver.New(cfg, archiver.Deps{NATS: e.nc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	if err := e.ch.QueryRow(t.Context(), "SELECT version()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	v, err := schema.ParseVersion(version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !schema.CapabilitiesOf(v).TTL {
+		err := svc.Run(t.Context())
+		if err == nil || !errors.Is(err, schema.ErrUnsupported) || !strings.Contains(err.Error(), "retention of 30 days needs table TTL") {
+			t.Fatalf("Run on %s with retention = %v, want ErrUnsupported", version, err)
+		}
+		return
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	e.waitReady(svc)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var ddl string
+	if err := e.ch.QueryRow(t.Context(), "SELECT create_table_query FROM system.tables WHERE database = ? AND name = 'presence_events'", e.db).Scan(&ddl); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ddl, "TTL date + toIntervalDay(30)") {
+		t.Errorf("presence_events DDL has no 30-day TTL: %s", ddl)
 	}
 }

@@ -1,6 +1,8 @@
 // Package schema owns the archiver's ClickHouse schema: the database, the
-// tables presence_events, alerts and deliveries, and the versioned migrations
-// that create them, recorded in the schema_migrations table.
+// tables presence_events, alerts and deliveries, the sessions table (one
+// row per device connection, filled from presence_events by the
+// materialized view sessions_mv), and the versioned migrations that create
+// them, recorded in the schema_migrations table.
 //
 // # Compatibility
 //

@@ -61,13 +61,28 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock recorded as applied_at (nil: time.Now).
 	Now func() time.Time
+	// UpTo stops after this version (0: apply every migration). Tests use
+	// it to build a database as an older archiver left it.
+	UpTo uint32
+	// Cluster, ZooKeeperPrefix and RetentionDays shape the layout (see
+	// Layout); zero values: a single node, keep everything.
+	Cluster         string
+	ZooKeeperPrefix string
+	RetentionDays   int
+}
+
+// Layout returns the layout Migrate uses for a database on a server with
+// caps.
+func (o Options) Layout(database string, caps Capabilities) Layout {
+	return Layout{Database: database, Caps: caps, Cluster: o.Cluster, ZooKeeperPrefix: o.ZooKeeperPrefix, RetentionDays: o.RetentionDays}
 }
 
 // Migrate creates the database if needed and applies every migration not
-// yet recorded in schema_migrations, in version order. It is idempotent and
-// safe to run from several processes at once (see the package doc).
+// yet recorded in schema_migrations, in version order, then the retention
+// TTL when one is configured. It is idempotent and safe to run from
+// several processes at once (see the package doc).
 func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Result, error) {
-	if err := CheckDatabaseName(database); err != nil {
+	if err := opts.Layout(database, Capabilities{}).Check(); err != nil {
 		return Result{}, err
 	}
 	logger := opts.Logger
@@ -83,11 +98,18 @@ func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Res
 		return Result{}, err
 	}
 	res := Result{Capabilities: caps}
-	if err := execDDL(ctx, conn, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
+	layout := opts.Layout(database, caps)
+	retention, err := layout.RetentionStatements()
+	if err != nil {
 		return res, err
 	}
-	if err := execDDL(ctx, conn, migrationsTable(database)); err != nil {
+	if err := execDDL(ctx, conn, layout.createDatabase()); err != nil {
 		return res, err
+	}
+	for _, stmt := range layout.createTable(migrationsSpec) {
+		if err := execDDL(ctx, conn, stmt); err != nil {
+			return res, err
+		}
 	}
 	done, err := appliedVersions(ctx, conn, database)
 	if err != nil {
@@ -96,10 +118,10 @@ func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Res
 	known := map[uint32]bool{}
 	for _, m := range Migrations() {
 		known[m.Version] = true
-		if done[m.Version] {
+		if done[m.Version] || opts.UpTo != 0 && m.Version > opts.UpTo {
 			continue
 		}
-		for _, stmt := range m.Statements(database, caps) {
+		for _, stmt := range m.Statements(layout) {
 			if err := execDDL(ctx, conn, stmt); err != nil {
 				return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 			}
@@ -109,6 +131,11 @@ func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Res
 		}
 		res.Ran = append(res.Ran, m.Version)
 		logger.Info("clickhouse migration applied", "database", database, "version", m.Version, "name", m.Name)
+	}
+	for _, stmt := range retention {
+		if err := execDDL(ctx, conn, stmt); err != nil {
+			return res, fmt.Errorf("retention: %w", err)
+		}
 	}
 	for v := range done {
 		if !known[v] {

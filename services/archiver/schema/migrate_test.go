@@ -59,7 +59,7 @@ func checkApplied(t *testing.T, conn driver.Conn, db string, serverVersion strin
 	if !slices.Equal(got, wantApplied()) {
 		t.Fatalf("schema_migrations = %v, want %v", got, wantApplied())
 	}
-	for _, table := range []string{schema.TablePresence, schema.TableAlerts, schema.TableDeliveries} {
+	for _, table := range []string{schema.TablePresence, schema.TableAlerts, schema.TableDeliveries, schema.TableSessions} {
 		n := chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", db, table)
 		if n != 1 {
 			t.Errorf("table %s.%s: %d in system.tables, want 1", db, table, n)
@@ -90,7 +90,7 @@ func TestMigrateTwice(t *testing.T) {
 	wantCaps := schema.CapabilitiesOf(mustParse(t, sv))
 
 	first := migrate(t, conn, db)
-	if want := []uint32{1, 2, 3}; !slices.Equal(first.Ran, want) {
+	if want := []uint32{1, 2, 3, 4}; !slices.Equal(first.Ran, want) {
 		t.Errorf("first run applied %v, want %v", first.Ran, want)
 	}
 	if first.Capabilities != wantCaps {
@@ -101,8 +101,8 @@ func TestMigrateTwice(t *testing.T) {
 		t.Errorf("second run applied %v, unknown %v; want nothing", second.Ran, second.Unknown)
 	}
 	// Nothing was recorded twice: no FINAL needed after sequential runs.
-	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".schema_migrations"); n != 3 {
-		t.Errorf("schema_migrations has %d rows, want 3", n)
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".schema_migrations"); n != 4 {
+		t.Errorf("schema_migrations has %d rows, want 4", n)
 	}
 	checkApplied(t, conn, db, mustParse(t, sv).String())
 }
@@ -178,4 +178,5 @@ func ExampleMigrations() {
 	// 1 create presence_events
 	// 2 create alerts
 	// 3 create deliveries
+	// 4 create sessions
 }

@@ -5,6 +5,11 @@ const (
 	TablePresence   = "presence_events"
 	TableAlerts     = "alerts"
 	TableDeliveries = "deliveries"
+	// TableSessions holds one row per connection (see sessionsV1).
+	TableSessions = "sessions"
+	// ViewSessions is the materialized view that fills sessions from
+	// every insert into presence_events.
+	ViewSessions = "sessions_mv"
 	// TableMigrations records the applied migrations.
 	TableMigrations = "schema_migrations"
 )
@@ -15,107 +20,168 @@ type Migration struct {
 	Version uint32
 	// Name says what the migration does.
 	Name string
-	// Statements returns the migration's DDL for a database and a server.
-	// Every statement must be idempotent (IF NOT EXISTS) and must
-	// reference tables as database.table.
-	Statements func(database string, caps Capabilities) []string
+	// Statements returns the migration's DDL for a layout (database,
+	// server capabilities, single node or cluster). Every statement must
+	// be idempotent (IF NOT EXISTS) and must reference tables as
+	// database.table.
+	Statements func(l Layout) []string
 }
 
 // Migrations returns every migration, in version order.
 func Migrations() []Migration {
 	return []Migration{
-		{Version: 1, Name: "create presence_events", Statements: presenceEventsV1},
-		{Version: 2, Name: "create alerts", Statements: alertsV1},
-		{Version: 3, Name: "create deliveries", Statements: deliveriesV1},
+		{Version: 1, Name: "create presence_events", Statements: func(l Layout) []string { return l.createTable(presenceSpec) }},
+		{Version: 2, Name: "create alerts", Statements: func(l Layout) []string { return l.createTable(alertsSpec) }},
+		{Version: 3, Name: "create deliveries", Statements: func(l Layout) []string { return l.createTable(deliveriesSpec) }},
+		{Version: 4, Name: "create sessions", Statements: sessionsV1},
 	}
 }
 
 // Each event table is a ReplacingMergeTree: rows with the same sorting key
 // in one partition collapse on merge. The sorting key ends with id and its
 // other columns, like the partition's date, are derived from the content
-// the id is derived from, so two copies of an event always meet.
+// the id is derived from, so two copies of an event always meet (in a
+// cluster, the sharding key is derived from the same content too).
 //
 // ORDER BY serves the common queries: per device over time for presence,
 // per alert fingerprint for alerts, per receiver and alert for deliveries;
 // time ranges prune by the monthly partitions.
 
-func presenceEventsV1(db string, _ Capabilities) []string {
-	return []string{`CREATE TABLE IF NOT EXISTS ` + db + `.` + TablePresence + ` (
-	id String,
-	device_id String,
-	kind String,
-	reason String,
-	raw_reason String,
-	node String,
-	broker_ts DateTime,
-	broker_ts_ms UInt64,
-	connected_at_ms UInt64,
-	conn_version Int64,
-	ip String,
-	username String,
-	protocol String,
-	proto_ver UInt8,
-	keepalive_s UInt32,
-	source String,
-	received_at_ms UInt64,
-	date Date
-) ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(date)
-ORDER BY (device_id, broker_ts_ms, id)`}
+func str(name string) column      { return column{name: name, typ: "String"} }
+func lowCard(name string) column  { return column{name: name, typ: "String", lowCard: true} }
+func col(name, typ string) column { return column{name: name, typ: typ} }
+func delta(name, typ string) column {
+	return column{name: name, typ: typ, delta: true}
 }
 
-func alertsV1(db string, _ Capabilities) []string {
-	return []string{`CREATE TABLE IF NOT EXISTS ` + db + `.` + TableAlerts + ` (
-	id String,
-	fingerprint String,
-	receiver String,
-	status String,
-	kind String,
-	severity String,
-	group_key String,
-	group_label_keys Array(String),
-	group_label_values Array(String),
-	device_ids Array(String),
-	devices_total UInt32,
-	starts_at_ms UInt64,
-	ends_at_ms UInt64,
-	created_at_ms UInt64,
-	silenced UInt8,
-	date Date
-) ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(date)
-ORDER BY (fingerprint, starts_at_ms, id)`}
+var presenceSpec = tableSpec{
+	name: TablePresence,
+	columns: []column{
+		str("id"), str("device_id"), lowCard("kind"), lowCard("reason"), lowCard("raw_reason"), lowCard("node"),
+		delta("broker_ts", "DateTime"), delta("broker_ts_ms", "UInt64"), col("connected_at_ms", "UInt64"), col("conn_version", "Int64"),
+		str("ip"), str("username"), lowCard("protocol"), col("proto_ver", "UInt8"), col("keepalive_s", "UInt32"),
+		lowCard("source"), delta("received_at_ms", "UInt64"), col("date", "Date"),
+	},
+	partition: "toYYYYMM(date)",
+	order:     "(device_id, broker_ts_ms, id)",
+	shardKey:  "cityHash64(device_id)",
 }
 
-func deliveriesV1(db string, _ Capabilities) []string {
-	return []string{`CREATE TABLE IF NOT EXISTS ` + db + `.` + TableDeliveries + ` (
-	id String,
-	alert_id String,
-	fingerprint String,
-	alert_status String,
-	receiver String,
-	channel String,
-	attempt UInt32,
-	outcome String,
-	http_status UInt16,
-	remote_code String,
-	remote_message String,
-	hint String,
-	bytes UInt32,
-	latency_ms UInt64,
-	at_ms UInt64,
-	date Date
-) ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(date)
-ORDER BY (receiver, alert_id, id)`}
+var alertsSpec = tableSpec{
+	name: TableAlerts,
+	columns: []column{
+		str("id"), str("fingerprint"), lowCard("receiver"), lowCard("status"), lowCard("kind"), lowCard("severity"),
+		str("group_key"), col("group_label_keys", "Array(String)"), col("group_label_values", "Array(String)"),
+		col("device_ids", "Array(String)"), col("devices_total", "UInt32"),
+		delta("starts_at_ms", "UInt64"), col("ends_at_ms", "UInt64"), delta("created_at_ms", "UInt64"),
+		col("silenced", "UInt8"), col("date", "Date"),
+	},
+	partition: "toYYYYMM(date)",
+	order:     "(fingerprint, starts_at_ms, id)",
+	shardKey:  "cityHash64(fingerprint)",
 }
 
-func migrationsTable(db string) string {
-	return `CREATE TABLE IF NOT EXISTS ` + db + `.` + TableMigrations + ` (
-	version UInt32,
-	name String,
-	applied_at DateTime,
-	server_version String
-) ENGINE = ReplacingMergeTree()
-ORDER BY version`
+var deliveriesSpec = tableSpec{
+	name: TableDeliveries,
+	columns: []column{
+		str("id"), str("alert_id"), str("fingerprint"), lowCard("alert_status"), lowCard("receiver"), lowCard("channel"),
+		col("attempt", "UInt32"), lowCard("outcome"), col("http_status", "UInt16"), lowCard("remote_code"),
+		str("remote_message"), str("hint"), col("bytes", "UInt32"), col("latency_ms", "UInt64"),
+		delta("at_ms", "UInt64"), col("date", "Date"),
+	},
+	partition: "toYYYYMM(date)",
+	order:     "(receiver, alert_id, id)",
+	shardKey:  "cityHash64(alert_id)",
+}
+
+var sessionsSpec = tableSpec{
+	name: TableSessions,
+	columns: []column{
+		str("device_id"), lowCard("node"), col("conn_version", "Int64"),
+		delta("connected_ms", "UInt64"), delta("connected_at", "DateTime"),
+		col("disconnected_ms", "UInt64"), col("disconnected_at", "DateTime"), col("duration_ms", "UInt64"),
+		lowCard("reason"), lowCard("raw_reason"), str("ip"), str("username"), lowCard("protocol"),
+		col("keepalive_s", "UInt32"), col("version", "UInt64"), col("date", "Date"),
+	},
+	version:   "version",
+	partition: "toYYYYMM(date)",
+	order:     "(device_id, connected_ms, node, conn_version)",
+	shardKey:  "cityHash64(device_id)",
+}
+
+var migrationsSpec = tableSpec{
+	name: TableMigrations,
+	columns: []column{
+		col("version", "UInt32"), str("name"), col("applied_at", "DateTime"), str("server_version"),
+	},
+	order:  "version",
+	global: true,
+}
+
+// Sessions: one row per connection, keyed like the evaluator keys a
+// connection (contracts/emqx.md rule 1): device, connected_at, node and
+// conn_version. The materialized view turns every presence event into a
+// row of its connection without any state:
+//
+//   - a connected event writes the connection open (disconnected_ms = 0,
+//     version 0);
+//   - a disconnected event that names its connection (connected_at_ms > 0)
+//     writes it closed, with reason and duration, and a version of
+//     2^64-1 - disconnected_ms.
+//
+// ReplacingMergeTree(version) keeps the highest version of a key: a closed
+// row beats the open one whatever order they arrive in, and of two
+// disconnects of one connection (EMQX 5.0.10-5.6 sent a second one) the
+// earlier wins, deterministically. Both rows of a connection have the
+// same date (of connected_at), so they meet in one partition. Replays and
+// redeliveries only add rows with an existing key and version.
+//
+// A disconnect without connected_at (EMQX before 4.3.6, AWS IoT) cannot be
+// paired and writes no session row; the analytics then end such a
+// connection when the device's next connection starts.
+//
+// Migration 4 creates the table, then the view, then backfills the table
+// from presence_events: an event inserted between the view and the
+// backfill is written twice, with the same key and version, which merges
+// away. Running the migration twice (or from two archivers) is harmless for
+// the same reason.
+
+// sessionsColumns is the INSERT column list of sessions, in select order.
+const sessionsColumns = `device_id, node, conn_version, connected_ms, connected_at, disconnected_ms, disconnected_at, duration_ms, reason, raw_reason, ip, username, protocol, keepalive_s, version, date`
+
+// sessionsSelect maps presence_events rows to session rows. Its aliases
+// never shadow a presence_events column that another expression reads.
+func sessionsSelect(source string) string {
+	return `SELECT
+	device_id,
+	node,
+	conn_version,
+	if(connected_at_ms = 0, broker_ts_ms, connected_at_ms) AS connected_ms,
+	toDateTime(intDiv(if(connected_at_ms = 0, broker_ts_ms, connected_at_ms), 1000)) AS connected_at,
+	if(kind = 'disconnected', broker_ts_ms, toUInt64(0)) AS disconnected_ms,
+	toDateTime(intDiv(if(kind = 'disconnected', broker_ts_ms, toUInt64(0)), 1000)) AS disconnected_at,
+	if(kind = 'disconnected' AND broker_ts_ms > connected_at_ms, toUInt64(broker_ts_ms - connected_at_ms), toUInt64(0)) AS duration_ms,
+	reason,
+	raw_reason,
+	ip,
+	username,
+	protocol,
+	keepalive_s,
+	if(kind = 'disconnected', toUInt64(18446744073709551615 - broker_ts_ms), toUInt64(0)) AS version,
+	toDate(toDateTime(intDiv(if(connected_at_ms = 0, broker_ts_ms, connected_at_ms), 1000))) AS date
+FROM ` + source + `
+WHERE kind = 'connected' OR connected_at_ms > 0`
+}
+
+// sessionsV1 creates sessions, the view from the (local) presence table
+// into the (local) sessions table, and backfills through the tables the
+// archiver writes (Distributed in a cluster, so rows reach their shard).
+func sessionsV1(l Layout) []string {
+	db := l.Database
+	return append(l.createTable(sessionsSpec),
+		`CREATE MATERIALIZED VIEW IF NOT EXISTS `+db+`.`+ViewSessions+l.onCluster()+` TO `+db+`.`+l.Local(TableSessions)+`
+AS `+sessionsSelect(db+`.`+l.Local(TablePresence)),
+		`INSERT INTO `+db+`.`+TableSessions+` (`+sessionsColumns+`)
+`+sessionsSelect(db+`.`+TablePresence),
+	)
 }

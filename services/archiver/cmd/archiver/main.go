@@ -1,10 +1,20 @@
 // Command fleetwatch-archiver archives fleetwatch's PRESENCE, ALERTS and
 // DELIVERIES streams into ClickHouse. See config.example.yaml.
+//
+// Subcommands:
+//
+//	fleetwatch-archiver report <query> [flags]   run an analytics query, print a table
+//	fleetwatch-archiver replay --from <t> [flags] re-archive a time range from JetStream
+//
+// Without a subcommand it runs the stage.
 package main
 
 import (
 	"context"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/stage"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
@@ -36,6 +46,18 @@ var spec = stage.Spec{
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "report":
+			ctx, stop := signalContext()
+			defer stop()
+			return report(ctx, os.Args[2:], os.Stdout, os.Stderr, time.Now)
+		case "replay":
+			ctx, stop := signalContext()
+			defer stop()
+			return replay(ctx, os.Args[2:], os.Stdout, os.Stderr, time.Now)
+		}
+	}
 	cfg := defaultConfig()
 	return stage.Main(spec, cfg, func(ctx context.Context, env *stage.Env) error {
 		svc, err := archiver.New(cfg.Archiver, archiver.Deps{
@@ -50,4 +72,8 @@ func run() int {
 		env.SetReady(svc.Ready)
 		return svc.Run(ctx)
 	})
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
