@@ -6,8 +6,6 @@ import (
 	"time"
 )
 
-
-
 func TestPercentile(t *testing.T) {
 	xs := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 	for p, want := range map[float64]float64{0.5: 5, 0.99: 10, 0.1: 1, 0: 1} {
