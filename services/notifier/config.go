@@ -9,6 +9,9 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/slack"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/webhook"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/wecom"
 	"github.com/fleetwatch/fleetwatch/services/notifier/ratelimit"
 )
 
@@ -22,6 +25,9 @@ var ExampleConfig string
 const (
 	ChannelDingTalk = dingtalk.Name
 	ChannelFeishu   = feishu.Name
+	ChannelWeCom    = wecom.Name
+	ChannelSlack    = slack.Name
+	ChannelWebhook  = webhook.Name
 )
 
 // Config is the notifier's section of the config file.
@@ -51,16 +57,48 @@ type Config struct {
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// Idempotency configures the KV bucket of final outcomes.
 	Idempotency Idempotency `yaml:"idempotency"`
+	// Digest says when and how a receiver's pending alerts are merged
+	// into one message.
+	Digest Digest `yaml:"digest"`
+}
+
+// Digest configures the storm behaviour: when a receiver's budget cannot
+// carry its pending alerts one by one, they are merged into one digest
+// message (counts, top groups, sample devices) instead of being queued
+// behind the limit or dropped.
+type Digest struct {
+	// MaxDelay: pending alerts go out one by one only if the rate limits
+	// let all of them go within MaxDelay; otherwise they are merged.
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// Interval is the least time between a receiver's messages while it
+	// is digesting: alerts arriving meanwhile join the next digest.
+	Interval time.Duration `yaml:"interval"`
+	// Reserve is the share of every budget window (those longer than
+	// max_delay) that one-by-one messages leave free for digests.
+	Reserve float64 `yaml:"reserve"`
+	// MaxAlerts bounds the alerts folded into one digest.
+	MaxAlerts int `yaml:"max_alerts"`
+	// GroupBy are the label names (device labels, then group labels) that
+	// make a digest's groups.
+	GroupBy []string `yaml:"group_by"`
+	// TopGroups and Samples bound the groups and devices a digest lists;
+	// the rest are counted ("+N more").
+	TopGroups int `yaml:"top_groups"`
+	Samples   int `yaml:"samples"`
 }
 
 // Receiver is one named chat destination.
 type Receiver struct {
 	// Name is what AlertEvent.Receiver refers to.
 	Name string `yaml:"name"`
-	// Channel is dingtalk or feishu; the section of that name configures it.
+	// Channel is dingtalk, feishu, wecom, slack or webhook; the section of
+	// that name configures it.
 	Channel  string           `yaml:"channel"`
 	DingTalk *dingtalk.Config `yaml:"dingtalk"`
 	Feishu   *feishu.Config   `yaml:"feishu"`
+	WeCom    *wecom.Config    `yaml:"wecom"`
+	Slack    *slack.Config    `yaml:"slack"`
+	Webhook  *webhook.Config  `yaml:"webhook"`
 	// RateLimit overrides the channel's local rate limit for this receiver.
 	RateLimit []ratelimit.Window `yaml:"rate_limit"`
 }
@@ -71,10 +109,17 @@ type Backoff struct {
 	Max     time.Duration `yaml:"max"`
 }
 
-// RateLimits are local rate limits per channel.
+// RateLimits are the notifier's own per-receiver limits by channel.
 type RateLimits struct {
+	// Bucket is the NATS KV bucket that holds every receiver's send log,
+	// so the limits hold across all notifier replicas (compare-and-set per
+	// receiver). Empty: each replica limits on its own (one replica only).
+	Bucket   string             `yaml:"bucket"`
 	DingTalk []ratelimit.Window `yaml:"dingtalk"`
 	Feishu   []ratelimit.Window `yaml:"feishu"`
+	WeCom    []ratelimit.Window `yaml:"wecom"`
+	Slack    []ratelimit.Window `yaml:"slack"`
+	Webhook  []ratelimit.Window `yaml:"webhook"`
 }
 
 // Idempotency configures the NATS KV bucket that records, per alert id,
@@ -95,14 +140,20 @@ func DefaultConfig() Config {
 		MaxAttempts: 20,
 		Backoff:     Backoff{Initial: 2 * time.Second, Max: 5 * time.Minute},
 		RateLimits: RateLimits{
+			Bucket:   "fleetwatch_notifier_budget",
 			DingTalk: []ratelimit.Window{{Count: 18, Per: time.Minute}},
 			Feishu:   []ratelimit.Window{{Count: 4, Per: time.Second}, {Count: 95, Per: time.Minute}},
+			WeCom:    []ratelimit.Window{{Count: 18, Per: time.Minute}},
+			Slack:    []ratelimit.Window{{Count: 1, Per: time.Second}, {Count: 50, Per: time.Minute}},
+			Webhook:  []ratelimit.Window{{Count: 10, Per: time.Second}},
 		},
 		AckWait:        time.Minute,
 		RequestTimeout: 10 * time.Second,
 		Workers:        4,
-		MaxAckPending:  256,
+		MaxAckPending:  20000,
 		Idempotency:    Idempotency{Bucket: "fleetwatch_notified", TTL: 35 * 24 * time.Hour, Replicas: 1},
+		Digest: Digest{MaxDelay: 2 * time.Second, Interval: 10 * time.Second, Reserve: 0.25, MaxAlerts: 10000,
+			GroupBy: []string{"site"}, TopGroups: 5, Samples: 50},
 	}
 }
 
@@ -112,7 +163,7 @@ var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // network.
 func (c Config) Validate() error {
 	if len(c.Receivers) == 0 {
-		return errors.New("notifier.receivers is empty: add a receiver with a name, a channel (dingtalk or feishu) and that channel's section")
+		return errors.New("notifier.receivers is empty: add a receiver with a name, a channel (dingtalk, feishu, wecom, slack or webhook) and that channel's section")
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Receivers {
@@ -146,15 +197,46 @@ func (c Config) Validate() error {
 		return fmt.Errorf("notifier.idempotency.ttl is negative: use 0 (forever) or a duration such as 840h")
 	case c.Idempotency.Replicas < 1 || c.Idempotency.Replicas > 5:
 		return fmt.Errorf("notifier.idempotency.replicas is %d: use 1 (single server) to 5 (usually 3 in a cluster)", c.Idempotency.Replicas)
+	case c.RateLimits.Bucket != "" && !bucketName.MatchString(c.RateLimits.Bucket):
+		return fmt.Errorf("notifier.rate_limits.bucket %q is not a KV bucket name: use letters, digits, - and _, e.g. fleetwatch_notifier_budget (or empty for per-replica limits)", c.RateLimits.Bucket)
+	case c.RateLimits.Bucket != "" && c.RateLimits.Bucket == c.Idempotency.Bucket:
+		return fmt.Errorf("notifier.rate_limits.bucket %q is also the idempotency bucket: use another name", c.RateLimits.Bucket)
 	}
-	for i, w := range c.RateLimits.DingTalk {
-		if err := w.Validate(fmt.Sprintf("notifier.rate_limits.dingtalk[%d]", i)); err != nil {
-			return err
+	if err := c.Digest.validate(); err != nil {
+		return err
+	}
+	for _, ch := range []struct {
+		name string
+		ws   []ratelimit.Window
+	}{{"dingtalk", c.RateLimits.DingTalk}, {"feishu", c.RateLimits.Feishu}, {"wecom", c.RateLimits.WeCom},
+		{"slack", c.RateLimits.Slack}, {"webhook", c.RateLimits.Webhook}} {
+		for i, w := range ch.ws {
+			if err := w.Validate(fmt.Sprintf("notifier.rate_limits.%s[%d]", ch.name, i)); err != nil {
+				return err
+			}
 		}
 	}
-	for i, w := range c.RateLimits.Feishu {
-		if err := w.Validate(fmt.Sprintf("notifier.rate_limits.feishu[%d]", i)); err != nil {
-			return err
+	return nil
+}
+
+func (d Digest) validate() error {
+	switch {
+	case d.MaxDelay < 0:
+		return fmt.Errorf("notifier.digest.max_delay is negative: use a duration such as 2s")
+	case d.Interval <= 0:
+		return fmt.Errorf("notifier.digest.interval is %s: use a positive duration such as 10s", d.Interval)
+	case d.Reserve < 0 || d.Reserve >= 1:
+		return fmt.Errorf("notifier.digest.reserve is %g: use a share from 0 to below 1, e.g. 0.25", d.Reserve)
+	case d.MaxAlerts < 2:
+		return fmt.Errorf("notifier.digest.max_alerts is %d: use at least 2, e.g. 10000", d.MaxAlerts)
+	case d.TopGroups < 1:
+		return fmt.Errorf("notifier.digest.top_groups is %d: use at least 1, e.g. 5", d.TopGroups)
+	case d.Samples < 1:
+		return fmt.Errorf("notifier.digest.samples is %d: use at least 1, e.g. 50", d.Samples)
+	}
+	for i, k := range d.GroupBy {
+		if k == "" {
+			return fmt.Errorf("notifier.digest.group_by[%d] is empty: name a label such as site", i)
 		}
 	}
 	return nil
@@ -165,29 +247,36 @@ func (r Receiver) validate(field string) error {
 		return fmt.Errorf("%s.name is empty: name the receiver, e.g. ops-dingtalk", field)
 	}
 	field = fmt.Sprintf("notifier.receivers[%q]", r.Name)
-	switch r.Channel {
-	case ChannelDingTalk:
-		if r.DingTalk == nil {
-			return fmt.Errorf("%s has channel dingtalk but no dingtalk section: add dingtalk: {url_env: …}", field)
+	sections := []struct {
+		channel string
+		set     bool
+		check   func(string) error
+	}{
+		{ChannelDingTalk, r.DingTalk != nil, func(f string) error { return r.DingTalk.Validate(f) }},
+		{ChannelFeishu, r.Feishu != nil, func(f string) error { return r.Feishu.Validate(f) }},
+		{ChannelWeCom, r.WeCom != nil, func(f string) error { return r.WeCom.Validate(f) }},
+		{ChannelSlack, r.Slack != nil, func(f string) error { return r.Slack.Validate(f) }},
+		{ChannelWebhook, r.Webhook != nil, func(f string) error { return r.Webhook.Validate(f) }},
+	}
+	known := false
+	for _, sec := range sections {
+		if sec.channel == r.Channel {
+			known = true
+			if !sec.set {
+				return fmt.Errorf("%s has channel %s but no %s section: add %s: {url_env: …}", field, r.Channel, r.Channel, r.Channel)
+			}
+			if err := sec.check(field + "." + sec.channel); err != nil {
+				return err
+			}
 		}
-		if r.Feishu != nil {
-			return fmt.Errorf("%s has channel dingtalk but also a feishu section: remove it", field)
+	}
+	if !known {
+		return fmt.Errorf("%s.channel is %q: use dingtalk, feishu, wecom, slack or webhook", field, r.Channel)
+	}
+	for _, sec := range sections {
+		if sec.set && sec.channel != r.Channel {
+			return fmt.Errorf("%s has channel %s but also a %s section: remove it", field, r.Channel, sec.channel)
 		}
-		if err := r.DingTalk.Validate(field + ".dingtalk"); err != nil {
-			return err
-		}
-	case ChannelFeishu:
-		if r.Feishu == nil {
-			return fmt.Errorf("%s has channel feishu but no feishu section: add feishu: {url_env: …}", field)
-		}
-		if r.DingTalk != nil {
-			return fmt.Errorf("%s has channel feishu but also a dingtalk section: remove it", field)
-		}
-		if err := r.Feishu.Validate(field + ".feishu"); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("%s.channel is %q: use dingtalk or feishu", field, r.Channel)
 	}
 	for i, w := range r.RateLimit {
 		if err := w.Validate(fmt.Sprintf("%s.rate_limit[%d]", field, i)); err != nil {

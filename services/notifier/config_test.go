@@ -7,6 +7,9 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/slack"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/webhook"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/wecom"
 	"github.com/fleetwatch/fleetwatch/services/notifier/ratelimit"
 	"gopkg.in/yaml.v3"
 )
@@ -27,10 +30,20 @@ func TestConfigValidate(t *testing.T) {
 		want   string
 	}{
 		{"valid", func(*Config) {}, ""},
-		{"no receivers", func(c *Config) { c.Receivers = nil }, "notifier.receivers is empty: add a receiver with a name, a channel (dingtalk or feishu) and that channel's section"},
+		{"no receivers", func(c *Config) { c.Receivers = nil }, "notifier.receivers is empty: add a receiver with a name, a channel (dingtalk, feishu, wecom, slack or webhook) and that channel's section"},
 		{"no name", func(c *Config) { c.Receivers[0].Name = "" }, "notifier.receivers[0].name is empty: name the receiver, e.g. ops-dingtalk"},
 		{"duplicate", func(c *Config) { c.Receivers[1].Name = "ops-dt"; c.Receivers[1] = c.Receivers[0] }, `notifier.receivers[1].name "ops-dt" is used twice: receiver names must be unique`},
-		{"bad channel", func(c *Config) { c.Receivers[0].Channel = "wecom" }, `notifier.receivers["ops-dt"].channel is "wecom": use dingtalk or feishu`},
+		{"bad channel", func(c *Config) { c.Receivers[0].Channel = "teams" }, `notifier.receivers["ops-dt"].channel is "teams": use dingtalk, feishu, wecom, slack or webhook`},
+		{"wecom section error", func(c *Config) {
+			c.Receivers[0] = Receiver{Name: "w", Channel: "wecom", WeCom: &wecom.Config{URLEnv: "W", MsgType: "news"}}
+		}, `notifier.receivers["w"].wecom.msg_type is "news": use markdown or text`},
+		{"slack", func(c *Config) {
+			c.Receivers[0] = Receiver{Name: "s", Channel: "slack", Slack: &slack.Config{URLEnv: "S"}}
+		}, ""},
+		{"webhook section error", func(c *Config) {
+			c.Receivers[0] = Receiver{Name: "h", Channel: "webhook", Webhook: &webhook.Config{URLEnv: "H", MaxBytes: 10}}
+		}, `notifier.receivers["h"].webhook.max_bytes is 10: use 0 (default 20000) or at least 2000`},
+		{"slack rate limit", func(c *Config) { c.RateLimits.Slack[0].Count = 0 }, "notifier.rate_limits.slack[0].count is 0: allow at least 1 send per window"},
 		{"missing section", func(c *Config) { c.Receivers[0].DingTalk = nil }, `notifier.receivers["ops-dt"] has channel dingtalk but no dingtalk section: add dingtalk: {url_env: …}`},
 		{"other section", func(c *Config) { c.Receivers[1].DingTalk = &dingtalk.Config{URL: "x"} }, `notifier.receivers["ops-fs"] has channel feishu but also a dingtalk section: remove it`},
 		{"channel section error", func(c *Config) { c.Receivers[0].DingTalk.URLEnv = "" }, `notifier.receivers["ops-dt"].dingtalk.url is empty: set url_env (or url_file, or url) to the robot's webhook URL`},
@@ -47,6 +60,16 @@ func TestConfigValidate(t *testing.T) {
 		{"ttl", func(c *Config) { c.Idempotency.TTL = -time.Second }, "notifier.idempotency.ttl is negative: use 0 (forever) or a duration such as 840h"},
 		{"kv replicas", func(c *Config) { c.Idempotency.Replicas = 0 }, "notifier.idempotency.replicas is 0: use 1 (single server) to 5 (usually 3 in a cluster)"},
 		{"channel rate limit", func(c *Config) { c.RateLimits.Feishu[1].Per = 0 }, "notifier.rate_limits.feishu[1].per is 0s: use a positive duration such as 1m"},
+		{"per-replica limits", func(c *Config) { c.RateLimits.Bucket = "" }, ""},
+		{"budget bucket", func(c *Config) { c.RateLimits.Bucket = "a.b" }, `notifier.rate_limits.bucket "a.b" is not a KV bucket name: use letters, digits, - and _, e.g. fleetwatch_notifier_budget (or empty for per-replica limits)`},
+		{"budget bucket is the idempotency bucket", func(c *Config) { c.RateLimits.Bucket = c.Idempotency.Bucket }, `notifier.rate_limits.bucket "fleetwatch_notified" is also the idempotency bucket: use another name`},
+		{"digest max delay", func(c *Config) { c.Digest.MaxDelay = -time.Second }, "notifier.digest.max_delay is negative: use a duration such as 2s"},
+		{"digest interval", func(c *Config) { c.Digest.Interval = 0 }, "notifier.digest.interval is 0s: use a positive duration such as 10s"},
+		{"digest reserve", func(c *Config) { c.Digest.Reserve = 1 }, "notifier.digest.reserve is 1: use a share from 0 to below 1, e.g. 0.25"},
+		{"digest max alerts", func(c *Config) { c.Digest.MaxAlerts = 1 }, "notifier.digest.max_alerts is 1: use at least 2, e.g. 10000"},
+		{"digest top groups", func(c *Config) { c.Digest.TopGroups = 0 }, "notifier.digest.top_groups is 0: use at least 1, e.g. 5"},
+		{"digest samples", func(c *Config) { c.Digest.Samples = 0 }, "notifier.digest.samples is 0: use at least 1, e.g. 50"},
+		{"digest group by", func(c *Config) { c.Digest.GroupBy = []string{""} }, "notifier.digest.group_by[0] is empty: name a label such as site"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

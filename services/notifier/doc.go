@@ -1,15 +1,22 @@
 // Package notifier is the fleetwatch stage that delivers alerts to chat.
 //
 // A Service consumes the ALERTS stream with the durable pull consumer
-// "notifier", renders each AlertEvent for its receiver (a DingTalk robot or
-// a Feishu bot, see notify/dingtalk and notify/feishu), sends it, and
-// records every attempt as a DeliveryEvent in DELIVERIES. The message is
-// acked only once the outcome is final (delivered or permanent) and that
-// outcome is recorded in a NATS KV bucket keyed by the alert id, so a
-// redelivered or replayed alert is never sent twice. Retryable and
-// rate-limited attempts are nak'ed with a delay (exponential backoff with
-// jitter, or the remote's retry-after), which JetStream keeps across
-// restarts. A local rolling-window limit per receiver keeps the notifier
-// under the remote limits; a DingTalk robot that is blocked anyway is paused
-// for the whole block.
+// "notifier". Intake workers decode and check each AlertEvent (bad ones go
+// to DEADLETTER, silenced ones and ids already delivered are acked) and
+// hold it for its receiver. One sender per receiver then sends what is
+// held: one message per alert while the receiver's rate budget can carry
+// them promptly, and otherwise ONE digest message for everything held
+// (counts of firing and resolved, top groups, sample devices, "+N more"),
+// paced at most one per digest interval. The budget is a rolling-window
+// send log per receiver kept in a NATS KV bucket and changed only by
+// compare-and-set, so it holds across every replica; a remote block
+// (DingTalk's 10 minutes) is recorded there as a pause.
+//
+// Every attempt is recorded as a DeliveryEvent in DELIVERIES. An alert's
+// message is acked only once its outcome is final (delivered, permanently
+// failed, or folded into a digest that was delivered) and that outcome is
+// recorded in the idempotency KV bucket under the alert id, so a
+// redelivered or replayed alert is never sent twice. Held alerts are kept
+// alive with in-progress acks; retries back off with jitter in process and,
+// if the process dies, come back through JetStream's redelivery.
 package notifier

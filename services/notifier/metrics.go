@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -14,6 +15,9 @@ type metrics struct {
 	deliveries metric.Int64Counter
 	latency    metric.Float64Histogram
 	alerts     metric.Int64Counter
+	digests    metric.Int64Counter
+	folded     metric.Int64Counter
+	holding    metric.Int64UpDownCounter
 }
 
 func newMetrics(mp metric.MeterProvider) (metrics, error) {
@@ -35,6 +39,18 @@ func newMetrics(mp metric.MeterProvider) (metrics, error) {
 		metric.WithDescription("Alerts finished by result: delivered, permanent, duplicate, silenced, unknown_receiver, deadletter.")); err != nil {
 		return ms, fmt.Errorf("notifier metrics: %w", err)
 	}
+	if ms.digests, err = m.Int64Counter("fleetwatch_notifier_digests_total",
+		metric.WithDescription("Digest messages delivered by receiver (a receiver's budget was short).")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	if ms.folded, err = m.Int64Counter("fleetwatch_notifier_folded_alerts_total",
+		metric.WithDescription("Alerts delivered inside a digest, by receiver.")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	if ms.holding, err = m.Int64UpDownCounter("fleetwatch_notifier_held_alerts",
+		metric.WithDescription("Alerts held for a receiver, waiting for its budget, a digest or a retry.")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
 	return ms, nil
 }
 
@@ -50,4 +66,18 @@ func (m metrics) delivery(ctx context.Context, receiver, channel string, r notif
 
 func (m metrics) alert(ctx context.Context, result string) {
 	m.alerts.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+}
+
+func alertResult(o events.Outcome) metric.AddOption {
+	return metric.WithAttributes(attribute.String("result", string(o)))
+}
+
+func (m metrics) digest(ctx context.Context, receiver string, alerts int) {
+	attrs := metric.WithAttributes(attribute.String("receiver", receiver))
+	m.digests.Add(ctx, 1, attrs)
+	m.folded.Add(ctx, int64(alerts), attrs)
+}
+
+func (m metrics) held(ctx context.Context, receiver string, n int) {
+	m.holding.Add(ctx, int64(n), metric.WithAttributes(attribute.String("receiver", receiver)))
 }

@@ -19,12 +19,14 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/slack"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/webhook"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/wecom"
 	"github.com/fleetwatch/fleetwatch/services/notifier/ratelimit"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -32,14 +34,10 @@ import (
 // Stage is the stage name used in dead letters and telemetry.
 const Stage = "notifier"
 
-// maxInlineWait is the longest local rate-limit wait spent in the worker;
-// longer waits nak the alert with a delay instead.
-const maxInlineWait = 2 * time.Second
-
-// Notifier sends one alert to one receiver and classifies the outcome.
-// The channel packages implement it.
+// Notifier sends one message (an alert, a digest, a test message) to one
+// receiver and classifies the outcome. The channel packages implement it.
 type Notifier interface {
-	Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error)
+	Send(ctx context.Context, c notify.Content) (notify.Result, error)
 	Channel() string
 }
 
@@ -55,8 +53,13 @@ type Deps struct {
 	// HTTPClient sends the webhooks (default: a client with the
 	// configured request timeout).
 	HTTPClient *http.Client
-	// Now is the clock (default time.Now); it also times the signatures.
+	// Now is the clock (default time.Now); it also times the signatures
+	// and the rate limits.
 	Now func() time.Time
+	// Sleep waits d on the Now clock or until ctx ends, reporting whether
+	// d passed (default: a real timer). Tests with a fast clock pass a
+	// matching Sleep.
+	Sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // NewNotifier builds the channel notifier of one receiver, reading its
@@ -65,61 +68,35 @@ func NewNotifier(r Receiver, client *http.Client, now func() time.Time) (Notifie
 	if err := r.validate("receiver"); err != nil {
 		return nil, err
 	}
+	var (
+		n   Notifier
+		err error
+	)
 	switch r.Channel {
 	case ChannelDingTalk:
-		n, err := dingtalk.New(*r.DingTalk, client, now)
-		if err != nil {
-			return nil, fmt.Errorf("receiver %q: %w", r.Name, err)
-		}
-		return n, nil
+		n, err = dingtalk.New(*r.DingTalk, client, now)
+	case ChannelFeishu:
+		n, err = feishu.New(*r.Feishu, client, now)
+	case ChannelWeCom:
+		n, err = wecom.New(*r.WeCom, client)
+	case ChannelSlack:
+		n, err = slack.New(*r.Slack, client)
 	default:
-		n, err := feishu.New(*r.Feishu, client, now)
-		if err != nil {
-			return nil, fmt.Errorf("receiver %q: %w", r.Name, err)
-		}
-		return n, nil
+		n, err = webhook.New(*r.Webhook, client, now)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("receiver %q: %w", r.Name, err)
+	}
+	return n, nil
 }
 
 var (
 	_ Notifier = (*dingtalk.Notifier)(nil)
 	_ Notifier = (*feishu.Notifier)(nil)
+	_ Notifier = (*wecom.Notifier)(nil)
+	_ Notifier = (*slack.Notifier)(nil)
+	_ Notifier = (*webhook.Notifier)(nil)
 )
-
-// receiver is a configured receiver with its pacing state.
-type receiver struct {
-	name     string
-	notifier Notifier
-	limiter  *ratelimit.Limiter
-
-	mu          sync.Mutex
-	pausedUntil time.Time
-	pauseReason string
-}
-
-// hold reports how long to wait before sending to r (0: send now, and the
-// send is counted by the local limit).
-func (r *receiver) hold(now time.Time) (time.Duration, string) {
-	r.mu.Lock()
-	until, why := r.pausedUntil, r.pauseReason
-	r.mu.Unlock()
-	if now.Before(until) {
-		return until.Sub(now), why
-	}
-	if w := r.limiter.Reserve(now); w > 0 {
-		return w, fmt.Sprintf("held back by the local rate limit %v, which keeps this receiver under the remote limit", r.limiter.Windows())
-	}
-	return 0, ""
-}
-
-// pause stops sends to r until until (a remote rate limit or block).
-func (r *receiver) pause(until time.Time, why string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if until.After(r.pausedUntil) {
-		r.pausedUntil, r.pauseReason = until, why
-	}
-}
 
 // Service is the running notifier stage.
 type Service struct {
@@ -129,11 +106,13 @@ type Service struct {
 	log       *slog.Logger
 	tracer    trace.Tracer
 	now       func() time.Time
+	sleepFn   func(ctx context.Context, d time.Duration) bool
 	receivers map[string]*receiver
 	metrics   metrics
 
-	kv    atomic.Pointer[jetstream.KeyValue]
-	ready atomic.Bool
+	kv     atomic.Pointer[jetstream.KeyValue]
+	budget ratelimit.Store
+	ready  atomic.Bool
 }
 
 // New validates cfg, reads the receivers' secrets and prepares the service.
@@ -160,6 +139,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if deps.Sleep == nil {
+		deps.Sleep = sleep
+	}
 	if deps.HTTPClient == nil {
 		deps.HTTPClient = &http.Client{Timeout: cfg.RequestTimeout}
 	}
@@ -170,7 +152,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:       deps.Logger,
 		tracer:    deps.TracerProvider.Tracer("github.com/fleetwatch/fleetwatch/services/notifier"),
 		now:       deps.Now,
+		sleepFn:   deps.Sleep,
 		receivers: map[string]*receiver{},
+		budget:    ratelimit.NewMemory(),
 	}
 	if s.metrics, err = newMetrics(deps.MeterProvider); err != nil {
 		return nil, err
@@ -180,20 +164,27 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
-		windows := r.RateLimit
-		if len(windows) == 0 {
-			windows = cfg.RateLimits.DingTalk
-			if r.Channel == ChannelFeishu {
-				windows = cfg.RateLimits.Feishu
-			}
-		}
-		lim, err := ratelimit.New(windows...)
-		if err != nil {
-			return nil, fmt.Errorf("receiver %q rate limit: %w", r.Name, err)
-		}
-		s.receivers[r.Name] = &receiver{name: r.Name, notifier: n, limiter: lim}
+		s.receivers[r.Name] = newReceiver(r.Name, n, cfg.windows(r), cfg.Digest)
 	}
 	return s, nil
+}
+
+// windows are the rate-limit windows of r: its own, else its channel's.
+func (c Config) windows(r Receiver) []ratelimit.Window {
+	if len(r.RateLimit) > 0 {
+		return r.RateLimit
+	}
+	switch r.Channel {
+	case ChannelFeishu:
+		return c.RateLimits.Feishu
+	case ChannelWeCom:
+		return c.RateLimits.WeCom
+	case ChannelSlack:
+		return c.RateLimits.Slack
+	case ChannelWebhook:
+		return c.RateLimits.Webhook
+	}
+	return c.RateLimits.DingTalk
 }
 
 // Ready returns nil while the service is consuming alerts.
@@ -204,9 +195,10 @@ func (s *Service) Ready() error {
 	return nil
 }
 
-// Run creates the KV bucket and the durable consumer, then delivers alerts
-// until ctx ends. In-flight deliveries finish (bounded by the request
-// timeout); alerts not yet started are nak'ed for immediate redelivery.
+// Run creates the KV buckets and the durable consumer, then delivers
+// alerts until ctx ends. In-flight deliveries finish (bounded by the
+// request timeout); alerts still waiting are nak'ed for immediate
+// redelivery.
 func (s *Service) Run(ctx context.Context) error {
 	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      s.cfg.Idempotency.Bucket,
@@ -220,6 +212,20 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("notifier: create or update kv bucket %s: %w", s.cfg.Idempotency.Bucket, err)
 	}
 	s.kv.Store(&kv)
+	if b := s.cfg.RateLimits.Bucket; b != "" {
+		bkv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      b,
+			Description: "fleetwatch notifier: recent sends and pauses per receiver, shared by every replica",
+			History:     1,
+			TTL:         2 * time.Hour,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.cfg.Idempotency.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("notifier: create or update kv bucket %s: %w", b, err)
+		}
+		s.budget = ratelimit.NewKV(bkv)
+	}
 	cons, err := events.EnsureConsumer(ctx, s.js, events.StreamAlerts,
 		events.ConsumerConfig(events.ConsumerNotifier, events.AlertsPrefix+".>", s.cfg.AckWait, s.cfg.MaxAckPending))
 	if err != nil {
@@ -230,24 +236,39 @@ func (s *Service) Run(ctx context.Context) error {
 	// request in half; it is cancelled if they overrun the grace period.
 	procCtx, cancelProc := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelProc()
+	var senders sync.WaitGroup
+	for _, r := range s.receivers {
+		senders.Go(func() { s.sendLoop(ctx, procCtx, r) })
+	}
+	keepCtx, stopKeep := context.WithCancel(context.WithoutCancel(ctx))
+	var keeper sync.WaitGroup
+	keeper.Go(func() { s.keepAlive(keepCtx) })
+
+	// Intake workers check and queue alerts; one receiver's alerts stay
+	// on one worker, in stream order.
 	var stopping atomic.Bool
 	queues := make([]chan jetstream.Msg, s.cfg.Workers)
-	var wg sync.WaitGroup
+	var workers sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 1)
+		queues[i] = make(chan jetstream.Msg, 64)
 		q := queues[i]
-		wg.Go(func() {
+		workers.Go(func() {
 			for m := range q {
 				if stopping.Load() {
 					_ = m.Nak()
 					continue
 				}
-				s.handle(procCtx, m)
+				s.intake(procCtx, m)
 			}
 		})
 	}
+	stopWorkers := func() {
+		for _, q := range queues {
+			close(q)
+		}
+		workers.Wait()
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		// One receiver's alerts go to one worker, in stream order.
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(m.Subject()))
 		select {
@@ -256,47 +277,74 @@ func (s *Service) Run(ctx context.Context) error {
 			_ = m.Nak()
 		}
 	},
-		jetstream.PullMaxMessages(2*s.cfg.Workers),
+		jetstream.PullMaxMessages(min(s.cfg.MaxAckPending, 512)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Warn("consuming alerts", "err", err)
 		}))
 	if err != nil {
-		for _, q := range queues {
-			close(q)
-		}
-		wg.Wait()
+		stopWorkers()
+		senders.Wait()
+		stopKeep()
+		keeper.Wait()
 		return fmt.Errorf("notifier: consume alerts: %w", err)
 	}
 	s.ready.Store(true)
-	s.log.Info("delivering alerts", "receivers", len(s.receivers), "workers", s.cfg.Workers)
+	s.log.Info("delivering alerts", "receivers", len(s.receivers), "workers", s.cfg.Workers, "shared_budget", s.cfg.RateLimits.Bucket != "")
 
 	<-ctx.Done()
 	s.ready.Store(false)
 	stopping.Store(true)
 	cc.Stop()
 	<-cc.Closed()
-	for _, q := range queues {
-		close(q)
-	}
+	stopWorkers()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { senders.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(2*s.cfg.RequestTimeout + 5*time.Second):
 		cancelProc()
 		<-done
 	}
+	stopKeep()
+	keeper.Wait()
+	// Whatever still waits goes back to JetStream for another replica.
+	for _, r := range s.receivers {
+		for _, p := range r.drain() {
+			p.nak()
+		}
+	}
 	return nil
 }
 
-// handle processes one alert message and acks or naks it.
-func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
+// keepAlive tells JetStream, every third of the ack wait, that the alerts
+// waiting for a digest or a retry are still being worked on, so they are
+// not redelivered while held.
+func (s *Service) keepAlive(ctx context.Context) {
+	t := time.NewTicker(max(s.cfg.AckWait/3, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, r := range s.receivers {
+			for _, p := range r.heldSnapshot() {
+				p.inProgress()
+			}
+		}
+	}
+}
+
+// intake checks one alert message and queues it for its receiver, or
+// settles it at once (bad, silenced, unknown receiver, already delivered).
+func (s *Service) intake(ctx context.Context, msg jetstream.Msg) {
 	ctx = telemetry.Extract(ctx, msg.Headers())
-	ctx, span := s.tracer.Start(ctx, "notifier.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
+	ctx, span := s.tracer.Start(ctx, "notifier.intake", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()
 	// The message may have waited in the client buffer: restart its ack
-	// timer so JetStream does not redeliver it while it is being sent.
+	// timer so JetStream does not redeliver it while it is handled.
 	_ = msg.InProgress()
 
 	attempt := 1
@@ -328,99 +376,33 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Error("alert for an unknown receiver", "hint", res.Hint)
 		if err := s.publishDelivery(ctx, a, "unknown", attempt, res); err != nil {
 			log.Warn("recording the delivery", "err", err)
-			s.retry(msg, attempt, 0, log)
+			s.nak(msg, attempt, 0, log)
 			return
 		}
 		s.metrics.alert(ctx, "unknown_receiver")
 		s.ack(ctx, msg, log)
 		return
 	}
-
-	s.deliver(ctx, msg, a, rcv, attempt, log)
-}
-
-// deliver sends a to rcv unless it was delivered before, records the
-// attempt, and acks (final outcome) or naks (retry) msg.
-func (s *Service) deliver(ctx context.Context, msg jetstream.Msg, a events.AlertEvent, rcv *receiver, attempt int, log *slog.Logger) {
-	span := trace.SpanFromContext(ctx)
 	kv := *s.kv.Load()
-	key := kvKey(a.ID)
-	if _, err := kv.Get(ctx, key); err == nil {
+	if _, err := kv.Get(ctx, kvKey(a.ID)); err == nil {
 		log.Debug("already delivered: not sending again")
 		s.metrics.alert(ctx, "duplicate")
 		s.ack(ctx, msg, log)
 		return
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		log.Warn("reading the delivery record", "err", err)
-		s.retry(msg, attempt, 0, log)
+		s.nak(msg, attempt, 0, log)
 		return
 	}
-
-	// Pace: short local waits are spent here, long ones (and a remote
-	// block) go back to JetStream as a delayed redelivery.
-	channel := rcv.notifier.Channel()
-	wait, why := rcv.hold(s.now())
-	for slept := time.Duration(0); wait > 0 && wait <= maxInlineWait && slept < 2*maxInlineWait; {
-		if !sleep(ctx, wait) {
-			s.retry(msg, attempt, 0, log)
-			return
-		}
-		slept += wait
-		wait, why = rcv.hold(s.now())
+	p := &pending{msg: msg, alert: a, attempt: attempt, link: trace.LinkFromContext(ctx)}
+	switch rcv.push(p) {
+	case pushQueued:
+		s.metrics.held(ctx, rcv.name, 1)
+	case pushDone:
+		// Delivered a moment ago by this replica.
+		s.metrics.alert(ctx, "duplicate")
+		s.ack(ctx, msg, log)
 	}
-	if wait > 0 {
-		res := notify.Result{Outcome: events.OutcomeRateLimited, RetryAfter: wait, RemoteMessage: "not sent", Hint: why}
-		if err := s.publishDelivery(ctx, a, channel, attempt, res); err != nil {
-			log.Warn("recording the delivery", "err", err)
-		}
-		s.metrics.delivery(ctx, rcv.name, channel, res)
-		log.Info("holding the alert", "wait", wait.Round(time.Millisecond), "why", why)
-		s.retry(msg, attempt, wait, log)
-		return
-	}
-
-	sendCtx, cancel := context.WithTimeout(ctx, 2*s.cfg.RequestTimeout+time.Second)
-	res, err := rcv.notifier.Notify(sendCtx, a)
-	cancel()
-	if res.Outcome == events.OutcomeRateLimited && res.RetryAfter > 0 {
-		rcv.pause(s.now().Add(res.RetryAfter), res.Hint)
-	}
-	if res.Outcome == events.OutcomeRetryable && s.cfg.MaxAttempts > 0 && attempt >= s.cfg.MaxAttempts {
-		res.Outcome = events.OutcomePermanent
-		res.Hint = fmt.Sprintf("gave up after %d attempts; last failure: %s", attempt, res.Hint)
-	}
-	s.metrics.delivery(ctx, rcv.name, channel, res)
-	span.SetAttributes(attribute.String("fleetwatch.outcome", string(res.Outcome)), attribute.String("fleetwatch.channel", channel))
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-	}
-	if perr := s.publishDelivery(ctx, a, channel, attempt, res); perr != nil {
-		log.Warn("recording the delivery", "err", perr)
-		s.retry(msg, attempt, 0, log)
-		return
-	}
-	switch res.Outcome {
-	case events.OutcomeDelivered:
-		log.Info("delivered", "channel", channel, "latency", res.Latency.Round(time.Millisecond), "bytes", res.Bytes)
-	case events.OutcomePermanent:
-		log.Error("delivery failed permanently", "channel", channel, "code", res.RemoteCode, "msg", res.RemoteMessage, "hint", res.Hint)
-	default:
-		log.Warn("delivery failed; will retry", "channel", channel, "outcome", res.Outcome, "http", res.HTTPStatus,
-			"code", res.RemoteCode, "msg", res.RemoteMessage, "hint", res.Hint)
-		s.retry(msg, attempt, res.RetryAfter, log)
-		return
-	}
-	// Final: remember the outcome before acking, so a redelivery or a
-	// replay of this alert id is acked without sending.
-	rec, _ := json.Marshal(record{AlertID: a.ID, Receiver: a.Receiver, Channel: channel, Outcome: res.Outcome,
-		Attempt: attempt, RemoteCode: res.RemoteCode, AtMS: s.now().UnixMilli()})
-	if _, err := kv.Put(ctx, key, rec); err != nil {
-		log.Warn("recording the final outcome", "err", err)
-		s.retry(msg, attempt, 0, log)
-		return
-	}
-	s.metrics.alert(ctx, string(res.Outcome))
-	s.ack(ctx, msg, log)
 }
 
 // record is the KV value kept per alert id.
@@ -432,6 +414,8 @@ type record struct {
 	Attempt    int            `json:"attempt"`
 	RemoteCode string         `json:"remote_code,omitempty"`
 	AtMS       int64          `json:"at_ms"`
+	// Digest is the id of the digest the alert was folded into.
+	Digest string `json:"digest,omitempty"`
 }
 
 var kvKeyRe = regexp.MustCompile(`^[-_=.a-zA-Z0-9]+$`)
@@ -445,7 +429,7 @@ func kvKey(id string) string {
 	return "h_" + events.ContentID("alert-id", id)
 }
 
-func (s *Service) publishDelivery(ctx context.Context, a events.AlertEvent, channel string, attempt int, res notify.Result) error {
+func (s *Service) deliveryMsg(ctx context.Context, a events.AlertEvent, channel string, attempt int, res notify.Result) (*nats.Msg, error) {
 	d, err := events.NewDeliveryEvent(events.DeliveryEvent{
 		AlertID: a.ID, Fingerprint: a.Fingerprint, AlertStatus: a.Status, Receiver: a.Receiver, Channel: channel,
 		Attempt: attempt, Outcome: res.Outcome, HTTPStatus: res.HTTPStatus, RemoteCode: res.RemoteCode,
@@ -453,18 +437,56 @@ func (s *Service) publishDelivery(ctx context.Context, a events.AlertEvent, chan
 		AtMS: s.now().UnixMilli(),
 	})
 	if err != nil {
-		return fmt.Errorf("delivery event: %w", err)
+		return nil, fmt.Errorf("delivery event: %w", err)
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("encode delivery event: %w", err)
+		return nil, fmt.Errorf("encode delivery event: %w", err)
 	}
 	m := nats.NewMsg(d.Subject())
 	m.Data = data
 	m.Header.Set(events.HeaderMsgID, d.ID)
 	telemetry.Inject(ctx, m)
+	return m, nil
+}
+
+func (s *Service) publishDelivery(ctx context.Context, a events.AlertEvent, channel string, attempt int, res notify.Result) error {
+	m, err := s.deliveryMsg(ctx, a, channel, attempt, res)
+	if err != nil {
+		return err
+	}
 	if _, err := s.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish delivery event: %w", err)
+	}
+	return nil
+}
+
+// publishChunk bounds the asynchronous publishes in flight.
+const publishChunk = 1000
+
+// publishAll publishes msgs asynchronously, in chunks, and waits for every
+// stream ack.
+func (s *Service) publishAll(ctx context.Context, msgs []*nats.Msg) error {
+	for len(msgs) > 0 {
+		chunk := msgs[:min(len(msgs), publishChunk)]
+		msgs = msgs[len(chunk):]
+		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
+		for _, m := range chunk {
+			f, err := s.js.PublishMsgAsync(m)
+			if err != nil {
+				return fmt.Errorf("publish %s: %w", m.Subject, err)
+			}
+			futures = append(futures, f)
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
 	return nil
 }
@@ -476,7 +498,7 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, attempt int
 	})
 	if err != nil {
 		log.Warn("dead-lettering a bad alert", "err", err)
-		s.retry(msg, attempt, 0, log)
+		s.nak(msg, attempt, 0, log)
 		return
 	}
 	log.Warn("bad alert dead-lettered", "reason", reason)
@@ -493,11 +515,10 @@ func (s *Service) ack(ctx context.Context, msg jetstream.Msg, log *slog.Logger) 
 	}
 }
 
-// retry naks msg for redelivery after the backoff for attempt, or after
+// nak naks msg for redelivery after the backoff for attempt, or after
 // retryAfter when that is longer.
-func (s *Service) retry(msg jetstream.Msg, attempt int, retryAfter time.Duration, log *slog.Logger) {
-	d := s.retryDelay(attempt, retryAfter)
-	if err := msg.NakWithDelay(d); err != nil {
+func (s *Service) nak(msg jetstream.Msg, attempt int, retryAfter time.Duration, log *slog.Logger) {
+	if err := msg.NakWithDelay(s.retryDelay(attempt, retryAfter)); err != nil {
 		log.Warn("nak the alert", "err", err)
 	}
 }
@@ -519,6 +540,9 @@ func (s *Service) retryDelay(attempt int, retryAfter time.Duration) time.Duratio
 
 // sleep waits d or until ctx ends; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

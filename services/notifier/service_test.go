@@ -28,15 +28,24 @@ const (
 )
 
 type harness struct {
-	t   *testing.T
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	sim *chatsim.Server
-	dir string
+	t     *testing.T
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	sim   *chatsim.Server
+	dir   string
+	clock *testClock
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessScaled(t, 1)
+}
+
+// newHarnessScaled runs the notifier and chatsim on a test clock scale
+// times faster than the wall clock.
+func newHarnessScaled(t *testing.T, scale float64) *harness {
+	t.Helper()
+	clock := newTestClock(scale)
 	ns := natstest.Start(t)
 	nc, js := ns.Connect(t)
 	topo := events.DefaultTopology()
@@ -47,12 +56,14 @@ func newHarness(t *testing.T) *harness {
 	sim := chatsim.New(chatsim.Config{
 		DingTalk: []chatsim.Robot{{Name: "dt", Token: "dt-token", Secret: dtSecret, Keywords: []string{"告警"}}},
 		Feishu:   []chatsim.Robot{{Name: "fs", Token: "fs-token", Secret: fsSecret, Keywords: []string{"告警"}}},
+		Now:      clock.Now,
+		Keep:     100000,
 	})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sim.Close() })
-	return &harness{t: t, nc: nc, js: js, sim: sim, dir: t.TempDir()}
+	return &harness{t: t, nc: nc, js: js, sim: sim, dir: t.TempDir(), clock: clock}
 }
 
 func (h *harness) file(name, content string) string {
@@ -85,7 +96,20 @@ func (h *harness) config() Config {
 // run starts a service and returns a function that stops it.
 func (h *harness) run(cfg Config) (*Service, func()) {
 	h.t.Helper()
-	svc, err := New(cfg, Deps{NATS: h.nc, Logger: slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	return h.runLevel(cfg, slog.LevelDebug)
+}
+
+// runLevel is run with a log level.
+func (h *harness) runLevel(cfg Config, level slog.Level) (*Service, func()) {
+	h.t.Helper()
+	return h.runDeps(cfg, Deps{Logger: slog.New(slog.NewTextHandler(h.t.Output(), &slog.HandlerOptions{Level: level}))})
+}
+
+// runDeps is run with deps (NATS and the clock are filled in).
+func (h *harness) runDeps(cfg Config, deps Deps) (*Service, func()) {
+	h.t.Helper()
+	deps.NATS, deps.Now, deps.Sleep = h.nc, h.clock.Now, h.clock.Sleep
+	svc, err := New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -366,6 +390,32 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 }
 
+// numbered is a one-device alert for receiver with its own fingerprint.
+func numbered(receiver string, i int) events.AlertEvent {
+	a := alert(receiver, 1)
+	a.Fingerprint, a.ID = fmt.Sprint("fp-", i), ""
+	a.Devices[0].DeviceID = fmt.Sprint("dev-", i)
+	a, err := events.NewAlertEvent(a)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// consumerInfo is the notifier consumer's state.
+func (h *harness) consumerInfo() *jetstream.ConsumerInfo {
+	h.t.Helper()
+	c, err := h.js.Consumer(h.t.Context(), events.StreamAlerts, events.ConsumerNotifier)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := c.Info(h.t.Context())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info
+}
+
 func TestDingTalkBlockPausesReceiver(t *testing.T) {
 	h := newHarness(t)
 	cfg := h.config()
@@ -374,34 +424,35 @@ func TestDingTalkBlockPausesReceiver(t *testing.T) {
 	h.run(cfg)
 	var seq uint64
 	for i := range 22 {
-		a := alert("ops-dt", 1)
-		a.Fingerprint, a.ID = fmt.Sprint("fp-", i), ""
-		a, _ = events.NewAlertEvent(a)
-		seq = h.publish(a, "")
-	}
-	ds := h.waitDeliveries(22)
-	// The 21st answer blocks the robot; the notifier then stops sending.
-	h.poll("all alerts handled once", func() bool {
-		c, _ := h.js.Consumer(h.t.Context(), events.StreamAlerts, events.ConsumerNotifier)
-		info, err := c.Info(h.t.Context())
-		return err == nil && info.Delivered.Stream >= seq
-	})
-	counts := map[events.Outcome]int{}
-	var held events.DeliveryEvent
-	for _, d := range ds {
-		counts[d.Outcome]++
-		if d.Outcome == events.OutcomeRateLimited && d.RemoteCode == "" {
-			held = d
+		seq = h.publish(numbered("ops-dt", i), "")
+		if i < 20 {
+			// One at a time, so they go out one by one.
+			h.waitDeliveries(i + 1)
 		}
 	}
-	if counts[events.OutcomeDelivered] != 20 || counts[events.OutcomeRateLimited] != 2 {
-		t.Fatalf("outcomes %v", counts)
+	// The 21st answer blocks the robot; the notifier then holds the rest.
+	ds := h.waitDeliveries(21)
+	counts := map[events.Outcome]int{}
+	for _, d := range ds {
+		counts[d.Outcome]++
 	}
+	if counts[events.OutcomeDelivered] != 20 || counts[events.OutcomeRateLimited] != 1 || ds[20].RemoteCode != "410100" ||
+		!strings.Contains(ds[20].Hint, "10 minutes") {
+		t.Fatalf("outcomes %v, last %+v", counts, ds[20])
+	}
+	h.poll("the last alert to be held", func() bool { return h.consumerInfo().Delivered.Stream >= seq })
 	if n := h.sim.Requests(); n != 21 {
 		t.Fatalf("%d requests to the robot, want 21 (the blocked receiver must be paused)", n)
 	}
-	if !strings.Contains(held.Hint, "10 minutes") || held.Bytes != 0 {
-		t.Fatalf("held delivery %+v", held)
+	if info := h.consumerInfo(); info.NumAckPending != 2 {
+		t.Fatalf("%d alerts pending, want the 2 held ones", info.NumAckPending)
+	}
+	// After the block the two held alerts go out (as two messages: the
+	// budget is large), and the robot is not blocked again.
+	h.clock.Advance(dingtalk.BlockDuration)
+	h.settled(seq)
+	if n := len(h.sim.MessagesTo("dt")); n != 22 {
+		t.Fatalf("%d messages, want 22", n)
 	}
 	if n := h.sim.RejectionCount(chatsim.DingTalk, 410100); n != 1 {
 		t.Fatalf("410100 answered %d times", n)
@@ -413,17 +464,24 @@ func TestLocalRateLimitHoldsAlerts(t *testing.T) {
 	cfg := h.config()
 	cfg.Receivers[0].RateLimit = []ratelimit.Window{{Count: 1, Per: time.Hour}}
 	h.run(cfg)
-	h.publish(alert("ops-dt", 1), "")
-	second := alert("ops-dt", 2)
-	second.Fingerprint, second.ID = "fp-second", ""
-	second, _ = events.NewAlertEvent(second)
-	h.publish(second, "")
+	h.publish(numbered("ops-dt", 1), "")
+	h.waitDeliveries(1)
+	second := numbered("ops-dt", 2)
+	seq := h.publish(second, "")
+	h.poll("the second alert to be held", func() bool {
+		info := h.consumerInfo()
+		return info.Delivered.Stream >= seq && info.NumAckPending == 1
+	})
+	if n := h.sim.Requests(); n != 1 || len(h.deliveries()) != 1 {
+		t.Fatalf("%d requests, %d delivery events while held", n, len(h.deliveries()))
+	}
+	h.clock.Advance(time.Hour)
 	ds := h.waitDeliveries(2)
-	if ds[0].Outcome != events.OutcomeDelivered || ds[1].Outcome != events.OutcomeRateLimited || ds[1].AlertID != second.ID ||
-		!strings.Contains(ds[1].Hint, "local rate limit [1/1h0m0s]") {
+	h.settled(seq)
+	if ds[1].AlertID != second.ID || ds[1].Outcome != events.OutcomeDelivered || ds[1].Attempt != 1 {
 		t.Fatalf("deliveries %+v", ds)
 	}
-	if n := h.sim.Requests(); n != 1 {
+	if n := h.sim.Requests(); n != 2 {
 		t.Fatalf("%d requests", n)
 	}
 }

@@ -1,5 +1,6 @@
-// Package chatsim runs strict local stand-ins for the DingTalk custom robot
-// and the Feishu (Lark) custom bot webhooks, as described in
+// Package chatsim runs strict local stand-ins for the DingTalk custom robot,
+// the Feishu (Lark) custom bot, the WeCom group robot, the Slack incoming
+// webhook and a generic signed JSON webhook, as described in
 // shared/contracts/chat.md: the same paths, signatures, keyword checks, size
 // and rate limits, and the same answers (HTTP 200 with a body code) as the
 // real services. Tests point notifiers at it; `make run` serves it as the
@@ -29,6 +30,9 @@ type Channel string
 const (
 	DingTalk Channel = "dingtalk"
 	Feishu   Channel = "feishu"
+	WeCom    Channel = "wecom"
+	Slack    Channel = "slack"
+	Webhook  Channel = "webhook"
 )
 
 // Limits enforced by the simulated services (contracts/chat.md).
@@ -63,6 +67,10 @@ type Robot struct {
 	Keywords []string `json:"keywords,omitempty"`
 	// AllowedIPs turns on the IP allowlist: the client's IP must be listed.
 	AllowedIPs []string `json:"allowed_ips,omitempty"`
+	// Archived (Slack) answers 410 channel_is_archived.
+	Archived bool `json:"archived,omitempty"`
+	// ChannelNotFound (Slack) answers 404 channel_not_found.
+	ChannelNotFound bool `json:"channel_not_found,omitempty"`
 }
 
 func (r Robot) name() string {
@@ -78,10 +86,20 @@ type Config struct {
 	DingTalk []Robot
 	// Feishu bots, served at POST /open-apis/bot/v2/hook/TOKEN.
 	Feishu []Robot
+	// WeCom robots, served at POST /cgi-bin/webhook/send?key=TOKEN.
+	WeCom []Robot
+	// Slack incoming webhooks, served at POST /services/TOKEN, where TOKEN
+	// is "T…/B…/secret" as in Slack's URLs.
+	Slack []Robot
+	// Webhook receivers, served at POST /webhook/TOKEN; a Secret turns on
+	// the HMAC signature check.
+	Webhook []Robot
 	// Now is the server clock (default time.Now).
 	Now func() time.Time
 	// Keep bounds the messages and rejections kept for the inbox (default 1000).
 	Keep int
+	// Unlimited turns the rate limits off (benchmarks of the senders).
+	Unlimited bool
 }
 
 // Message is one accepted message.
@@ -147,9 +165,10 @@ type robotState struct {
 // Server is a simulated DingTalk and Feishu webhook endpoint. It implements
 // http.Handler; Start serves it on a local address.
 type Server struct {
-	now  func() time.Time
-	keep int
-	mux  *http.ServeMux
+	now       func() time.Time
+	keep      int
+	unlimited bool
+	mux       *http.ServeMux
 
 	mu         sync.Mutex
 	robots     map[Channel]map[string]*robotState
@@ -169,11 +188,12 @@ type Server struct {
 // New returns a server for the configured robots.
 func New(cfg Config) *Server {
 	s := &Server{
-		now:     cfg.Now,
-		keep:    cfg.Keep,
-		robots:  map[Channel]map[string]*robotState{DingTalk: {}, Feishu: {}},
-		counts:  map[Channel]map[int]int{DingTalk: {}, Feishu: {}},
-		changed: make(chan struct{}),
+		now:       cfg.Now,
+		keep:      cfg.Keep,
+		unlimited: cfg.Unlimited,
+		robots:    map[Channel]map[string]*robotState{DingTalk: {}, Feishu: {}, WeCom: {}, Slack: {}, Webhook: {}},
+		counts:    map[Channel]map[int]int{DingTalk: {}, Feishu: {}, WeCom: {}, Slack: {}, Webhook: {}},
+		changed:   make(chan struct{}),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -187,9 +207,21 @@ func New(cfg Config) *Server {
 	for _, r := range cfg.Feishu {
 		s.AddRobot(Feishu, r)
 	}
+	for _, r := range cfg.WeCom {
+		s.AddRobot(WeCom, r)
+	}
+	for _, r := range cfg.Slack {
+		s.AddRobot(Slack, r)
+	}
+	for _, r := range cfg.Webhook {
+		s.AddRobot(Webhook, r)
+	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /robot/send", s.serveDingTalk)
 	s.mux.HandleFunc("POST /open-apis/bot/v2/hook/{token}", s.serveFeishu)
+	s.mux.HandleFunc("POST /cgi-bin/webhook/send", s.serveWeCom)
+	s.mux.HandleFunc("POST /services/{token...}", s.serveSlack)
+	s.mux.HandleFunc("POST /webhook/{token}", s.serveWebhook)
 	s.mux.HandleFunc("GET /{$}", s.serveInbox)
 	s.mux.HandleFunc("GET /api/messages", s.serveAPI)
 	return s
@@ -238,6 +270,21 @@ func (s *Server) FeishuURL(token string) string {
 	return s.url + "/open-apis/bot/v2/hook/" + token
 }
 
+// WeComURL is the whole webhook URL of a WeCom robot.
+func (s *Server) WeComURL(key string) string {
+	return s.url + "/cgi-bin/webhook/send?key=" + key
+}
+
+// SlackURL is the whole incoming-webhook URL of a Slack webhook.
+func (s *Server) SlackURL(token string) string {
+	return s.url + "/services/" + token
+}
+
+// WebhookURL is the URL of a generic webhook receiver.
+func (s *Server) WebhookURL(token string) string {
+	return s.url + "/webhook/" + token
+}
+
 // FailNext makes the next n requests to a robot (after the token check)
 // answer the HTTP status with no business processing, like a failing proxy.
 func (s *Server) FailNext(ch Channel, token string, n, status int) {
@@ -250,11 +297,11 @@ func (s *Server) FailNext(ch Channel, token string, n, status int) {
 	}
 }
 
-// Messages returns the accepted messages, oldest first.
+// Messages returns the accepted messages (the last Keep), oldest first.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Message(nil), s.messages...)
+	return append([]Message(nil), s.messages[max(len(s.messages)-s.keep, 0):]...)
 }
 
 // MessagesTo returns the accepted messages of one robot (by name), oldest first.
@@ -268,11 +315,11 @@ func (s *Server) MessagesTo(robot string) []Message {
 	return out
 }
 
-// Rejections returns the rejected requests, oldest first.
+// Rejections returns the rejected requests (the last Keep), oldest first.
 func (s *Server) Rejections() []Rejection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Rejection(nil), s.rejections...)
+	return append([]Rejection(nil), s.rejections[max(len(s.rejections)-s.keep, 0):]...)
 }
 
 // RejectionCount is how many requests were answered with code on ch.
@@ -316,7 +363,7 @@ func (s *Server) Duplicates() int {
 func (s *Server) WaitFor(ctx context.Context, match func([]Message) bool) ([]Message, error) {
 	for {
 		s.mu.Lock()
-		msgs := append([]Message(nil), s.messages...)
+		msgs := append([]Message(nil), s.messages[max(len(s.messages)-s.keep, 0):]...)
 		changed := s.changed
 		s.mu.Unlock()
 		if match(msgs) {
@@ -339,7 +386,7 @@ func (s *Server) WaitForMessages(ctx context.Context, n int) ([]Message, error) 
 func (s *Server) WaitForRejections(ctx context.Context, n int) ([]Rejection, error) {
 	for {
 		s.mu.Lock()
-		rs := append([]Rejection(nil), s.rejections...)
+		rs := append([]Rejection(nil), s.rejections[max(len(s.rejections)-s.keep, 0):]...)
 		changed := s.changed
 		s.mu.Unlock()
 		if len(rs) >= n {
@@ -363,7 +410,8 @@ func (s *Server) acceptLocked(m Message) {
 	s.seq++
 	m.Seq = s.seq
 	s.messages = append(s.messages, m)
-	if len(s.messages) > s.keep {
+	if len(s.messages) > 2*s.keep {
+		// Trim in bulk: copying on every message would cost O(keep) each.
 		s.messages = append([]Message(nil), s.messages[len(s.messages)-s.keep:]...)
 	}
 	s.notifyLocked()
@@ -374,7 +422,7 @@ func (s *Server) rejectLocked(rj Rejection) {
 	rj.Seq = s.rseq
 	s.counts[rj.Channel][rj.Code]++
 	s.rejections = append(s.rejections, rj)
-	if len(s.rejections) > s.keep {
+	if len(s.rejections) > 2*s.keep {
 		s.rejections = append([]Rejection(nil), s.rejections[len(s.rejections)-s.keep:]...)
 	}
 	s.notifyLocked()

@@ -1,7 +1,10 @@
 package chatsim
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -51,4 +54,36 @@ func fixtureF(f *testing.F, name string) []byte {
 		f.Fatal(err)
 	}
 	return b
+}
+
+// FuzzWeComSlackWebhook posts arbitrary bodies to the WeCom, Slack and
+// webhook endpoints: every answer is well-formed and an accepted message
+// is never empty.
+func FuzzWeComSlackWebhook(f *testing.F) {
+	f.Add([]byte(`{"msgtype":"markdown","markdown":{"content":"## x <@u>"}}`))
+	f.Add([]byte(`{"msgtype":"text","text":{"content":"x","mentioned_mobile_list":["1"]}}`))
+	f.Add([]byte(`{"text":"x","blocks":[{"type":"header","text":{"type":"plain_text","text":"t"}},{"type":"section","text":{"type":"mrkdwn","text":"*b*"}}]}`))
+	f.Add([]byte(`{"kind":"alert","title":"t","text":"x"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s := New(Config{WeCom: []Robot{{Token: "k"}}, Slack: []Robot{{Token: "T/B/x"}}, Webhook: []Robot{{Token: "w"}}})
+		for _, path := range []string{"/cgi-bin/webhook/send?key=k", "/services/T/B/x", "/webhook/w"} {
+			req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			if path[1] == 'c' {
+				var a struct {
+					ErrCode *int `json:"errcode"`
+				}
+				if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &a) != nil || a.ErrCode == nil {
+					t.Fatalf("wecom answered %d %q", rec.Code, rec.Body.String())
+				}
+			}
+		}
+		for _, m := range s.Messages() {
+			if m.Title == "" && m.Text == "" {
+				t.Fatalf("accepted an empty message from %q", body)
+			}
+		}
+	})
 }

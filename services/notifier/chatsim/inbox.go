@@ -46,12 +46,12 @@ var inboxPage = template.Must(template.New("inbox").Funcs(template.FuncMap{
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f7f9;color:#222}
 h1{font-size:1.3em} .msg,.rej{background:#fff;border-radius:6px;padding:.7em 1em;margin:.6em 0;border-left:6px solid #999}
-.dingtalk{border-left-color:#1677ff} .feishu{border-left-color:#00b96b}
+.dingtalk{border-left-color:#1677ff} .feishu{border-left-color:#00b96b} .wecom{border-left-color:#07c160} .slack{border-left-color:#4a154b} .webhook{border-left-color:#555}
 .red,.carmine{border-left-color:#d93026} .orange,.yellow{border-left-color:#ff8800} .green,.turquoise{border-left-color:#2ea121} .blue,.wathet{border-left-color:#1677ff}
 .meta{color:#666;font-size:.85em} .title{font-weight:600;margin:.3em 0} pre{white-space:pre-wrap;margin:.3em 0;font-family:inherit}
 .rej{border-left-color:#d93026;background:#fff5f5} .silent{color:#d93026}
 </style></head><body>
-<h1>fleetwatch inbox — what would have been sent to DingTalk and Feishu</h1>
+<h1>fleetwatch inbox — what would have been sent to DingTalk, Feishu, WeCom, Slack and webhooks</h1>
 <p class="meta">{{.Requests}} requests · {{len .Messages}} messages · {{len .Rejections}} rejected{{range $ch, $m := .Counts}}{{range codes $m}} · {{$ch}} {{.}}×{{index $m .}}{{end}}{{end}} · refreshes every 3 s · <a href="/api/messages">JSON</a></p>
 {{if .Rejections}}<h2>Rejected (newest first)</h2>{{range .Rejections}}
 <div class="rej"><div class="meta">#{{.Seq}} {{clock .At}} · {{.Channel}} · {{.Robot}} · HTTP {{.HTTPStatus}}{{if .Code}} · code {{.Code}}{{end}}</div>

@@ -92,11 +92,18 @@ type Response struct {
 // Post sends body to u with the given Content-Type and reads a bounded
 // response. Its error never contains u (which holds the token and sign).
 func Post(ctx context.Context, client *http.Client, u, contentType string, body []byte) (Response, error) {
+	return PostHeaders(ctx, client, u, http.Header{"Content-Type": {contentType}}, body)
+}
+
+// PostHeaders is Post with any request headers (Content-Type among them).
+func PostHeaders(ctx context.Context, client *http.Client, u string, header http.Header, body []byte) (Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return Response{}, errors.New("build request: " + Redact(err))
 	}
-	req.Header.Set("Content-Type", contentType)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("User-Agent", "fleetwatch-notifier")
 	resp, err := client.Do(req)
 	if err != nil {

@@ -2,6 +2,12 @@
 // limits ("20 per minute", "5 per second and 100 per minute"). It records the
 // time of each send and allows a new one only when every window has room, so
 // unlike a token bucket it never lets a burst exceed a window's count.
+//
+// Log is the pure core (send times plus a pause for a remote block). The
+// Limiter applies it in one process; a Store keeps one Log per receiver,
+// either in memory (Memory) or in a NATS KV bucket updated by
+// compare-and-set (KV), which makes a receiver's budget hold across every
+// notifier replica.
 package ratelimit
 
 import (
@@ -32,26 +38,30 @@ func (w Window) Validate(field string) error {
 	return nil
 }
 
-// Limiter enforces a set of windows. It is safe for concurrent use.
+// Limiter enforces a set of windows in one process. It is safe for
+// concurrent use.
 type Limiter struct {
 	mu      sync.Mutex
 	windows []Window
-	keep    int           // the largest Count: older sends never matter
-	span    time.Duration // the longest Per
-	sends   []time.Time   // ascending
+	log     Log
 }
 
 // New returns a limiter enforcing every window; with none it allows all.
 func New(windows ...Window) (*Limiter, error) {
-	l := &Limiter{windows: append([]Window(nil), windows...)}
+	if err := ValidateWindows(windows); err != nil {
+		return nil, err
+	}
+	return &Limiter{windows: append([]Window(nil), windows...)}, nil
+}
+
+// ValidateWindows checks each window, naming it window[i] in errors.
+func ValidateWindows(windows []Window) error {
 	for i, w := range windows {
 		if err := w.Validate(fmt.Sprintf("window[%d]", i)); err != nil {
-			return nil, err
+			return err
 		}
-		l.keep = max(l.keep, w.Count)
-		l.span = max(l.span, w.Per)
 	}
-	return l, nil
+	return nil
 }
 
 // Windows returns the windows the limiter enforces.
@@ -63,32 +73,10 @@ func (l *Limiter) Windows() []Window { return append([]Window(nil), l.windows...
 func (l *Limiter) Reserve(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.prune(now)
-	var wait time.Duration
-	for _, w := range l.windows {
-		if len(l.sends) < w.Count {
-			continue
-		}
-		// The w.Count-th most recent send: while it is inside the window,
-		// the window is full.
-		s := l.sends[len(l.sends)-w.Count]
-		if d := s.Add(w.Per).Sub(now); d > wait {
-			wait = d
-		}
-	}
-	if wait > 0 {
+	l.log.Prune(l.windows, now)
+	if wait := l.log.Wait(l.windows, now); wait > 0 {
 		return wait
 	}
-	l.sends = append(l.sends, now)
+	l.log.Add(l.windows, now)
 	return 0
-}
-
-func (l *Limiter) prune(now time.Time) {
-	drop := 0
-	for drop < len(l.sends) && (len(l.sends)-drop > l.keep || !l.sends[drop].Add(l.span).After(now)) {
-		drop++
-	}
-	if drop > 0 {
-		l.sends = append(l.sends[:0], l.sends[drop:]...)
-	}
 }

@@ -2,7 +2,9 @@ package template
 
 // The default templates. Lines inside a block end with two spaces (a hard
 // line break in DingTalk markdown; invisible in lark_md). Each language
-// defines "title" (one line; the envelope adds the keyword) and "body".
+// defines "title" (one line; the envelope adds the keyword) and "body" for
+// one alert, "digest_title" and "digest_body" for a digest (see
+// RenderDigest), and "test_title" and "test_body" for the test message.
 var defaults = map[Language]string{
 	Chinese: `
 {{- define "title" -}}
@@ -34,6 +36,40 @@ var defaults = map[Language]string{
 {{end}}
 fleetwatch · 告警 ID {{.ShortID}}
 {{- end -}}
+{{- define "digest_title" -}}
+告警汇总：{{if .Firing}}{{.Firing}} 台设备告警{{end}}{{if and .Firing .Resolved}}，{{end}}{{if .Resolved}}{{.Resolved}} 台设备恢复{{end}}
+{{- end -}}
+
+{{- define "digest_body" -}}
+**汇总**：{{.Alerts}} 条通知 · 告警 {{.FiringAlerts}} 条（{{.Firing}} 台） · 恢复 {{.ResolvedAlerts}} 条（{{.Resolved}} 台）  
+**最高级别**：{{.Severity}} · **时间**：{{.From}} – {{.To}}  
+通知量超过发送频率限制，已合并为一条汇总。
+
+**主要分组**：
+
+{{range .Groups -}}
+- {{.Name}}：告警 {{.Firing}} 台 · 恢复 {{.Resolved}} 台
+{{end -}}
+{{if .MoreGroups}}- 另有 {{.MoreGroups}} 个分组
+{{end}}
+**设备示例**：
+
+{{range .Devices -}}
+- {{.ID}} · {{.Status}}{{with .Group}} · {{.}}{{end}}{{with .Reason}} · {{.}}{{end}}{{if .Firing}}{{with .Since}} · 离线自 {{.}}{{end}}{{end}}
+{{end -}}
+{{if .Omitted}}- 另有 {{.Omitted}} 台
+{{end}}
+fleetwatch · 汇总 ID {{.ShortID}}
+{{- end -}}
+
+{{- define "test_title" -}}
+测试消息 · {{.Receiver}}
+{{- end -}}
+
+{{- define "test_body" -}}
+这是 fleetwatch 发往接收者 **{{.Receiver}}** 的测试消息（{{.At}}）。  
+看到这条消息，说明地址、签名和关键词都配置正确。
+{{- end -}}
 `,
 	English: `
 {{- define "title" -}}
@@ -64,6 +100,40 @@ fleetwatch · 告警 ID {{.ShortID}}
 {{if .Omitted}}- +{{.Omitted}} more
 {{end}}
 fleetwatch · alert id {{.ShortID}}
+{{- end -}}
+{{- define "digest_title" -}}
+Digest: {{if .Firing}}{{.Firing}} device{{if ne .Firing 1}}s{{end}} firing{{end}}{{if and .Firing .Resolved}}, {{end}}{{if .Resolved}}{{.Resolved}} device{{if ne .Resolved 1}}s{{end}} resolved{{end}}
+{{- end -}}
+
+{{- define "digest_body" -}}
+**Summary**: {{.Alerts}} notifications · {{.FiringAlerts}} firing ({{.Firing}} devices) · {{.ResolvedAlerts}} resolved ({{.Resolved}} devices)  
+**Highest severity**: {{.Severity}} · **Time**: {{.From}} – {{.To}}  
+More notifications than the rate limit allows: merged into one digest.
+
+**Top groups**:
+
+{{range .Groups -}}
+- {{.Name}}: {{.Firing}} firing · {{.Resolved}} resolved
+{{end -}}
+{{if .MoreGroups}}- +{{.MoreGroups}} more groups
+{{end}}
+**Sample devices**:
+
+{{range .Devices -}}
+- {{.ID}} · {{.Status}}{{with .Group}} · {{.}}{{end}}{{with .Reason}} · {{.}}{{end}}{{if .Firing}}{{with .Since}} · offline since {{.}}{{end}}{{end}}
+{{end -}}
+{{if .Omitted}}- +{{.Omitted}} more
+{{end}}
+fleetwatch · digest id {{.ShortID}}
+{{- end -}}
+
+{{- define "test_title" -}}
+Test message · {{.Receiver}}
+{{- end -}}
+
+{{- define "test_body" -}}
+This is a test message from fleetwatch to receiver **{{.Receiver}}** ({{.At}}).  
+If you can read it, the URL, signature and keyword are configured correctly.
 {{- end -}}
 `,
 }

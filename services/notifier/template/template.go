@@ -63,6 +63,11 @@ type Message struct {
 	Omitted int
 	// Truncated reports that the body (or title) text itself had to be cut.
 	Truncated bool
+	// Firing is true when the message reports something firing (a digest
+	// with at least one firing alert); channels colour by it.
+	Firing bool
+	// Severity is the alert's (the digest's highest) severity.
+	Severity events.Severity
 }
 
 // Template renders alerts for one receiver.
@@ -95,7 +100,7 @@ func New(opts Options) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse %s templates: %w", opts.Language, err)
 	}
-	for _, name := range []string{"title", "body"} {
+	for _, name := range []string{"title", "body", "digest_title", "digest_body", "test_title", "test_body"} {
 		if t.Lookup(name) == nil {
 			return nil, fmt.Errorf("%s templates: %q is not defined", opts.Language, name)
 		}
@@ -152,32 +157,34 @@ type Device struct {
 // request body); nil means anything fits. Render returns the fullest
 // candidate that fits.
 func (t *Template) Render(a events.AlertEvent, fits func(Message) bool) (Message, error) {
-	if fits == nil {
-		fits = func(Message) bool { return true }
-	}
 	base := t.data(a)
 	all := base.Devices
-	render := func(n int) (Message, error) {
+	m, err := t.fit(len(all), func(n int) (Message, error) {
 		d := base
 		d.Devices = all[:n]
 		d.Omitted = base.Total - n
-		title, err := t.exec("title", d)
-		if err != nil {
-			return Message{}, err
-		}
-		body, err := t.exec("body", d)
-		if err != nil {
-			return Message{}, err
-		}
-		return Message{Title: t.Envelope(oneLine(title)), Body: strings.TrimSpace(body), Shown: n, Omitted: d.Omitted}, nil
+		m, err := t.message("title", "body", d)
+		m.Shown, m.Omitted = n, d.Omitted
+		return m, err
+	}, fits)
+	m.Firing, m.Severity = a.Status == events.StatusFiring, a.Severity
+	return m, err
+}
+
+// fit renders with the most list items (up to all) whose message fits,
+// and, when not even zero items fit, cuts the body and then the title.
+// Size grows with the item count.
+func (t *Template) fit(all int, render func(n int) (Message, error), fits func(Message) bool) (Message, error) {
+	if fits == nil {
+		fits = func(Message) bool { return true }
 	}
-	full, err := render(len(all))
+	full, err := render(all)
 	if err != nil || fits(full) {
 		return full, err
 	}
-	// The largest device count that fits (size grows with the count).
+	// The largest item count that fits.
 	best, found := Message{}, false
-	lo, hi := 0, len(all)-1
+	lo, hi := 0, all-1
 	for lo <= hi {
 		mid := (lo + hi) / 2
 		m, err := render(mid)
@@ -198,16 +205,34 @@ func (t *Template) Render(a events.AlertEvent, fits func(Message) bool) (Message
 	if err != nil {
 		return Message{}, err
 	}
+	return t.cutToFit(m, fits), nil
+}
+
+// cutToFit cuts the body, then the title (never the envelope), until m fits.
+func (t *Template) cutToFit(m Message, fits func(Message) bool) Message {
 	m.Truncated = true
 	if n := longestPrefix(m.Body, func(s string) bool { c := m; c.Body = s; return fits(c) }); n >= 0 {
 		m.Body = cut(m.Body, n)
-		return m, nil
+		return m
 	}
 	m.Body = ""
 	title := strings.TrimPrefix(m.Title, t.Envelope(""))
 	n := longestPrefix(title, func(s string) bool { c := m; c.Title = t.Envelope(s); return fits(c) })
 	m.Title = t.Envelope(cut(title, max(n, 0)))
-	return m, nil
+	return m
+}
+
+// message executes a title and a body template and applies the envelope.
+func (t *Template) message(titleName, bodyName string, data any) (Message, error) {
+	title, err := t.exec(titleName, data)
+	if err != nil {
+		return Message{}, err
+	}
+	body, err := t.exec(bodyName, data)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{Title: t.Envelope(oneLine(title)), Body: strings.TrimSpace(body)}, nil
 }
 
 // longestPrefix finds the most runes of s that, cut with "…", satisfy ok;
@@ -240,7 +265,7 @@ func cut(s string, n int) string {
 	return s[:i] + "…"
 }
 
-func (t *Template) exec(name string, d Data) (string, error) {
+func (t *Template) exec(name string, d any) (string, error) {
 	var b bytes.Buffer
 	if err := t.t.ExecuteTemplate(&b, name, d); err != nil {
 		return "", fmt.Errorf("render %s: %w", name, err)

@@ -1,5 +1,7 @@
-// Command fleetwatch-notifier delivers fleetwatch alerts to DingTalk and
-// Feishu robots. See notifier.ExampleConfig (config.example.yaml).
+// Command fleetwatch-notifier delivers fleetwatch alerts to DingTalk,
+// Feishu, WeCom, Slack and generic webhooks. See notifier.ExampleConfig
+// (config.example.yaml). `fleetwatch-notifier test <receiver>` sends a test
+// message and prints the remote's answer.
 package main
 
 import (
@@ -27,14 +29,19 @@ func defaultConfig() *fileConfig {
 
 var spec = stage.Spec{
 	Name: notifier.Stage,
-	Summary: "Delivers ALERTS to DingTalk and Feishu robots (signed, keyword-safe, within size and rate limits),\n" +
-		"records every attempt in DELIVERIES, and never sends an alert id twice.",
+	Summary: "Delivers ALERTS to DingTalk, Feishu, WeCom, Slack and webhooks (signed, keyword-safe, within size and\n" +
+		"rate limits shared by every replica, merged into digests in a storm), records every attempt in DELIVERIES,\n" +
+		"and never sends an alert id twice.\n\n" +
+		"fleetwatch-notifier test [--config file] <receiver> sends a test message and prints the remote's answer.",
 	Example: notifier.ExampleConfig,
 }
 
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) > 1 && os.Args[1] == "test" {
+		return runTest(os.Args[2:], os.Stdout, os.Stderr, nil)
+	}
 	cfg := defaultConfig()
 	return stage.Main(spec, cfg, func(ctx context.Context, env *stage.Env) error {
 		svc, err := notifier.New(cfg.Notifier, notifier.Deps{

@@ -125,13 +125,13 @@ const (
 	colorBlue   = "#1677ff"
 )
 
-func color(a events.AlertEvent) string {
+func color(m template.Message) string {
 	switch {
-	case a.Status == events.StatusResolved:
+	case !m.Firing:
 		return colorGreen
-	case a.Severity == events.SeverityCritical:
+	case m.Severity == events.SeverityCritical:
 		return colorRed
-	case a.Severity == events.SeverityWarning:
+	case m.Severity == events.SeverityWarning:
 		return colorOrange
 	}
 	return colorBlue
@@ -141,8 +141,14 @@ func color(a events.AlertEvent) string {
 // starts with the (keyword-carrying) title and ends with the mentions, at
 // most notify.MaxBodyBytes long. The signature is not part of the body.
 func (n *Notifier) Body(a events.AlertEvent) ([]byte, template.Message, error) {
+	return n.BodyOf(notify.AlertContent(a))
+}
+
+// BodyOf renders any content (an alert, a digest, a test message) like
+// Body; the content's id is the msgUuid.
+func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 	build := func(m template.Message) []byte {
-		text := "### <font color=" + color(a) + ">" + m.Title + "</font>\n\n" + m.Body
+		text := "### <font color=" + color(m) + ">" + m.Title + "</font>\n\n" + m.Body
 		var who []string
 		for _, x := range n.cfg.AtMobiles {
 			who = append(who, "@"+x)
@@ -157,10 +163,10 @@ func (n *Notifier) Body(a events.AlertEvent) ([]byte, template.Message, error) {
 			MsgType:  "markdown",
 			Markdown: markdown{Title: m.Title, Text: text},
 			At:       at{AtMobiles: n.cfg.AtMobiles, AtUserIDs: n.cfg.AtUserIDs, IsAtAll: n.cfg.AtAll},
-			MsgUUID:  a.ID,
+			MsgUUID:  c.ID,
 		})
 	}
-	m, err := n.tmpl.Render(a, func(m template.Message) bool { return len(build(m)) <= notify.MaxBodyBytes })
+	m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(build(m)) <= notify.MaxBodyBytes })
 	if err != nil {
 		return nil, template.Message{}, err
 	}
@@ -179,7 +185,12 @@ func encode(v any) []byte {
 // DingTalk says the timestamp is invalid) and classifies the answer. The
 // error is nil exactly when the result is delivered.
 func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error) {
-	payload, _, err := n.Body(a)
+	return n.Send(ctx, notify.AlertContent(a))
+}
+
+// Send sends any content like Notify.
+func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
+	payload, _, err := n.BodyOf(c)
 	if err != nil {
 		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
 		return r, r.Err(Name)

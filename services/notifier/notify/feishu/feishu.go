@@ -108,18 +108,22 @@ type body struct {
 // HeaderTemplate is the card header colour: red for critical, orange for
 // warning, blue for info, green once resolved.
 func HeaderTemplate(a events.AlertEvent) string {
+	return headerTemplate(a.Status == events.StatusFiring, a.Severity)
+}
+
+func headerTemplate(firing bool, sev events.Severity) string {
 	switch {
-	case a.Status == events.StatusResolved:
+	case !firing:
 		return "green"
-	case a.Severity == events.SeverityCritical:
+	case sev == events.SeverityCritical:
 		return "red"
-	case a.Severity == events.SeverityWarning:
+	case sev == events.SeverityWarning:
 		return "orange"
 	}
 	return "blue"
 }
 
-func (n *Notifier) card(a events.AlertEvent, m template.Message) card {
+func (n *Notifier) card(m template.Message) card {
 	els := []any{div{Tag: "div", Text: plainText{Tag: "lark_md", Content: m.Body}}}
 	var at []string
 	if n.cfg.MentionAll {
@@ -133,7 +137,7 @@ func (n *Notifier) card(a events.AlertEvent, m template.Message) card {
 	}
 	return card{
 		Config:   map[string]bool{"wide_screen_mode": true},
-		Header:   header{Title: plainText{Tag: "plain_text", Content: m.Title}, Template: HeaderTemplate(a)},
+		Header:   header{Title: plainText{Tag: "plain_text", Content: m.Title}, Template: headerTemplate(m.Firing, m.Severity)},
 		Elements: els,
 	}
 }
@@ -141,20 +145,25 @@ func (n *Notifier) card(a events.AlertEvent, m template.Message) card {
 // Body renders a into an interactive card body signed for now, at most
 // notify.MaxBodyBytes long.
 func (n *Notifier) Body(a events.AlertEvent, now time.Time) ([]byte, template.Message, error) {
+	return n.BodyOf(notify.AlertContent(a), now)
+}
+
+// BodyOf renders any content (an alert, a digest, a test message) like Body.
+func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Message, error) {
 	// Budget with a signature of the real size: 10 digits and 44 characters.
 	probe := body{MsgType: "interactive"}
 	if n.secret != "" {
 		probe.Timestamp, probe.Sign = "1700000000", strings.Repeat("x", 44)
 	}
-	m, err := n.tmpl.Render(a, func(m template.Message) bool {
+	m, err := c.Render(n.tmpl, func(m template.Message) bool {
 		p := probe
-		p.Card = n.card(a, m)
+		p.Card = n.card(m)
 		return len(encode(p)) <= notify.MaxBodyBytes
 	})
 	if err != nil {
 		return nil, template.Message{}, err
 	}
-	b := body{MsgType: "interactive", Card: n.card(a, m)}
+	b := body{MsgType: "interactive", Card: n.card(m)}
 	if n.secret != "" {
 		ts := now.Unix()
 		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.secret, ts)
@@ -173,9 +182,14 @@ func encode(v any) []byte {
 // Notify sends a to the bot once and classifies the answer. The error is
 // nil exactly when the result is delivered.
 func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error) {
+	return n.Send(ctx, notify.AlertContent(a))
+}
+
+// Send sends any content like Notify.
+func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	start := time.Now()
 	// Sign per attempt: a timestamp from start-up is rejected after an hour.
-	payload, _, err := n.Body(a, n.now())
+	payload, _, err := n.BodyOf(c, n.now())
 	if err != nil {
 		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
 		return r, r.Err(Name)

@@ -1,0 +1,117 @@
+package chatsim
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// WeCom answers (errcode, errmsg) used by the simulator.
+const (
+	wcInvalidURL  = 93000 // invalid webhook url
+	wcTooFast     = 45009 // api freq out of limit
+	wcTooLong     = 40058 // content too long
+	wcBadJSON     = 40008 // invalid message type / bad body
+	wcMissingBody = 44004 // empty content
+)
+
+// WeCom limits (contracts/chat.md).
+const (
+	WeComPerMinute       = 20
+	WeComMarkdownMaxByte = 4096
+	WeComTextMaxBytes    = 2048
+)
+
+var weComAtRe = regexp.MustCompile(`<@([^>\s]+)>`)
+
+func (s *Server) serveWeCom(w http.ResponseWriter, r *http.Request) {
+	body, readErr := readBody(r)
+	s.weCom(r, body, readErr).write(w)
+}
+
+func (s *Server) weCom(r *http.Request, body []byte, readErr error) answer {
+	now := s.now()
+	key := r.URL.Query().Get("key")
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
+	st := s.robots[WeCom][key]
+	reject := func(code int, msg, detail string) answer {
+		robot := "(unknown)"
+		if st != nil {
+			robot = st.robot.name()
+		}
+		s.rejectLocked(Rejection{Channel: WeCom, Robot: robot, At: now, HTTPStatus: http.StatusOK, Code: code, Msg: msg, Detail: detail})
+		return jsonAnswer(map[string]any{"errcode": code, "errmsg": msg})
+	}
+	if st == nil {
+		return reject(wcInvalidURL, "invalid webhook url, hint: [1700000000_1_abc], from ip: 127.0.0.1", "no robot has this key")
+	}
+	if len(st.faults) > 0 {
+		status := st.faults[0]
+		st.faults = st.faults[1:]
+		s.rejectLocked(Rejection{Channel: WeCom, Robot: st.robot.name(), At: now, HTTPStatus: status, Detail: "injected HTTP failure"})
+		return faultAnswer(status)
+	}
+	// WeCom refuses the 21st message of a rolling minute; unlike DingTalk
+	// it does not block the robot beyond that minute.
+	if !s.unlimited && !admit(st, now, [2]int64{WeComPerMinute, int64(time.Minute)}) {
+		return reject(wcTooFast, "api freq out of limit", fmt.Sprintf("over %d messages per minute", WeComPerMinute))
+	}
+	if readErr != nil {
+		return reject(wcTooLong, "content exceed max length", "reading body: "+readErr.Error())
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return reject(wcBadJSON, "Warning: wrong json format.", "body is not a JSON object: "+err.Error())
+	}
+	var mt string
+	if err := field(top, "msgtype", &mt); err != nil || mt == "" {
+		return reject(wcBadJSON, "invalid message type", "msgtype is missing or not a string")
+	}
+	msg := Message{Channel: WeCom, Robot: st.robot.name(), At: now, MsgType: mt, Bytes: len(body), Body: body}
+	switch mt {
+	case "markdown":
+		var md struct {
+			Content *string `json:"content"`
+		}
+		if err := field(top, "markdown", &md); err != nil || md.Content == nil || *md.Content == "" {
+			return reject(wcMissingBody, "markdown.content exceed max length or empty", "markdown.content is missing or empty")
+		}
+		if len(*md.Content) > WeComMarkdownMaxByte {
+			return reject(wcTooLong, "markdown.content exceed max length 4096", fmt.Sprintf("markdown.content is %d bytes", len(*md.Content)))
+		}
+		msg.Title, msg.Text = firstLine(*md.Content), *md.Content
+		for _, m := range weComAtRe.FindAllStringSubmatch(*md.Content, -1) {
+			msg.Mentions = append(msg.Mentions, m[1])
+		}
+	case "text":
+		var t struct {
+			Content             *string  `json:"content"`
+			MentionedList       []string `json:"mentioned_list"`
+			MentionedMobileList []string `json:"mentioned_mobile_list"`
+		}
+		if err := field(top, "text", &t); err != nil || t.Content == nil || *t.Content == "" {
+			return reject(wcMissingBody, "text.content empty", "text.content is missing or empty")
+		}
+		if len(*t.Content) > WeComTextMaxBytes {
+			return reject(wcTooLong, "text.content exceed max length 2048", fmt.Sprintf("text.content is %d bytes", len(*t.Content)))
+		}
+		msg.Title, msg.Text = firstLine(*t.Content), *t.Content
+		msg.Mentions = append(append(msg.Mentions, t.MentionedList...), t.MentionedMobileList...)
+	default:
+		return reject(wcBadJSON, "invalid message type", fmt.Sprintf("msgtype %q is not text or markdown", mt))
+	}
+	if len(st.robot.Keywords) > 0 && !containsAny(msg.Text, st.robot.Keywords) {
+		// WeCom has no keyword security; a keyword set here is checked so
+		// tests can prove every message kind carries the envelope.
+		return reject(wcBadJSON, "keyword missing (chatsim check)", fmt.Sprintf("none of %q appears in the message", st.robot.Keywords))
+	}
+	msg.Title = strings.TrimLeft(strings.TrimSpace(msg.Title), "# ")
+	s.acceptLocked(msg)
+	return jsonAnswer(map[string]any{"errcode": 0, "errmsg": "ok"})
+}

@@ -1,0 +1,101 @@
+package slack
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+)
+
+// Config configures one Slack incoming webhook.
+type Config struct {
+	// URL is the whole incoming-webhook URL
+	// (https://hooks.slack.com/services/T…/B…/…). It is a secret: prefer
+	// URLFile or URLEnv.
+	URL     string `yaml:"url"`
+	URLFile string `yaml:"url_file"`
+	URLEnv  string `yaml:"url_env"`
+	// Keyword goes into every message's envelope.
+	Keyword string `yaml:"keyword"`
+	// Language of the messages: zh or en (default en for Slack).
+	Language string `yaml:"language"`
+	// Timezone renders times (default: the host's).
+	Timezone string `yaml:"timezone"`
+	// MentionUserIDs (U…) are mentioned in every message.
+	MentionUserIDs []string `yaml:"mention_user_ids"`
+	// MentionChannel notifies the whole channel (<!channel>).
+	MentionChannel bool `yaml:"mention_channel"`
+}
+
+// Validate checks the settings without reading secrets.
+func (c Config) Validate(field string) error {
+	n := 0
+	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the incoming webhook URL", field)
+	case n > 1:
+		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
+	}
+	if c.URL != "" {
+		if _, err := Endpoint(c.URL); err != nil {
+			return fmt.Errorf("%s.url: %w", field, err)
+		}
+	}
+	if c.Language != "" {
+		if _, err := template.ParseLanguage(c.Language); err != nil {
+			return fmt.Errorf("%s.language: %w", field, err)
+		}
+	}
+	if c.Timezone != "" {
+		if _, err := time.LoadLocation(c.Timezone); err != nil {
+			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
+		}
+	}
+	for i, u := range c.MentionUserIDs {
+		if u == "" || strings.ContainsAny(u, " <>@|") {
+			return fmt.Errorf("%s.mention_user_ids[%d] %q is not a Slack user id: use the U… id", field, i, u)
+		}
+	}
+	return nil
+}
+
+// Endpoint checks an incoming-webhook URL. Errors never repeat it.
+func Endpoint(raw string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	u, err := url.Parse(raw)
+	if err != nil || !strings.Contains(raw, "://") {
+		return nil, errors.New("is not a URL: paste the whole incoming webhook URL (https://hooks.slack.com/services/…)")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("is not an http(s) URL: paste the whole incoming webhook URL")
+	}
+	i := strings.Index(u.Path, "/services/")
+	if i < 0 || len(u.Path) == i+len("/services/") {
+		return nil, errors.New("is not an incoming webhook URL (…/services/T…/B…/…): paste the whole URL")
+	}
+	return u, nil
+}
+
+func (c Config) endpoint() (*url.URL, error) {
+	raw := c.URL
+	if raw == "" {
+		var err error
+		if raw, err = natsconn.Secret("slack.url", c.URLFile, c.URLEnv); err != nil {
+			return nil, err
+		}
+	}
+	u, err := Endpoint(raw)
+	if err != nil {
+		return nil, fmt.Errorf("slack url %w", err)
+	}
+	return u, nil
+}

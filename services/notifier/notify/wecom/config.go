@@ -1,0 +1,150 @@
+package wecom
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+)
+
+// DefaultBaseURL is where a bare robot key is sent.
+const DefaultBaseURL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+
+// Message types.
+const (
+	MsgMarkdown = "markdown"
+	MsgText     = "text"
+)
+
+// Config configures one WeCom group robot.
+type Config struct {
+	// URL is the robot's whole webhook URL (…/cgi-bin/webhook/send?key=…)
+	// or the bare key. The key is a secret: prefer URLFile or URLEnv.
+	URL     string `yaml:"url"`
+	URLFile string `yaml:"url_file"`
+	URLEnv  string `yaml:"url_env"`
+	// BaseURL is where a bare key is sent (default DefaultBaseURL).
+	BaseURL string `yaml:"base_url"`
+	// MsgType is markdown (default; 4096 bytes, <@userid> mentions) or
+	// text (2048 bytes, mentions by user id or mobile, @all).
+	MsgType string `yaml:"msg_type"`
+	// Keyword goes into every message's envelope (WeCom has no keyword
+	// security; it keeps messages recognisable and filterable).
+	Keyword string `yaml:"keyword"`
+	// Language of the messages: zh (default) or en.
+	Language string `yaml:"language"`
+	// Timezone renders times, e.g. Asia/Shanghai (default: the host's).
+	Timezone string `yaml:"timezone"`
+	// MentionUserIDs are mentioned in every message.
+	MentionUserIDs []string `yaml:"mention_user_ids"`
+	// MentionMobiles and MentionAll work with msg_type text only.
+	MentionMobiles []string `yaml:"mention_mobiles"`
+	MentionAll     bool     `yaml:"mention_all"`
+}
+
+// Validate checks the settings without reading secrets; field is the
+// config path of this section.
+func (c Config) Validate(field string) error {
+	n := 0
+	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the robot's webhook URL", field)
+	case n > 1:
+		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
+	}
+	if c.BaseURL != "" {
+		if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s.base_url %q is not an http(s) URL: use e.g. %s", field, c.BaseURL, DefaultBaseURL)
+		}
+	}
+	if c.URL != "" {
+		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
+			return fmt.Errorf("%s.url: %w", field, err)
+		}
+	}
+	switch c.MsgType {
+	case "", MsgMarkdown:
+		if len(c.MentionMobiles) > 0 || c.MentionAll {
+			return fmt.Errorf("%s: mention_mobiles and mention_all need msg_type text (WeCom markdown mentions user ids only)", field)
+		}
+	case MsgText:
+	default:
+		return fmt.Errorf("%s.msg_type is %q: use markdown or text", field, c.MsgType)
+	}
+	if _, err := template.ParseLanguage(c.Language); err != nil {
+		return fmt.Errorf("%s.language: %w", field, err)
+	}
+	if c.Timezone != "" {
+		if _, err := time.LoadLocation(c.Timezone); err != nil {
+			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
+		}
+	}
+	for i, u := range c.MentionUserIDs {
+		if u == "" || strings.ContainsAny(u, " <>@") {
+			return fmt.Errorf("%s.mention_user_ids[%d] %q is not a user id: write it without @, < or spaces", field, i, u)
+		}
+	}
+	for i, m := range c.MentionMobiles {
+		if m == "" || strings.ContainsAny(m, " @") {
+			return fmt.Errorf("%s.mention_mobiles[%d] %q is not a phone number: write it without @ or spaces", field, i, m)
+		}
+	}
+	return nil
+}
+
+// Endpoint turns a webhook URL or a bare key into the robot's URL. Errors
+// never repeat the key.
+func Endpoint(raw, base string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	if base == "" {
+		base = DefaultBaseURL
+	}
+	if !strings.Contains(raw, "://") {
+		if raw == "" || strings.ContainsAny(raw, "/?&=# \t") {
+			return nil, errors.New("is neither a webhook URL nor a bare key: paste the robot's whole webhook URL")
+		}
+		u, err := url.Parse(base)
+		if err != nil || u.Host == "" {
+			return nil, errors.New("base_url is not a URL")
+		}
+		q := u.Query()
+		q.Set("key", raw)
+		u.RawQuery = q.Encode()
+		return u, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("is not a valid URL: paste the robot's whole webhook URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("is not an http(s) URL: paste the robot's whole webhook URL")
+	}
+	if u.Query().Get("key") == "" {
+		return nil, errors.New("has no key parameter: paste the robot's whole webhook URL (…/cgi-bin/webhook/send?key=…)")
+	}
+	return u, nil
+}
+
+func (c Config) endpoint() (*url.URL, error) {
+	raw := c.URL
+	if raw == "" {
+		var err error
+		if raw, err = natsconn.Secret("wecom.url", c.URLFile, c.URLEnv); err != nil {
+			return nil, err
+		}
+	}
+	u, err := Endpoint(raw, c.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("wecom url %w", err)
+	}
+	return u, nil
+}
