@@ -1,7 +1,12 @@
 // Package evaluator is fleetwatch's evaluator stage: it consumes presence
 // events from the PRESENCE stream, runs them through the pure state machine
-// of package tracker, and publishes the alerts it decides (device_offline,
-// firing and resolved, one per receiver) to the ALERTS stream.
+// of package tracker, and publishes the notifications it decides to the
+// ALERTS stream: device_offline group notifications (firing, with the new,
+// recovered and still-firing devices, and resolved), one per receiver of
+// the route that grouped them. Devices are labelled by package labels
+// (client id rules, username, IP, inventory file) and routed by package
+// route (an Alertmanager-style tree). Without labels and routes it sends one
+// firing and one resolved notification per outage and receiver.
 //
 // # Processing
 //
@@ -52,6 +57,8 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,14 +77,18 @@ const StageName = "evaluator"
 
 // Config is the evaluator's section of the config file.
 type Config struct {
-	// Grace is how long a device must stay offline before it is alerted.
+	// Grace is how long a device must stay offline before it is alerted:
+	// the routing tree's default (routes may set their own, or derive it
+	// from the keepalive).
 	Grace time.Duration `yaml:"grace"`
 	// Tick is how often the clock is applied (timer resolution), and the
 	// longest a fetch waits for messages.
 	Tick time.Duration `yaml:"tick"`
-	// Receivers get one alert each per decision.
+	// Receivers get one alert each per decision: the routing tree's
+	// default receivers.
 	Receivers []string `yaml:"receivers"`
-	// Severity of device_offline alerts: info, warning or critical.
+	// Severity of device_offline alerts: info, warning or critical (the
+	// routing tree's default).
 	Severity events.Severity `yaml:"severity"`
 	// Partitions is the deployment's presence partition count; it must match
 	// the ingest's. The skeleton owns every partition.
@@ -86,6 +97,14 @@ type Config struct {
 	FetchBatch int `yaml:"fetch_batch"`
 	// AckWait is how long JetStream waits for an ack before redelivering.
 	AckWait time.Duration `yaml:"ack_wait"`
+	// Labels says how devices are labelled (client id rules, username, IP,
+	// inventory). Labels drive routing and grouping.
+	Labels labels.Config `yaml:"labels"`
+	// Route is the routing tree. Unset fields of its root default to
+	// receivers = Receivers, group_by = [device_id], no waits and no
+	// repeats; without it, every alert goes to Receivers, one group per
+	// device: one firing and one resolved notification per outage.
+	Route *route.Config `yaml:"route"`
 }
 
 // DefaultConfig returns the evaluator's defaults.
@@ -159,7 +178,20 @@ func (c Config) Validate() error {
 		}
 		seen[r] = true
 	}
-	return nil
+	if err := c.Labels.Validate("evaluator.labels"); err != nil {
+		return err
+	}
+	_, err := c.routes()
+	return err
+}
+
+// routes compiles the routing tree.
+func (c Config) routes() (*route.Tree, error) {
+	rc := route.Config{}
+	if c.Route != nil {
+		rc = *c.Route
+	}
+	return route.New(rc, route.Defaults{Receivers: c.Receivers, GroupBy: []string{labels.DeviceID}, Grace: c.Grace, Severity: string(c.Severity)}, "evaluator.route")
 }
 
 // Deps are the evaluator's collaborators.
@@ -183,6 +215,10 @@ type Service struct {
 	tracer  trace.Tracer
 	now     func() time.Time
 	metrics *metrics
+
+	routes    *route.Tree
+	table     *labels.Table
+	inventory *labels.Inventory
 
 	ready   atomic.Pointer[error]
 	devices atomic.Int64
@@ -208,6 +244,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	s := &Service{cfg: cfg, js: js, log: deps.Logger, now: deps.Now}
+	if s.routes, err = cfg.routes(); err != nil {
+		return nil, err
+	}
+	s.table = labels.NewTable()
+	if s.inventory, err = labels.LoadInventory(cfg.Labels.Inventory, s.table); err != nil {
+		return nil, fmt.Errorf("evaluator.labels.inventory: %w", err)
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -237,7 +280,12 @@ func (s *Service) Ready() error { return *s.ready.Load() }
 func (s *Service) setReady(err error) { s.ready.Store(&err) }
 
 func (s *Service) newTracker() (*tracker.Tracker, error) {
-	return tracker.New(tracker.Config{Grace: s.cfg.Grace, Receivers: s.cfg.Receivers, Severity: s.cfg.Severity})
+	l, err := labels.NewLabeler(s.cfg.Labels, s.table, s.inventory)
+	if err != nil {
+		return nil, err
+	}
+	return tracker.New(tracker.Config{Grace: s.cfg.Grace, Receivers: s.cfg.Receivers, Severity: s.cfg.Severity,
+		Routes: s.routes, Labeler: l})
 }
 
 // Run ensures the durable consumer, rebuilds the state, and processes

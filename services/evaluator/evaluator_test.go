@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -297,10 +300,19 @@ func wantAlert(t *testing.T, a events.AlertEvent) events.AlertEvent {
 	return out
 }
 
+// offlineAlert is the notification of a one-device group of the default
+// routes: its first (firing) or second (resolved) notification.
 func offlineAlert(t *testing.T, receiver, dev, node string, status events.AlertStatus, since, until, created int64) events.AlertEvent {
+	key := "root{device_id=" + strconv.Quote(dev) + "}"
+	fp := events.ContentID("device_offline", key)
+	seq := "1"
+	if status == events.StatusResolved {
+		seq = "2"
+	}
 	return wantAlert(t, events.AlertEvent{
-		Fingerprint: events.ContentID("device_offline", dev), Receiver: receiver, Status: status,
-		Kind: events.AlertDeviceOffline, Severity: events.SeverityWarning, GroupKey: "device:" + dev,
+		ID:          events.ContentID("alert.v1", receiver, fp, string(status), strconv.FormatInt(since, 10), strconv.FormatInt(until, 10), seq),
+		Fingerprint: fp, Receiver: receiver, Status: status,
+		Kind: events.AlertDeviceOffline, Severity: events.SeverityWarning, GroupKey: key,
 		GroupLabels: map[string]string{"device_id": dev},
 		Devices: []events.AlertDevice{{DeviceID: dev, Status: status, Node: node, Reason: events.ReasonKeepaliveTimeout,
 			SinceMS: since, UntilMS: until}},
@@ -548,6 +560,13 @@ func TestConfigValidate(t *testing.T) {
 		{"partitions", func(c *evaluator.Config) { c.Partitions = -1 }, "evaluator.partitions is -1: use the ingest's partition count (default 64)"},
 		{"fetch batch", func(c *evaluator.Config) { c.FetchBatch = 0 }, "evaluator.fetch_batch is 0: use 1 to 10000, e.g. 256"},
 		{"ack wait", func(c *evaluator.Config) { c.AckWait = time.Millisecond }, "evaluator.ack_wait is 1ms: use at least 1s, e.g. 30s"},
+		{"labels", func(c *evaluator.Config) { c.Labels.Username = "node" },
+			`evaluator.labels.username "node" is implicit (device_id, node and reason are set by the evaluator): pick another name`},
+		{"route matcher", func(c *evaluator.Config) {
+			c.Route = &route.Config{Routes: []route.Config{{}, {Matchers: []string{"site~a"}}}}
+		}, `evaluator.route.routes[1].matchers[0] "site~a": invalid matcher: no operator: write name=value, name!=value, name=~regexp or name!~regexp`},
+		{"route root matchers", func(c *evaluator.Config) { c.Route = &route.Config{Matchers: []string{"a=b"}} },
+			"evaluator.route.matchers is set: the root route matches every alert, move the matchers to a child route"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -576,5 +595,55 @@ func TestNewFillsDefaults(t *testing.T) {
 	}
 	if _, err := evaluator.New(evaluator.Config{}, evaluator.Deps{}); err == nil || err.Error() != "evaluator: Deps.NATS is nil: pass a connected *nats.Conn" {
 		t.Fatalf("nil NATS: %v", err)
+	}
+}
+
+// TestGroupedNotifications routes by a label from the inventory: two devices
+// of one site that go down together make one notification per receiver, and
+// their recovery one more.
+func TestGroupedNotifications(t *testing.T) {
+	h := newHarness(t)
+	inv := t.TempDir() + "/inventory.csv"
+	if err := os.WriteFile(inv, []byte("device_id,site\nd1,plant-7\nd2,plant-7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("ops")
+	cfg.Labels = labels.Config{Inventory: labels.InventoryConfig{File: inv}}
+	wait := 10 * time.Second
+	cfg.Route = &route.Config{GroupBy: []string{"site"}, GroupWait: &wait, Routes: []route.Config{
+		{Matchers: []string{"site=plant-7"}, Receivers: []string{"plant7", "ops"}},
+	}}
+	h.start(t, cfg)
+	h.clock.set(t0 + 20_000)
+	h.waitProcessed(t, h.publish(t,
+		disconnected(t, "d1", "n1", t0, t0+10_000, events.ReasonKeepaliveTimeout),
+		disconnected(t, "d2", "n1", t0, t0+11_000, events.ReasonKeepaliveTimeout)))
+	h.clock.set(t0 + 41_000) // both fired; the group waits 10s
+	h.waitTicks(t, 2)
+	h.wantAlerts(t, 0)
+	h.clock.set(t0 + 51_000)
+	got := h.waitAlerts(t, 2)
+	for i, rc := range []string{"plant7", "ops"} {
+		a := got[i].alert
+		if a.Receiver != rc || a.Status != events.StatusFiring || a.GroupKey != `root.0{site="plant-7"}` || a.DevicesTotal != 2 ||
+			a.Devices[0].DeviceID != "d1" || a.Devices[1].DeviceID != "d2" || a.Devices[0].Labels["site"] != "plant-7" ||
+			a.StartsAtMS != t0+10_000 || got[i].header.Get(events.HeaderMsgID) != a.ID {
+			t.Fatalf("notification %d: %+v", i, a)
+		}
+	}
+	h.publish(t, connected(t, "d1", "n1", t0+60_000), connected(t, "d2", "n1", t0+61_000))
+	got = h.waitAlerts(t, 6) // no group_interval: each recovery is reported at once
+	if a := got[5].alert; a.Status != events.StatusResolved || a.EndsAtMS != t0+61_000 || a.Devices[0].DeviceID != "d2" {
+		t.Fatalf("last notification %+v", a)
+	}
+}
+
+func TestNewRejectsBadInventory(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig("ops")
+	cfg.Labels.Inventory.File = t.TempDir() + "/missing.yaml"
+	_, err := evaluator.New(cfg, evaluator.Deps{NATS: h.nc})
+	if err == nil || !strings.HasPrefix(err.Error(), "evaluator.labels.inventory: read inventory: open ") {
+		t.Fatalf("New = %v", err)
 	}
 }

@@ -161,3 +161,59 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// FuzzApplyGrouped runs the fuzzed inputs through a config with labels,
+// grouping by node, waits, repeats and escalation tiers: decisions are
+// deterministic and valid, every listed device is offline-or-recovering as
+// announced, and no group outlives its devices.
+func FuzzApplyGrouped(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 100, 4, 0, 3, 232, 0, 0, 0, 0, 7, 208, 7, 208, 4, 0, 39, 16, 0, 0})
+	const routes = "receivers: [r1]\ngroup_by: [node]\ngroup_wait: 2s\ngroup_interval: 5s\nrepeat_interval: 1m\n" +
+		"escalations:\n  - after: 1m\n    receivers: [r2]\nroutes:\n  - matchers: ['device_id=~\"dev/.*\"']\n    group_by: [...]\n    continue: true\n"
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := fuzzOps(data)
+		tr := routedTracker(t, "{}", routes)
+		twin := routedTracker(t, "{}", routes)
+		for i, x := range in {
+			got := tr.Apply(x)
+			if a, b := mustJSON(t, got), mustJSON(t, twin.Apply(x)); a != b {
+				t.Fatalf("input %d: not deterministic:\n%s\n%s", i, a, b)
+			}
+			for _, d := range got {
+				a := d.Alert
+				if err := a.Validate(); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+				if d.Firing+d.Resolved != a.DevicesTotal || d.New > d.Firing {
+					t.Fatalf("input %d: counts %d/%d/%d, total %d", i, d.New, d.Resolved, d.Firing, a.DevicesTotal)
+				}
+				for _, dev := range a.Devices {
+					if dev.Status == events.StatusResolved {
+						continue
+					}
+					s, ok := tr.Device(dev.DeviceID)
+					if !ok || s.Online || !s.Alerting || s.SinceMS != dev.SinceMS {
+						t.Fatalf("input %d: %+v listed firing, state %+v", i, dev, s)
+					}
+				}
+			}
+			for _, s := range tr.Devices() {
+				if err := invariant(s); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+			}
+		}
+		// Everything recovers: after the last flush no group is left.
+		for _, s := range tr.Devices() {
+			if !s.Online {
+				tr.Apply(Event{&events.PresenceEvent{DeviceID: s.DeviceID, Kind: events.KindConnected, Node: "n9",
+					BrokerTSMS: 1 << 50, ConnectedAtMS: 1 << 50, ReceivedAtMS: 1 << 50}})
+			}
+		}
+		tr.Apply(Tick{Now: time.UnixMilli(1<<50 + 3_600_000)})
+		if tr.Groups() != 0 {
+			t.Fatalf("%d groups left after every device recovered", tr.Groups())
+		}
+	})
+}

@@ -197,7 +197,12 @@ func allDeliveries(h history) [][]hEvent {
 // arrived: the clock of a world where events arrive late but not lost.
 func deliver(t testing.TB, h history, order []hEvent) (*Tracker, []Decision) {
 	t.Helper()
-	tr := newTracker(t)
+	return deliverTo(t, newTracker(t), h, order)
+}
+
+// deliverTo is deliver into a given tracker.
+func deliverTo(t testing.TB, tr *Tracker, h history, order []hEvent) (*Tracker, []Decision) {
+	t.Helper()
 	seen := make([]bool, len(h.events))
 	complete := -1
 	var all []Decision
@@ -376,6 +381,69 @@ func TestPropertyLateClockAndGaps(t *testing.T) {
 			for dev, s := range h.final {
 				if _, on := firing[dev]; on == s.Online {
 					t.Fatalf("device %s ends with firing=%v, final state %+v", dev, on, s)
+				}
+			}
+		}
+	}
+}
+
+// TestPropertyGroupedRandomDelivery runs the histories through a config that
+// puts every device in one group with waits. Batching may differ with the
+// delivery order (devices fire at different ticks), but the final state is
+// the truth, every device listed as firing is in a real outage that began at
+// its since, a device is announced at most once per outage and resolved only
+// after being announced, and in the end exactly the devices that stay
+// offline are announced and not resolved.
+func TestPropertyGroupedRandomDelivery(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 200 {
+		h := genHistory(t, rng, 1+rng.IntN(4), 8, 0)
+		for range 10 {
+			order := randomDelivery(rng, h, 0.3)
+			tr := routedTracker(t, "{}", "receivers: [ops]\ngroup_by: []\ngroup_wait: 5s\ngroup_interval: 10s\n")
+			tr, ds := deliverTo(t, tr, h, order)
+			last := h.events[len(h.events)-1].trueT
+			ds = append(ds, tr.Apply(Tick{Now: time.UnixMilli(last + 3_600_000)})...)
+			if tr.Groups() != 0 && tr.Stats().Notifications == 0 {
+				t.Fatal("an open group never notified")
+			}
+			want := make([]DeviceState, 0, len(h.final))
+			for _, s := range h.final {
+				if !s.Online {
+					s.Pending, s.Alerting = false, true
+				}
+				want = append(want, s)
+			}
+			slices.SortFunc(want, func(a, b DeviceState) int { return cmpString(a.DeviceID, b.DeviceID) })
+			if got := tr.Devices(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("final state\n got %+v\nwant %+v", got, want)
+			}
+			announced := map[string]int64{} // device → since of the announced outage
+			for _, d := range ds {
+				a := d.Alert
+				if err := a.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				for _, dev := range a.Devices {
+					if !slices.Contains(h.outages[dev.DeviceID], dev.SinceMS) {
+						t.Fatalf("%+v is not a real outage of %s (outages %v)", dev, dev.DeviceID, h.outages[dev.DeviceID])
+					}
+					since, on := announced[dev.DeviceID]
+					switch {
+					case dev.Status == events.StatusResolved && (!on || since != dev.SinceMS):
+						t.Fatalf("resolved without being announced: %+v", dev)
+					case dev.Status == events.StatusResolved:
+						delete(announced, dev.DeviceID)
+					case on && since != dev.SinceMS:
+						t.Fatalf("a second outage announced before the first resolved: %+v", dev)
+					default:
+						announced[dev.DeviceID] = dev.SinceMS
+					}
+				}
+			}
+			for dev, s := range h.final {
+				if _, on := announced[dev]; on == s.Online {
+					t.Fatalf("device %s ends announced=%v, final state %+v", dev, on, s)
 				}
 			}
 		}

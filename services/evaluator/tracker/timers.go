@@ -7,7 +7,7 @@ import "strings"
 // device's state (lazy deletion), so ending an outage costs nothing.
 type timer struct {
 	due    int64  // broker time of the disconnect + grace (ms)
-	since  int64  // the outage it belongs to
+	since  int64  // the outage it belongs to; negated: an escalation check
 	device string // shares the device map's key
 }
 

@@ -1,6 +1,9 @@
 // Package tracker is the evaluator's pure presence state machine: it keeps the
 // connection state of every device, decides when an outage has outlasted its
-// grace period, and emits the device_offline alerts (firing and resolved).
+// grace period, and groups the alerting devices into Alertmanager-style
+// notifications (see group.go): per route of a route.Tree and per value of
+// its group_by labels, with group_wait, group_interval, repeat_interval and
+// escalation tiers.
 //
 // It does no I/O, reads no clock and starts no goroutine: time comes in as
 // Tick inputs and as the broker timestamps inside presence events. The same
@@ -21,12 +24,16 @@
 //
 // A real disconnect starts an outage and queues a timer (a binary min-heap,
 // lazily skipping timers of outages that already ended) due at the
-// disconnect's broker time + Grace. A tick at or after that time fires one
-// device_offline alert per receiver; a reconnect then resolves it, with the
-// outage as StartsAtMS..EndsAtMS. A reconnect within the grace period is a
-// counted blip. CreatedAtMS is the tick's Now for firing alerts, and the
-// reconnect's ReceivedAtMS (else its broker time) for resolved ones, so that a
-// replay derives byte-identical alerts.
+// disconnect's broker time + the device's grace (the shortest of its
+// routes', possibly derived from its keepalive). A tick at or after that
+// time fires the device: it joins the groups of its routes, which notify
+// their receivers when due (at once with the default routes); a reconnect
+// makes it leave them, and a group whose last device recovered sends a
+// resolved notification with the outage as StartsAtMS..EndsAtMS. A
+// reconnect within the grace period is a counted blip. CreatedAtMS is the
+// tick's Now for notifications flushed by a tick, and the reconnect's
+// ReceivedAtMS (else its broker time) for those flushed at once by an
+// event, so that a replay derives byte-identical notifications.
 package tracker
 
 import (
@@ -37,16 +44,26 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 )
 
 // Config sets the alerting rules of a Tracker.
 type Config struct {
 	// Grace is how long a device must stay offline before it is alerted.
 	Grace time.Duration
-	// Receivers get one AlertEvent each per decision, in this order.
+	// Receivers get one AlertEvent each per decision, in this order, when
+	// Routes is nil.
 	Receivers []string
 	// Severity of the device_offline alerts.
 	Severity events.Severity
+	// Routes is the routing tree; nil routes every alert to Receivers in
+	// per-device groups (group_by [device_id]) without waits or repeats: one
+	// firing and one resolved notification per outage and receiver.
+	Routes *route.Tree
+	// Labeler labels devices; nil gives them only the implicit labels
+	// (device_id, node, reason).
+	Labeler *labels.Labeler
 }
 
 // Input is what Apply consumes: an Event or a Tick.
@@ -73,6 +90,11 @@ type Decision struct {
 	// Alert is the notification to publish on events.AlertSubject(Alert.Receiver)
 	// with Alert.ID as Nats-Msg-Id.
 	Alert events.AlertEvent
+	// New, Resolved and Firing count the devices of the notification that
+	// are newly firing, recovered since the group's last notification, and
+	// firing (new and still firing), uncapped: "12 new offline, 3 recovered,
+	// 140 still down" is New=12, Resolved=3, Firing-New=140.
+	New, Resolved, Firing int
 }
 
 // Stats counts what the tracker did since it was created.
@@ -101,6 +123,11 @@ type Stats struct {
 	Resolved uint64
 	// Rejected counts alerts that events.NewAlertEvent refused (a bug).
 	Rejected uint64
+	// Notifications counts the group notifications decided (one per
+	// receiver).
+	Notifications uint64
+	// Escalated counts devices that reached an escalation tier.
+	Escalated uint64
 	// Ticks is every tick applied.
 	Ticks uint64
 }
@@ -145,25 +172,32 @@ const (
 
 // device is the per-device state: 32 bytes, plus the map's key.
 type device struct {
-	connAt int64     // connected_at of the current connection (0: unknown)
-	since  int64     // online: connAt; offline: disconnect broker time
-	node   uint32    // interned node of the current connection
-	reason uint32    // interned reason of the current outage (0: none)
-	state  connState //
-	flags  flag      //
+	connAt int64      // connected_at of the current connection (0: unknown)
+	since  int64      // online: connAt; offline: disconnect broker time
+	node   uint32     // interned node of the current connection
+	reason uint32     // interned reason of the current outage (0: none)
+	labels labels.Set // interned labels (implicit ones aside)
+	// keepalive of the current connection in seconds (0: unknown).
+	keepalive uint16
+	state     connState
+	flags     flag
 }
 
 // Tracker holds the state of every device. Create it with New.
 type Tracker struct {
-	graceMS   int64
-	receivers []string
-	severity  events.Severity
+	routes  *route.Tree
+	labeler *labels.Labeler
+	table   *labels.Table
 
 	devices map[string]device
 	timers  timerHeap
-	nodes   interner
-	reasons interner
-	stats   Stats
+	groups  map[string]*group
+	gtimers groupHeap
+	// targetCache memoizes targets when they do not depend on the device id.
+	targetCache map[targetKey][]target
+	nodes       interner
+	reasons     interner
+	stats       Stats
 }
 
 // ErrConfig is wrapped by every configuration error of New.
@@ -174,12 +208,14 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.Grace <= 0 {
 		return nil, fmt.Errorf("%w: grace %s is not positive", ErrConfig, cfg.Grace)
 	}
-	if len(cfg.Receivers) == 0 {
-		return nil, fmt.Errorf("%w: no receivers", ErrConfig)
-	}
-	for i, r := range cfg.Receivers {
-		if r == "" {
-			return nil, fmt.Errorf("%w: receivers[%d] is empty", ErrConfig, i)
+	if cfg.Routes == nil {
+		if len(cfg.Receivers) == 0 {
+			return nil, fmt.Errorf("%w: no receivers", ErrConfig)
+		}
+		for i, r := range cfg.Receivers {
+			if r == "" {
+				return nil, fmt.Errorf("%w: receivers[%d] is empty", ErrConfig, i)
+			}
 		}
 	}
 	switch cfg.Severity {
@@ -188,16 +224,29 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, fmt.Errorf("%w: severity %q is not info, warning or critical", ErrConfig, cfg.Severity)
 	}
 	t := &Tracker{
-		graceMS:   cfg.Grace.Milliseconds(),
-		receivers: slices.Clone(cfg.Receivers),
-		severity:  cfg.Severity,
-		devices:   make(map[string]device),
-		nodes:     newInterner(),
-		reasons:   newInterner(),
+		routes:      cfg.Routes,
+		labeler:     cfg.Labeler,
+		devices:     make(map[string]device),
+		groups:      make(map[string]*group),
+		targetCache: make(map[targetKey][]target),
+		nodes:       newInterner(),
+		reasons:     newInterner(),
 	}
-	if t.graceMS == 0 {
-		t.graceMS = 1
+	if t.routes == nil {
+		tree, err := DefaultRoutes(cfg.Receivers, cfg.Grace, cfg.Severity)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		t.routes = tree
 	}
+	if t.labeler == nil {
+		l, err := labels.NewLabeler(labels.Config{}, labels.NewTable(), nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		t.labeler = l
+	}
+	t.table = t.labeler.Table()
 	return t, nil
 }
 
@@ -209,11 +258,24 @@ func (t *Tracker) Apply(in Input) []Decision {
 		if in.PresenceEvent == nil {
 			return nil
 		}
-		return t.applyEvent(in.PresenceEvent)
+		out := t.applyEvent(in.PresenceEvent)
+		if len(t.gtimers) > 0 {
+			out = t.flushDue(out, createdAt(in.PresenceEvent))
+		}
+		return out
 	case Tick:
-		return t.tick(in.Now.UnixMilli())
+		now := in.Now.UnixMilli()
+		return t.flushDue(t.tick(now), now)
 	}
 	return nil
+}
+
+// DefaultRoutes is the routing tree used when Config.Routes is nil: every
+// alert to receivers after grace, one group per device, no waits, no
+// repeats.
+func DefaultRoutes(receivers []string, grace time.Duration, severity events.Severity) (*route.Tree, error) {
+	return route.New(route.Config{}, route.Defaults{Receivers: receivers, GroupBy: []string{labels.DeviceID},
+		Grace: grace, Severity: string(severity)}, "routes")
 }
 
 // Len is the number of devices tracked.
@@ -224,6 +286,19 @@ func (t *Tracker) PendingTimers() int { return len(t.timers) }
 
 // Stats returns the counters.
 func (t *Tracker) Stats() Stats { return t.stats }
+
+// Groups is the number of alert groups open.
+func (t *Tracker) Groups() int { return len(t.groups) }
+
+// Labels returns a device's labels, implicit ones included (nil when the
+// device is unknown).
+func (t *Tracker) Labels(id string) map[string]string {
+	d, ok := t.devices[id]
+	if !ok {
+		return nil
+	}
+	return t.allLabels(id, &d)
+}
 
 // Device returns the state of one device.
 func (t *Tracker) Device(id string) (DeviceState, bool) {
@@ -263,19 +338,26 @@ func (t *Tracker) view(id string, d device) DeviceState {
 // receiver for it. It returns whether it marked the outage. Recovery calls it
 // after each replayed event, so that replay neither re-fires an outage nor
 // forgets to resolve it.
+//
+// It recognises the first firing notification of a group episode that the
+// outage opened: exact for per-device groups (the default); in a group of
+// several devices, a device that joined an open episode is not recognised,
+// fires again after the restart and is announced once more (at least once).
 func (t *Tracker) MarkAlerted(deviceID string, sent func(id string) bool) bool {
 	d, ok := t.devices[deviceID]
 	if !ok || d.state != stateOffline || d.flags&flagPending == 0 {
 		return false
 	}
-	fp := Fingerprint(deviceID)
-	for _, r := range t.receivers {
-		id := events.AlertID(events.AlertEvent{Receiver: r, Fingerprint: fp, Status: events.StatusFiring, StartsAtMS: d.since})
-		if sent(id) {
-			d.flags = flagAlerting
-			t.devices[deviceID] = d
-			t.stats.Fired++
-			return true
+	for _, tg := range t.targets(deviceID, &d) {
+		fp := groupFingerprint(tg.key)
+		for _, rc := range tg.route.Receivers {
+			if sent(notificationID(rc, fp, events.StatusFiring, d.since, 0, 1)) {
+				d.flags = flagAlerting
+				t.devices[deviceID] = d
+				t.stats.Fired++
+				t.join(deviceID, &d, d.since, true)
+				return true
+			}
 		}
 	}
 	return false
@@ -284,24 +366,39 @@ func (t *Tracker) MarkAlerted(deviceID string, sent func(id string) bool) bool {
 // Alerting returns the firing alerts of every device currently alerting,
 // sorted by device id, with CreatedAtMS = now. Recovery uses it to re-send
 // the ones a crash kept from being published.
+//
+// For each group that announced its devices, it returns the group's first
+// notification of the episode again (same id), listing its announced
+// devices.
 func (t *Tracker) Alerting(now time.Time) []Decision {
-	ids := make([]string, 0)
-	for id, d := range t.devices {
-		if d.flags&flagAlerting != 0 {
-			ids = append(ids, id)
+	keys := make([]string, 0, len(t.groups))
+	for k, g := range t.groups {
+		if g.notified && g.seq == 1 {
+			keys = append(keys, k)
 		}
 	}
-	slices.Sort(ids)
+	slices.Sort(keys)
 	var out []Decision
-	for _, id := range ids {
-		out = t.appendAlerts(out, id, t.devices[id], events.StatusFiring, 0, now.UnixMilli())
+	for _, k := range keys {
+		g := t.groups[k]
+		// Re-announce: pretend the announced devices are new to this
+		// (first) notification.
+		saved := g.firing
+		g.firing = make(map[string]member, len(saved))
+		for id, m := range saved {
+			if m.notified {
+				m.notified = false
+				g.firing[id] = m
+			}
+		}
+		resolved := g.resolved
+		g.resolved = map[string]member{}
+		g.notified, g.seq = false, 0
+		last := g.last
+		out = t.notify(out, g, events.StatusFiring, now.UnixMilli())
+		g.firing, g.resolved, g.last = saved, resolved, last
 	}
 	return out
-}
-
-// Fingerprint is the stable fingerprint of a device's device_offline alert.
-func Fingerprint(deviceID string) string {
-	return events.ContentID(string(events.AlertDeviceOffline), deviceID)
 }
 
 // connKey identifies a connection of one device.
@@ -353,7 +450,8 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) []Decision {
 		}
 		switch {
 		case !known:
-			d = device{connAt: k.connAt, since: k.connAt, node: t.nodes.intern(k.node), state: stateOnline}
+			d = device{connAt: k.connAt, since: k.connAt, node: t.nodes.intern(k.node), state: stateOnline, labels: t.labeler.Labels(e),
+				keepalive: keepalive(e)}
 		case k == t.key(d):
 			t.stats.Duplicates++
 			return nil
@@ -362,6 +460,8 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) []Decision {
 			return nil
 		default:
 			out = t.connect(out, id, &d, k, createdAt(e))
+			d.labels = t.labeler.Relabel(d.labels, e)
+			d.keepalive = keepalive(e)
 		}
 		t.devices[id] = d
 		return out
@@ -369,7 +469,7 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) []Decision {
 
 	if !known {
 		// The first news of this device ends a connection we never saw open.
-		d = device{connAt: e.ConnectedAtMS, since: e.ConnectedAtMS, node: t.nodes.intern(e.Node), state: stateOnline}
+		d = device{connAt: e.ConnectedAtMS, since: e.ConnectedAtMS, node: t.nodes.intern(e.Node), state: stateOnline, labels: t.labeler.Labels(e)}
 		t.end(id, &d, e)
 		t.devices[id] = d
 		return nil
@@ -420,8 +520,8 @@ func (t *Tracker) connect(out []Decision, id string, d *device, k connKey, creat
 		switch {
 		case d.flags&flagAlerting != 0:
 			t.stats.Resolved++
-			out = t.appendAlerts(out, id, *d, events.StatusResolved, max(k.connAt, d.since), created)
-		case k.connAt-d.since < t.graceMS:
+			t.leave(id, d, max(k.connAt, d.since), created)
+		case k.connAt-d.since < t.grace(id, d):
 			t.stats.Blips++
 		default:
 			t.stats.Unalerted++
@@ -451,7 +551,7 @@ func (t *Tracker) end(id string, d *device, e *events.PresenceEvent) {
 	d.since = e.BrokerTSMS
 	d.reason = t.reasons.intern(string(e.Reason))
 	d.flags = flagPending
-	t.timers.push(timer{due: satAdd(d.since, t.graceMS), since: d.since, device: id})
+	t.timers.push(timer{due: satAdd(d.since, t.grace(id, d)), since: d.since, device: id})
 }
 
 func (t *Tracker) tick(now int64) []Decision {
@@ -460,51 +560,30 @@ func (t *Tracker) tick(now int64) []Decision {
 	for len(t.timers) > 0 && t.timers[0].due <= now {
 		tm := t.timers.pop()
 		d, ok := t.devices[tm.device]
+		if tm.since < 0 {
+			// An escalation check of an alerting outage.
+			if ok && d.state == stateOffline && d.flags&flagAlerting != 0 && d.since == -tm.since {
+				t.escalate(tm.device, &d, now)
+			}
+			continue
+		}
 		if !ok || d.state != stateOffline || d.flags&flagPending == 0 || d.since != tm.since {
 			continue // the outage ended or was already alerted
 		}
 		d.flags = flagAlerting
 		t.devices[tm.device] = d
 		t.stats.Fired++
-		out = t.appendAlerts(out, tm.device, d, events.StatusFiring, 0, now)
+		t.join(tm.device, &d, now, false)
+		if t.routes.Escalates {
+			t.escalate(tm.device, &d, now)
+		}
 	}
 	return out
 }
 
-// appendAlerts appends one device_offline alert per receiver.
-func (t *Tracker) appendAlerts(out []Decision, id string, d device, status events.AlertStatus, until, created int64) []Decision {
-	fp := Fingerprint(id)
-	node := t.nodes.name(d.node)
-	reason := events.Reason(t.reasons.name(d.reason))
-	for _, r := range t.receivers {
-		a, err := events.NewAlertEvent(events.AlertEvent{
-			Fingerprint: fp,
-			Receiver:    r,
-			Status:      status,
-			Kind:        events.AlertDeviceOffline,
-			Severity:    t.severity,
-			GroupKey:    "device:" + id,
-			GroupLabels: map[string]string{"device_id": id},
-			Devices: []events.AlertDevice{{
-				DeviceID: id,
-				Status:   status,
-				Node:     node,
-				Reason:   reason,
-				SinceMS:  d.since,
-				UntilMS:  until,
-			}},
-			DevicesTotal: 1,
-			StartsAtMS:   d.since,
-			EndsAtMS:     until,
-			CreatedAtMS:  created,
-		})
-		if err != nil {
-			t.stats.Rejected++
-			continue
-		}
-		out = append(out, Decision{Alert: a})
-	}
-	return out
+// keepalive returns the event's keepalive, clamped to 16 bits.
+func keepalive(e *events.PresenceEvent) uint16 {
+	return uint16(min(max(e.KeepaliveS, 0), 1<<16-1))
 }
 
 func satAdd(a, b int64) int64 {

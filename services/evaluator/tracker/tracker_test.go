@@ -358,13 +358,13 @@ func TestScenarios(t *testing.T) {
 			want: DeviceState{DeviceID: "d", Online: true, Node: "n1", ConnectedAtMS: t0 + 50_000, SinceMS: t0 + 50_000},
 		},
 		{
-			name: "timers due together fire in device order",
+			name: "notifications due together go out in group key order",
 			steps: func(t *testing.T) []step {
 				return []step{
 					ev(disc(t, "z", "n1", 0, 10_000, keepalive)),
 					ev(disc(t, "d", "n2", 0, 10_000, keepalive)),
 					ev(disc(t, "a", "n1", 0, 10_001, keepalive)),
-					tick(40_001, "default firing d since=10000", "default firing z since=10000", "default firing a since=10001"),
+					tick(40_001, "default firing a since=10001", "default firing d since=10000", "default firing z since=10000"),
 				}
 			},
 			want: DeviceState{DeviceID: "d", Node: "n2", ConnectedAtMS: t0, SinceMS: t0 + 10_000, Reason: keepalive, Alerting: true},
@@ -401,10 +401,12 @@ func TestAlertFields(t *testing.T) {
 	tr.Apply(Event{conn(t, "dev/1 ü", "emqx@10.0.0.1", 0)})
 	tr.Apply(Event{disc(t, "dev/1 ü", "emqx@10.0.0.1", 0, 10_000, events.ReasonKeepaliveTimeout)})
 	got := tr.Apply(Tick{Now: time.UnixMilli(t0 + 41_234)})
-	fp := events.ContentID("device_offline", "dev/1 ü")
+	const key = `root{device_id="dev/1 ü"}`
+	fp := events.ContentID("device_offline", key)
 	want, err := events.NewAlertEvent(events.AlertEvent{
+		ID:          events.ContentID("alert.v1", "ops", fp, "firing", fmt.Sprint(t0+10_000), "0", "1"),
 		Fingerprint: fp, Receiver: "ops", Status: events.StatusFiring, Kind: events.AlertDeviceOffline,
-		Severity: events.SeverityCritical, GroupKey: "device:dev/1 ü", GroupLabels: map[string]string{"device_id": "dev/1 ü"},
+		Severity: events.SeverityCritical, GroupKey: key, GroupLabels: map[string]string{"device_id": "dev/1 ü"},
 		Devices: []events.AlertDevice{{DeviceID: "dev/1 ü", Status: events.StatusFiring, Node: "emqx@10.0.0.1",
 			Reason: events.ReasonKeepaliveTimeout, SinceMS: t0 + 10_000}},
 		DevicesTotal: 1, StartsAtMS: t0 + 10_000, CreatedAtMS: t0 + 41_234,
@@ -412,18 +414,16 @@ func TestAlertFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || !reflect.DeepEqual(got[0].Alert, want) {
+	if len(got) != 1 || !reflect.DeepEqual(got[0].Alert, want) || got[0].New != 1 || got[0].Firing != 1 || got[0].Resolved != 0 {
 		t.Fatalf("firing\n got %+v\nwant %+v", got, want)
-	}
-	if want.ID != events.AlertID(events.AlertEvent{Receiver: "ops", Fingerprint: fp, Status: events.StatusFiring, StartsAtMS: t0 + 10_000}) {
-		t.Fatal("firing id is not the deterministic alert id")
 	}
 
 	back := conn(t, "dev/1 ü", "emqx@10.0.0.2", 95_000)
 	got = tr.Apply(Event{back})
 	want, err = events.NewAlertEvent(events.AlertEvent{
+		ID:          events.ContentID("alert.v1", "ops", fp, "resolved", fmt.Sprint(t0+10_000), fmt.Sprint(t0+95_000), "2"),
 		Fingerprint: fp, Receiver: "ops", Status: events.StatusResolved, Kind: events.AlertDeviceOffline,
-		Severity: events.SeverityCritical, GroupKey: "device:dev/1 ü", GroupLabels: map[string]string{"device_id": "dev/1 ü"},
+		Severity: events.SeverityCritical, GroupKey: key, GroupLabels: map[string]string{"device_id": "dev/1 ü"},
 		Devices: []events.AlertDevice{{DeviceID: "dev/1 ü", Status: events.StatusResolved, Node: "emqx@10.0.0.1",
 			Reason: events.ReasonKeepaliveTimeout, SinceMS: t0 + 10_000, UntilMS: t0 + 95_000}},
 		DevicesTotal: 1, StartsAtMS: t0 + 10_000, EndsAtMS: t0 + 95_000, CreatedAtMS: back.ReceivedAtMS,
@@ -431,7 +431,7 @@ func TestAlertFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || !reflect.DeepEqual(got[0].Alert, want) {
+	if len(got) != 1 || !reflect.DeepEqual(got[0].Alert, want) || got[0].New != 0 || got[0].Firing != 0 || got[0].Resolved != 1 {
 		t.Fatalf("resolved\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -21,6 +21,9 @@ func TestExampleConfigLoads(t *testing.T) {
 		len(cfg.Evaluator.Receivers) != 1 || cfg.Evaluator.Receivers[0] != "default" {
 		t.Fatalf("example config = %+v", cfg.Evaluator)
 	}
+	if cfg.Evaluator.Route == nil || len(cfg.Evaluator.Route.Routes) != 2 || len(cfg.Evaluator.Labels.ClientID) != 2 {
+		t.Fatalf("example routes and labels = %+v", cfg.Evaluator)
+	}
 }
 
 func TestConfigErrorsNameTheLine(t *testing.T) {
@@ -31,6 +34,9 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{"evaluator:\n  grace: 0s\n", "cfg.yaml: evaluator.grace is 0s: set a positive duration, e.g. 30s"},
 		{"evaluator:\n  gracee: 1s\n", "cfg.yaml: yaml: unmarshal errors:\n  line 2: field gracee not found in type evaluator.Config (check the key names and value types against the example in --help)"},
 		{"evaluator:\n  severity: page\n", `cfg.yaml: evaluator.severity is "page": use info, warning or critical`},
+		{"evaluator:\n  route:\n    routes:\n      - reciever: [a]\n", "cfg.yaml: yaml: unmarshal errors:\n  line 4: field reciever not found in type route.Config (check the key names and value types against the example in --help)"},
+		{"evaluator:\n  route:\n    routes:\n      - matchers: [site]\n", `cfg.yaml: evaluator.route.routes[0].matchers[0] "site": invalid matcher: no operator: write name=value, name!=value, name=~regexp or name!~regexp`},
+		{"evaluator:\n  labels:\n    client_id:\n      - prefix: a\n", "cfg.yaml: evaluator.labels.client_id[0].labels is empty: a prefix rule needs labels to add, e.g. {site: plant-7}"},
 	}
 	for _, tc := range tests {
 		err := stage.Load([]byte(tc.yaml), "cfg.yaml", defaultConfig())
