@@ -647,3 +647,25 @@ func TestNewRejectsBadInventory(t *testing.T) {
 		t.Fatalf("New = %v", err)
 	}
 }
+
+// TestLoneEventIsNotHeldForATick checks that a single presence event is
+// decided when it arrives, not when a fetch waiting for a full batch gives
+// up. With a one-minute tick, the resolved alert of a reconnect must be
+// published well before the next tick.
+func TestLoneEventIsNotHeldForATick(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig("ops")
+	cfg.Grace, cfg.Tick = time.Minute, time.Minute
+	const dev, node = "dev-lone", "emqx@10.0.0.1"
+	// An outage whose grace ended while no evaluator ran: the start-up tick
+	// fires it.
+	h.publish(t, connected(t, dev, node, t0), disconnected(t, dev, node, t0, t0+1_000, events.ReasonKeepaliveTimeout))
+	h.clock.set(t0 + 10*60_000)
+	h.start(t, cfg)
+	h.waitAlerts(t, 1)
+
+	back := connected(t, dev, node, t0+9*60_000)
+	h.publish(t, back)
+	got := h.waitAlerts(t, 2) // fails after 15 s if the event waits for the 1-minute tick
+	checkStored(t, got[1], offlineAlert(t, "ops", dev, node, events.StatusResolved, t0+1_000, t0+9*60_000, back.ReceivedAtMS))
+}

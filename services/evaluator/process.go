@@ -30,18 +30,30 @@ type outMsg struct {
 	alert events.AlertEvent
 }
 
+// maxIdleWait bounds a fetch that waits for traffic: a pending fetch does not
+// see ctx, so it bounds how long stopping takes.
+const maxIdleWait = time.Second
+
 // loop fetches and applies batches, and applies a tick at least every
 // Config.Tick, until ctx ends. It is the only user of tr.
 func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker) {
 	ticker := time.NewTicker(s.cfg.Tick)
 	defer ticker.Stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.cfg.FetchBatch, jetstream.FetchMaxWait(s.cfg.Tick))
+		// Take what is already there without waiting (under load: full
+		// batches); when nothing is, wait for the next message, up to a
+		// tick, and handle it alone. A fetch that waits to fill a batch
+		// would hold a lone disconnect's decision until the wait ends.
+		batch, err := cons.FetchNoWait(s.cfg.FetchBatch)
+		if err == nil && s.handleBatch(ctx, tr, batch) == 0 && ctx.Err() == nil {
+			batch, err = cons.Fetch(1, jetstream.FetchMaxWait(min(s.cfg.Tick, maxIdleWait)))
+			if err == nil {
+				s.handleBatch(ctx, tr, batch)
+			}
+		}
 		if err != nil {
 			s.log.Warn("fetch presence events", "err", err)
 			sleep(ctx, s.cfg.Tick)
-		} else {
-			s.handleBatch(ctx, tr, batch)
 		}
 		select {
 		case <-ticker.C:
@@ -52,14 +64,17 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 }
 
 // handleBatch applies a batch, publishes its decisions, and acks the inputs
-// once every publish is acknowledged.
-func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch jetstream.MessageBatch) {
+// once every publish is acknowledged. It returns the number of messages the
+// batch held.
+func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch jetstream.MessageBatch) int {
 	before := tr.Stats()
 	var (
 		out  []outMsg
 		done []jetstream.Msg
 	)
+	n := 0
 	for msg := range batch.Messages() {
+		n++
 		mctx, span := s.tracer.Start(telemetry.Extract(ctx, msg.Headers()), "evaluator.apply",
 			trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject())))
@@ -86,13 +101,14 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 	s.metrics.countApplied(ctx, before, tr.Stats())
 	s.devices.Store(int64(tr.Len()))
 	if !s.publish(ctx, out) {
-		return // stopping: the inputs stay unacked and are redelivered
+		return n // stopping: the inputs stay unacked and are redelivered
 	}
 	for _, m := range done {
 		if err := m.Ack(); err != nil {
 			s.log.Warn("ack presence event", "subject", m.Subject(), "err", err)
 		}
 	}
+	return n
 }
 
 // deadLetter stores a bad input in DEADLETTER and reports whether it may be
