@@ -74,6 +74,50 @@ func TestValidate(t *testing.T) {
 			"ingest.publish_timeout is 0s: use a positive duration such as 5s"},
 		{"in flight", func(c *ingest.Config) { c.MaxInFlight = 0 },
 			"ingest.max_in_flight is 0: use a positive number such as 256"},
+		{"no source", func(c *ingest.Config) { c.Sys.Enabled = false },
+			"ingest: no source is enabled: enable ingest.sys (the default), ingest.rule, ingest.aws_iot, ingest.last_will or ingest.webhook"},
+		{"rule without topics", func(c *ingest.Config) { c.Rule.Enabled, c.Rule.Topics = true, nil },
+			"ingest.rule.topics is empty: list the topics your rules republish to, e.g. fleetwatch/presence/#"},
+		{"rule bad topic", func(c *ingest.Config) { c.Rule.Enabled, c.Rule.Topics = true, []string{"a/#/b"} },
+			`ingest.rule.topics: "a/#/b" has '#' that is not the whole last level`},
+		{"aws shared topic", func(c *ingest.Config) {
+			c.AWSIoT.Enabled, c.AWSIoT.Topics = true, []string{"$share/g/$aws/events/presence/+/#"}
+		}, `ingest.aws_iot.topics: "$share/g/$aws/events/presence/+/#" is a shared subscription: list the plain filter and set ingest.mqtt.shared_group`},
+		{"aws node", func(c *ingest.Config) { c.AWSIoT.Enabled, c.AWSIoT.Node = true, "" },
+			"ingest.aws_iot.node is empty: name the AWS IoT endpoint, e.g. aws-iot-eu-west-1"},
+		{"last will pattern", func(c *ingest.Config) { c.LastWill.Enabled, c.LastWill.Pattern = true, "devices/+/status" },
+			`ingest.last_will.pattern "devices/+/status" has no {device} level: mark the level that holds the device id, e.g. devices/{device}/status`},
+		{"health threshold", func(c *ingest.Config) { c.Health.Enabled, c.Health.SilentAfter = true, 0 },
+			"ingest.health.silent_after is 0s: use a duration above EMQX's heartbeat interval, e.g. 90s"},
+		{"health interval", func(c *ingest.Config) { c.Health.Enabled, c.Health.CheckInterval = true, 0 },
+			"ingest.health.check_interval is 0s: use a positive duration such as 5s"},
+		{"webhook listen", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.Listen = true, "8480" },
+			`ingest.webhook.listen "8480" is not host:port: use e.g. :8480`},
+		{"webhook path", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.Path = true, "hook" },
+			`ingest.webhook.path "hook" does not start with '/': use e.g. /emqx/webhook`},
+		{"webhook two tokens", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.TokenFile, c.Webhook.TokenEnv = true, "f", "E" },
+			"ingest.webhook.token_file and ingest.webhook.token_env are both set: keep one"},
+		{"webhook header", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.TokenEnv, c.Webhook.AuthHeader = true, "E", "" },
+			"ingest.webhook.auth_header is empty: use Authorization (Bearer token) or a header name such as X-Fleetwatch-Token"},
+		{"webhook body", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.MaxBodyBytes = true, 10 },
+			"ingest.webhook.max_body_bytes is 10: use 1024..16777216, e.g. 65536"},
+		{"webhook timeout", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.AckTimeout = true, 0 },
+			"ingest.webhook.ack_timeout is 0s: use a positive duration below EMQX's request timeout, e.g. 10s"},
+		{"reconcile url", func(c *ingest.Config) { c.Reconcile.Enabled, c.Reconcile.URL = true, "emqx:18083" },
+			`ingest.reconcile.url "emqx:18083" is not an http(s) URL: use the EMQX API listener, e.g. http://emqx:18083`},
+		{"reconcile credentials in url", func(c *ingest.Config) { c.Reconcile.Enabled, c.Reconcile.URL = true, "http://k:secret@emqx:18083" },
+			"ingest.reconcile.url must not contain credentials: set api_key and api_secret_file"},
+		{"reconcile key", func(c *ingest.Config) { c.Reconcile.Enabled, c.Reconcile.URL = true, "http://emqx:18083" },
+			"ingest.reconcile.api_key is empty: create an API key in EMQX (System > API Keys)"},
+		{"reconcile secret", func(c *ingest.Config) {
+			c.Reconcile.Enabled, c.Reconcile.URL, c.Reconcile.APIKey = true, "http://emqx:18083", "k"
+		}, "ingest.reconcile: set exactly one of api_secret_file and api_secret_env"},
+		{"reconcile page", func(c *ingest.Config) {
+			c.Reconcile.Enabled, c.Reconcile.URL, c.Reconcile.APIKey, c.Reconcile.APISecretEnv = true, "http://emqx:18083", "k", "S"
+			c.Reconcile.PageLimit = 20000
+		}, "ingest.reconcile.page_limit is 20000: use 1..10000, e.g. 1000"},
+		{"webhook tls", func(c *ingest.Config) { c.Webhook.Enabled, c.Webhook.CertFile = true, "c.pem" },
+			"ingest.webhook.cert_file and ingest.webhook.key_file go together: set both or neither"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ingest.DefaultConfig()
@@ -82,7 +126,7 @@ func TestValidate(t *testing.T) {
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("Validate() = %v\nwant %s", err, tc.want)
 			}
-			if strings.Contains(err.Error(), "secret") {
+			if strings.Contains(err.Error(), ":secret@") {
 				t.Fatalf("error leaks a secret: %v", err)
 			}
 		})
@@ -98,6 +142,10 @@ func TestValidateAccepts(t *testing.T) {
 			c.MQTT.SharedGroup = "fleetwatch"
 			c.MQTT.Topics = []string{"$SYS/brokers/+/clients/#"}
 		},
+		// Only the webhook: no MQTT settings are needed.
+		func(c *ingest.Config) { c.Sys.Enabled, c.Webhook.Enabled, c.MQTT = false, true, ingest.MQTTConfig{} },
+		// Only rule events: the $SYS filters may be empty.
+		func(c *ingest.Config) { c.Sys.Enabled, c.Rule.Enabled, c.MQTT.Topics = false, true, nil },
 	} {
 		c := ingest.DefaultConfig()
 		edit(&c)

@@ -1,7 +1,11 @@
-// Package ingest is fleetwatch's first stage: it subscribes to EMQX's
-// presence messages over MQTT, turns each one into a validated
-// events.PresenceEvent and stores it in the PRESENCE stream; an input it
-// cannot parse goes, raw and with the reason, to the DEADLETTER stream.
+// Package ingest is fleetwatch's first stage: it takes device presence from
+// EMQX ($SYS v4/v5, rule-engine $events, v4 web hooks and v5 HTTP actions),
+// AWS IoT lifecycle events and the Last-Will/birth convention, turns each
+// input into a validated events.PresenceEvent and stores it in the PRESENCE
+// stream; an input it cannot parse goes, raw and with the reason, to the
+// DEADLETTER stream. Optionally it watches EMQX nodes (heartbeats) and
+// reconciles against the EMQX REST API. docs/ingest-sources.md describes
+// every source and the EMQX configuration that feeds it.
 //
 // Delivery is at least once end to end: the MQTT session is persistent
 // (clean_session=false, QoS 1), and a message is acknowledged to the broker
@@ -19,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,9 +31,12 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
+	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
+	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -48,13 +56,25 @@ type Deps struct {
 	// TracerProvider and MeterProvider default to the otel globals.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
-	// Now is the clock for PresenceEvent.ReceivedAtMS (default time.Now).
+	// Now is the clock for PresenceEvent.ReceivedAtMS and node health
+	// (default time.Now).
 	Now func() time.Time
+	// NodePublisher receives node health changes (default: logged and
+	// counted only, until pkg/events has a wire type for them).
+	NodePublisher NodePublisher
+}
+
+// NodePublisher publishes a broker node's health change. It is called from
+// the health loop, one change at a time; an error is logged and the change
+// retried at the next check.
+type NodePublisher interface {
+	PublishNode(ctx context.Context, c nodewatch.Change) error
 }
 
 // Stats counts what the service did since it was created.
 type Stats struct {
-	// Received is the number of MQTT messages handed to the service.
+	// Received is the number of inputs (MQTT messages of a presence
+	// source, HTTP bodies) handed to the service.
 	Received int64
 	// Published is the number of events JetStream stored.
 	Published int64
@@ -65,6 +85,11 @@ type Stats struct {
 	// PublishErrors is the number of failed JetStream publish attempts
 	// (each one retried).
 	PublishErrors int64
+	// Ignored is the number of inputs that carry no presence (EMQX
+	// subscribed events, a cleared retained status, an unclaimed topic).
+	Ignored int64
+	// Heartbeats is the number of node heartbeats heard (health).
+	Heartbeats int64
 }
 
 // Service is the running ingest stage.
@@ -80,7 +105,16 @@ type Service struct {
 	password  string // never logged
 	tlsConfig *tls.Config
 
+	routes     []route
+	watcher    *nodewatch.Watcher // nil when health is off
+	nodePub    NodePublisher
+	pending    []nodewatch.Change // node changes not yet published (health loop only)
+	webhook    *webhook           // nil when the webhook is off
+	reconciler *reconciler        // nil when reconciliation is off
+
 	inflight chan struct{} // semaphore of MaxInFlight
+
+	nodeMu sync.Mutex // guards pending
 
 	mu       sync.Mutex // guards stopping and wg.Add
 	stopping bool
@@ -92,7 +126,7 @@ type Service struct {
 	subscribed atomic.Bool
 	connGen    atomic.Int64 // counts connects and losses, to end stale subscribe loops
 
-	received, published, duplicates, deadLettered, publishErrors atomic.Int64
+	received, published, duplicates, deadLettered, publishErrors, ignored, heartbeats atomic.Int64
 }
 
 // New validates cfg, reads the MQTT password and TLS files, and returns a
@@ -140,7 +174,116 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.tlsConfig, err = cfg.MQTT.TLS.build(); err != nil {
 		return nil, err
 	}
+	var lw *lastwill.Parser
+	if cfg.LastWill.Enabled {
+		if lw, err = lastwill.New(cfg.LastWill, brokerHost(cfg.MQTT.Broker)); err != nil {
+			return nil, fmt.Errorf("ingest.%w", err)
+		}
+	}
+	s.routes = cfg.routes(lw)
+	if cfg.Health.Enabled {
+		s.watcher = nodewatch.New(cfg.Health.SilentAfter)
+		s.nodePub = deps.NodePublisher
+		if s.nodePub == nil {
+			s.nodePub = logNodes{s.log}
+		}
+	}
+	if cfg.Webhook.Enabled {
+		if s.webhook, err = newWebhook(s, cfg.Webhook); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Reconcile.Enabled {
+		if s.reconciler, err = newReconciler(s, cfg.Reconcile); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// brokerHost is host:port of a broker URL, the default node name of
+// sources whose events do not name one.
+func brokerHost(broker string) string {
+	if u, err := url.Parse(broker); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return broker
+}
+
+// heard records a sign of life of an EMQX node.
+func (s *Service) heard(node, mark string) {
+	if s.watcher == nil {
+		return
+	}
+	if c, back := s.watcher.Heard(node, mark, s.now()); back {
+		s.nodeChanged(c)
+	}
+}
+
+func (s *Service) nodeChanged(c nodewatch.Change) {
+	s.metrics.nodes.Add(context.Background(), 1, metric.WithAttributes(attribute.String("kind", string(c.Kind))))
+	s.nodeMu.Lock()
+	s.pending = append(s.pending, c)
+	s.nodeMu.Unlock()
+	if c.Kind == nodewatch.KindBack {
+		s.ReconcileNow()
+	}
+}
+
+// checkNodes reports nodes gone silent and publishes pending changes.
+func (s *Service) checkNodes(ctx context.Context) {
+	for _, c := range s.watcher.Check(s.now()) {
+		s.nodeChanged(c)
+	}
+	s.nodeMu.Lock()
+	pending := s.pending
+	s.pending = nil
+	s.nodeMu.Unlock()
+	for i, c := range pending {
+		if err := s.nodePub.PublishNode(ctx, c); err != nil {
+			s.log.Warn("publish node change failed; retrying at the next check", "node", c.Node, "kind", c.Kind, "err", err)
+			s.nodeMu.Lock()
+			s.pending = append(pending[i:], s.pending...)
+			s.nodeMu.Unlock()
+			return
+		}
+	}
+}
+
+// healthLoop checks node silence every CheckInterval until ctx ends.
+func (s *Service) healthLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Health.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.checkNodes(ctx)
+		}
+	}
+}
+
+// Nodes returns the broker nodes heard from (nil when health is off).
+func (s *Service) Nodes() []nodewatch.Status {
+	if s.watcher == nil {
+		return nil
+	}
+	return s.watcher.Nodes()
+}
+
+// logNodes is the default NodePublisher: it logs the change.
+type logNodes struct{ log *slog.Logger }
+
+func (l logNodes) PublishNode(_ context.Context, c nodewatch.Change) error {
+	switch c.Kind {
+	case nodewatch.KindSilent:
+		l.log.Warn("broker node silent: the state of its devices is unknown", "node", c.Node,
+			"last_heard", c.LastHeard, "silent_for", c.At.Sub(c.LastHeard).Round(time.Second))
+	default:
+		l.log.Info("broker node back", "node", c.Node, "silent_since", c.LastHeard)
+	}
+	return nil
 }
 
 // build returns the TLS client configuration, nil when TLS is not configured.
@@ -186,19 +329,38 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancelWork()
 	s.workCtx = workCtx
 
-	client := paho.NewClient(s.clientOptions())
-	s.client.Store(&client)
-	s.log.Info("connecting to mqtt", "broker", redactURL(s.cfg.MQTT.Broker), "client_id", s.cfg.MQTT.ClientID,
-		"shared_group", s.cfg.MQTT.SharedGroup, "topics", s.cfg.MQTT.Topics)
-	client.Connect() // with ConnectRetry the token completes on success; onConnect takes over
+	if s.webhook != nil {
+		if err := s.webhook.start(); err != nil {
+			return err
+		}
+	}
+	var client paho.Client
+	if s.cfg.usesMQTT() {
+		client = paho.NewClient(s.clientOptions())
+		s.client.Store(&client)
+		s.log.Info("connecting to mqtt", "broker", redactURL(s.cfg.MQTT.Broker), "client_id", s.cfg.MQTT.ClientID,
+			"shared_group", s.cfg.MQTT.SharedGroup, "filters", s.cfg.filters())
+		client.Connect() // with ConnectRetry the token completes on success; onConnect takes over
+	}
+	var loops sync.WaitGroup
+	if s.watcher != nil {
+		loops.Go(func() { s.healthLoop(ctx) })
+	}
+	if s.reconciler != nil {
+		loops.Go(func() { s.reconciler.loop(ctx) })
+	}
 
 	<-ctx.Done()
+	loops.Wait()
 
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
 	drained := make(chan struct{})
 	go func() { s.wg.Wait(); close(drained) }()
+	if s.webhook != nil {
+		s.webhook.stop(s.cfg.PublishTimeout) // waits for requests in flight
+	}
 	select {
 	case <-drained:
 	case <-time.After(s.cfg.PublishTimeout):
@@ -206,7 +368,9 @@ func (s *Service) Run(ctx context.Context) error {
 		cancelWork()
 		<-drained
 	}
-	client.Disconnect(250)
+	if client != nil {
+		client.Disconnect(250)
+	}
 	s.subscribed.Store(false)
 	return nil
 }
@@ -216,6 +380,12 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Ready() error {
 	if !s.nc.IsConnected() {
 		return errors.New("nats is not connected")
+	}
+	if s.webhook != nil && s.webhook.addr() == "" {
+		return errors.New("the webhook endpoint is not listening")
+	}
+	if !s.cfg.usesMQTT() {
+		return nil
 	}
 	if c := s.client.Load(); c == nil || !(*c).IsConnectionOpen() {
 		return fmt.Errorf("mqtt is not connected to %s", redactURL(s.cfg.MQTT.Broker))
@@ -234,5 +404,7 @@ func (s *Service) Stats() Stats {
 		Duplicates:    s.duplicates.Load(),
 		DeadLettered:  s.deadLettered.Load(),
 		PublishErrors: s.publishErrors.Load(),
+		Ignored:       s.ignored.Load(),
+		Heartbeats:    s.heartbeats.Load(),
 	}
 }

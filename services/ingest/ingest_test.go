@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -56,6 +57,8 @@ type env struct {
 	broker  *emqxsim.Broker
 	clock   *clock
 	metrics *sdkmetric.ManualReader
+	// deps, when set, edits the service's dependencies before New.
+	deps func(*ingest.Deps)
 }
 
 func newEnv(t *testing.T) *env {
@@ -90,14 +93,28 @@ func (e *env) config() ingest.Config {
 // test ends) and waits until it is ready.
 func (e *env) start(cfg ingest.Config) (*ingest.Service, func()) {
 	e.t.Helper()
+	return e.startWith(cfg, nil)
+}
+
+// startWith is start with the logs also written to extra.
+func (e *env) startWith(cfg ingest.Config, extra io.Writer) (*ingest.Service, func()) {
+	e.t.Helper()
 	e.metrics = sdkmetric.NewManualReader()
-	svc, err := ingest.New(cfg, ingest.Deps{
+	log := e.logger()
+	if extra != nil {
+		log = slog.New(slog.NewTextHandler(io.MultiWriter(e.t.Output(), extra), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	deps := ingest.Deps{
 		NATS:           e.nc,
-		Logger:         e.logger(),
+		Logger:         log,
 		TracerProvider: sdktrace.NewTracerProvider(),
 		MeterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.metrics)),
 		Now:            func() time.Time { return time.UnixMilli(receivedMS) },
-	})
+	}
+	if e.deps != nil {
+		e.deps(&deps)
+	}
+	svc, err := ingest.New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("ingest.New: %v", err)
 	}
@@ -265,18 +282,22 @@ func TestConnectAndCleanDisconnect(t *testing.T) {
 	e.waitStats(svc, ingest.Stats{Received: 2, Published: 2})
 }
 
+// rawConn makes paho dial a plain socket and keeps it in *sock, so that a
+// test can close it abruptly.
+func rawConn(sock *io.Closer) paho.OpenConnectionFunc {
+	return func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+		c, err := net.Dial("tcp", u.Host)
+		*sock = c
+		return c, err
+	}
+}
+
 func TestAbruptClose(t *testing.T) {
 	e := newEnv(t)
 	e.start(e.config())
 	sub := e.subscribe(events.StreamPresence, events.PresenceSubject("dev-2", events.DefaultPartitions))
-	var sock net.Conn
-	e.device("dev-2", func(o *paho.ClientOptions) {
-		o.SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
-			c, err := net.Dial("tcp", u.Host)
-			sock = c
-			return c, err
-		})
-	})
+	var sock io.Closer
+	e.device("dev-2", func(o *paho.ClientOptions) { o.SetCustomOpenConnectionFn(rawConn(&sock)) })
 	if got := sub.nextEvent(); got.Kind != events.KindConnected {
 		t.Fatalf("got %+v, want connected", got)
 	}

@@ -13,6 +13,9 @@ type metrics struct {
 	received      metric.Int64Counter
 	events        metric.Int64Counter
 	publishErrors metric.Int64Counter
+	inFlight      metric.Int64UpDownCounter
+	nodes         metric.Int64Counter
+	reconciled    metric.Int64Counter
 }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
@@ -23,16 +26,28 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	if out.events, err = m.Int64Counter("fleetwatch_ingest_events",
-		metric.WithDescription("Inputs stored, by outcome: published, duplicate (JetStream had the id), deadlettered")); err != nil {
+		metric.WithDescription("Inputs by source and outcome: published, duplicate (JetStream had the id), deadlettered, ignored (not presence)")); err != nil {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	if out.publishErrors, err = m.Int64Counter("fleetwatch_ingest_publish_errors",
 		metric.WithDescription("Failed JetStream publish attempts (each is retried; the MQTT message stays unacknowledged)")); err != nil {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
+	if out.inFlight, err = m.Int64UpDownCounter("fleetwatch_ingest_in_flight",
+		metric.WithDescription("Inputs being stored right now (bounded by ingest.max_in_flight; beyond it they wait unacknowledged)")); err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
+	if out.nodes, err = m.Int64Counter("fleetwatch_ingest_node_changes",
+		metric.WithDescription("Broker nodes that went silent or came back, by kind")); err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
+	if out.reconciled, err = m.Int64Counter("fleetwatch_ingest_reconciled",
+		metric.WithDescription("Corrective events emitted by reconciliation against the EMQX REST API, by kind")); err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
 	return &out, nil
 }
 
-func outcomeAttr(outcome string) metric.AddOption {
-	return metric.WithAttributes(attribute.String("outcome", outcome))
+func outcomeAttrs(outcome, source string) metric.AddOption {
+	return metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("source", source))
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -49,10 +50,10 @@ func (s *Service) clientOptions() *paho.ClientOptions {
 // deliveries — it clears once those are processed.)
 func (s *Service) onConnect(c paho.Client) {
 	gen := s.connGen.Add(1)
-	filters := s.cfg.MQTT.filters()
+	filters := s.cfg.filters()
 	backoff := retryMin
 	for attempt := 1; ; attempt++ {
-		err := subscribe(c, filters, s.onMessage)
+		err := subscribe(c, filters)
 		if err == nil {
 			break
 		}
@@ -74,9 +75,11 @@ func (s *Service) onConnect(c paho.Client) {
 	s.log.Info("mqtt connected and subscribed", "broker", redactURL(s.cfg.MQTT.Broker), "filters", len(filters))
 }
 
-// subscribe subscribes to filters and checks every SUBACK return code.
-func subscribe(c paho.Client, filters map[string]byte, handler paho.MessageHandler) error {
-	tok := c.SubscribeMultiple(filters, handler)
+// subscribe subscribes to filters and checks every SUBACK return code. It
+// registers no per-filter handler: every message reaches the default
+// handler exactly once, even where filters overlap, and is routed there.
+func subscribe(c paho.Client, filters map[string]byte) error {
+	tok := c.SubscribeMultiple(filters, nil)
 	if !tok.WaitTimeout(subscribeTimeout) {
 		return fmt.Errorf("no SUBACK within %s", subscribeTimeout)
 	}
@@ -125,8 +128,27 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	case <-s.workCtx.Done():
 		return
 	}
-	defer func() { <-s.inflight }()
-	if s.process(s.workCtx, m.Topic(), m.Payload()) {
+	s.metrics.inFlight.Add(s.workCtx, 1)
+	defer func() { <-s.inflight; s.metrics.inFlight.Add(context.Background(), -1) }()
+
+	topic := m.Topic()
+	r := match(s.routes, topic)
+	switch {
+	case r == nil:
+		// A filter no enabled source claims: left in the persistent
+		// session by an earlier configuration. Counted, not stored.
+		s.ignored.Add(1)
+		s.metrics.events.Add(s.workCtx, 1, outcomeAttrs(outcomeIgnored, SourceUnrouted))
+		s.log.Debug("mqtt message on a topic no enabled source claims; ignored", "topic", topic)
 		m.Ack()
+	case r.heartbeat:
+		s.heartbeats.Add(1)
+		s.heard(heartbeatNode(topic), string(m.Payload()))
+		m.Ack()
+	default:
+		in := input{source: r.source, topic: topic, payload: m.Payload(), retained: m.Retained()}
+		if s.process(s.workCtx, in, r.parse, r.emqxNode).stored {
+			m.Ack()
+		}
 	}
 }

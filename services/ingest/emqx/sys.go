@@ -6,16 +6,14 @@
 package emqx
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/ingest/internal/field"
 )
 
 // MaxPayloadSize bounds a $SYS presence payload. Real ones are well under
@@ -30,25 +28,15 @@ const (
 	SourceSysV4 = "emqx_sys_v4"
 )
 
-// Times below this many milliseconds are seconds (EMQX 4.0.x): about
-// 1973-03-03 in ms, 5138 AD in seconds.
-const secondsBelow = 1e11
-
-// Times outside [minTimeMS, maxTimeMS) are rejected: before 2000-01-01 or
-// after about 5138 AD, the value is not an EMQX event time.
-const (
-	minTimeMS = 946684800000
-	maxTimeMS = 1e14
-)
-
 // Errors. Every rejection wraps exactly one of them.
 var (
 	// ErrTopic means the topic is not an EMQX $SYS client presence topic.
 	ErrTopic = errors.New("not an emqx $SYS presence topic")
-	// ErrNotPresence means the topic is a well-formed EMQX $SYS client
-	// event that is not presence (subscribed, unsubscribed): not an error,
-	// nothing to store.
-	ErrNotPresence = errors.New("emqx $SYS client event that is not presence")
+	// ErrNotPresence means the input is a well-formed EMQX client event
+	// that is not presence ($SYS subscribed/unsubscribed, a rule's
+	// client.connack, a web hook's message_publish): not an error, nothing
+	// to store.
+	ErrNotPresence = errors.New("emqx client event that is not presence")
 	// ErrPayload means the payload is not a valid EMQX $SYS presence message.
 	ErrPayload = errors.New("invalid emqx $SYS presence payload")
 )
@@ -134,7 +122,7 @@ func ParseSys(topic string, payload []byte, receivedAt time.Time) (events.Presen
 	if len(payload) > MaxPayloadSize {
 		return events.PresenceEvent{}, payloadErr("payload is %d bytes, limit %d", len(payload), MaxPayloadSize)
 	}
-	if trimmed := bytes.TrimLeft(payload, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+	if !field.IsObject(payload) {
 		return events.PresenceEvent{}, payloadErr("not a JSON object")
 	}
 	var p sysPayload
@@ -187,17 +175,12 @@ func (p sysPayload) event(t SysTopic) (events.PresenceEvent, error) {
 		ev.Source = SourceSysV4
 		ev.Protocol = v4Protocol(protoName)
 	}
-	if ev.ProtoVer, err = protoVer(p.ProtoVer); err != nil {
-		return ev, err
+	if ev.ProtoVer, err = field.ProtoVer(p.ProtoVer); err != nil {
+		return ev, wrap(err)
 	}
-	keepalive, _, err := integer(p.Keepalive, "keepalive")
-	if err != nil {
-		return ev, err
+	if ev.KeepaliveS, err = field.Keepalive(p.Keepalive); err != nil {
+		return ev, wrap(err)
 	}
-	if keepalive < 0 || keepalive > math.MaxUint16 {
-		return ev, payloadErr("keepalive %d is not 0..65535 seconds", keepalive)
-	}
-	ev.KeepaliveS = int(keepalive)
 
 	connectedAt, hasConnectedAt, err := timeMS(p.ConnectedAt, "connected_at")
 	if err != nil {
@@ -246,108 +229,35 @@ func payloadErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrPayload, fmt.Sprintf(format, args...))
 }
 
-func present(raw json.RawMessage) bool {
-	return len(raw) > 0 && string(raw) != "null"
+// wrap marks a field decoding error as an invalid $SYS payload.
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrPayload, err)
 }
+
+func present(raw json.RawMessage) bool { return field.Present(raw) }
 
 // str decodes an optional string. With absent, "undefined" (EMQX's
 // rendering of an absent value) is empty too.
-func str(raw json.RawMessage, field string, absent bool) (string, error) {
-	if !present(raw) {
-		return "", nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", payloadErr("%s is %s, want a string", field, kind(raw))
-	}
-	if absent && s == "undefined" {
-		return "", nil
-	}
-	return s, nil
-}
-
-// integer decodes an optional JSON integer (an integral number).
-func integer(raw json.RawMessage, field string) (int64, bool, error) {
-	if !present(raw) {
-		return 0, false, nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(raw, &n); err != nil || raw[0] == '"' {
-		return 0, false, payloadErr("%s is %s, want an integer", field, kind(raw))
-	}
-	if i, err := n.Int64(); err == nil {
-		return i, true, nil
-	}
-	f, err := n.Float64()
-	if err != nil || f != math.Trunc(f) || math.Abs(f) >= 1<<53 {
-		return 0, false, payloadErr("%s is %s, want an integer", field, n.String())
-	}
-	return int64(f), true, nil
+func str(raw json.RawMessage, name string, absent bool) (string, error) {
+	s, err := field.String(raw, name, absent)
+	return s, wrap(err)
 }
 
 // timeMS decodes an optional epoch time in ms (seconds when below 1e11).
-func timeMS(raw json.RawMessage, field string) (int64, bool, error) {
-	v, ok, err := integer(raw, field)
-	if err != nil || !ok {
-		return 0, ok, err
-	}
-	if v <= 0 {
-		return 0, false, payloadErr("%s %d is not a positive epoch time", field, v)
-	}
-	if v < secondsBelow {
-		v *= 1000
-	}
-	if v < minTimeMS || v >= maxTimeMS {
-		return 0, false, payloadErr("%s %d is not an epoch time between 2000 and 5000 AD", field, v)
-	}
-	return v, true, nil
+func timeMS(raw json.RawMessage, name string) (int64, bool, error) {
+	v, ok, err := field.TimeMS(raw, name)
+	return v, ok, wrap(err)
 }
 
-// protoVer decodes proto_ver: an integer for MQTT, possibly a version string
-// such as "1.2" for gateway clients (reported as 0 when not an integer).
-func protoVer(raw json.RawMessage) (int, error) {
-	if present(raw) && raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, payloadErr("proto_ver is not a valid string")
-		}
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 || v > math.MaxUint8 {
-			return 0, nil
-		}
-		return v, nil
-	}
-	v, _, err := integer(raw, "proto_ver")
-	if err != nil {
-		return 0, err
-	}
-	if v < 0 || v > math.MaxUint8 {
-		return 0, payloadErr("proto_ver %d is not 0..255", v)
-	}
-	return int(v), nil
-}
-
-// v4Protocol names the protocol of a v4 message, which does not say it:
-// "mqtt" for MQTT and MQIsdp (3.1), else the lower-cased proto_name.
+// v4Protocol names the protocol of a message that does not say it: "mqtt"
+// for MQTT and MQIsdp (3.1), else the lower-cased proto_name.
 func v4Protocol(protoName string) string {
 	switch protoName {
 	case "MQTT", "MQIsdp":
 		return "mqtt"
 	}
 	return strings.ToLower(protoName)
-}
-
-// kind describes a JSON value's type for error messages.
-func kind(raw json.RawMessage) string {
-	switch raw[0] {
-	case '"':
-		return "a string"
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case 't', 'f':
-		return "a boolean"
-	}
-	return "a number"
 }

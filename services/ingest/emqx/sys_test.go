@@ -423,3 +423,15 @@ func TestParseSysIgnoresNonPresenceClientEvents(t *testing.T) {
 		t.Errorf("unknown client event: err = %v, want ErrTopic (dead-lettered)", err)
 	}
 }
+
+// obj decodes a JSON object fixture into a map for payload().
+func obj(t *testing.T, raw json.RawMessage) map[string]any {
+	t.Helper()
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

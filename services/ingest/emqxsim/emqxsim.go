@@ -22,6 +22,7 @@ package emqxsim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +77,8 @@ type Config struct {
 	// Now is the broker's clock for connected_at, disconnected_at and ts
 	// (nil: time.Now).
 	Now func() time.Time
+	// TLS, when set, makes the listener TLS-only (Addr is then ssl://…).
+	TLS *tls.Config
 }
 
 // QoS returns a pointer to q, for Config.SysQoS.
@@ -165,6 +168,9 @@ func (b *Broker) Start() error {
 	if err != nil {
 		return fmt.Errorf("emqxsim: listen on %s: %w", b.cfg.Listen, err)
 	}
+	if b.cfg.TLS != nil {
+		ln = tls.NewListener(ln, b.cfg.TLS)
+	}
 	if err := b.srv.AddListener(listeners.NewNet("emqxsim", ln)); err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("emqxsim: add listener: %w", err)
@@ -185,13 +191,16 @@ func (b *Broker) Start() error {
 	return nil
 }
 
-// Addr is the broker's URL for MQTT clients, e.g. tcp://127.0.0.1:41883
-// ("" before Start).
+// Addr is the broker's URL for MQTT clients, e.g. tcp://127.0.0.1:41883,
+// or ssl://… with Config.TLS ("" before Start).
 func (b *Broker) Addr() string {
 	b.stateMu.Lock()
 	defer b.stateMu.Unlock()
 	if b.addr == "" {
 		return ""
+	}
+	if b.cfg.TLS != nil {
+		return "ssl://" + b.addr
 	}
 	return "tcp://" + b.addr
 }

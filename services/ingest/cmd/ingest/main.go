@@ -1,5 +1,6 @@
-// Command ingest runs fleetwatch's ingest stage: EMQX $SYS presence messages
-// in over MQTT, validated presence events out to the PRESENCE stream.
+// Command ingest runs fleetwatch's ingest stage: presence from EMQX ($SYS,
+// rule-engine events, webhooks), AWS IoT lifecycle events and Last-Will
+// statuses in, validated presence events out to the PRESENCE stream.
 package main
 
 import (
@@ -28,9 +29,11 @@ func main() { os.Exit(run()) }
 func run() int {
 	spec := stage.Spec{
 		Name: ingest.Stage,
-		Summary: "Subscribes to EMQX's $SYS client presence messages (v4 and v5) over MQTT with a persistent " +
-			"QoS 1 session, stores each as a presence event in the PRESENCE stream (acknowledging the MQTT " +
-			"message only after JetStream did) and sends what it cannot parse to DEADLETTER with the reason.",
+		Summary: "Takes device presence from EMQX ($SYS v4/v5, rule-engine $events, v4 web hooks and v5 HTTP " +
+			"actions), AWS IoT lifecycle events and Last-Will statuses, over MQTT (persistent QoS 1 session) " +
+			"and HTTP, stores each as a presence event in the PRESENCE stream (acknowledging the input only " +
+			"after JetStream did) and sends what it cannot parse to DEADLETTER with the reason. Optionally " +
+			"watches EMQX nodes' heartbeats and reconciles against the EMQX REST API.",
 		Example: ingest.ExampleConfig,
 	}
 	cfg := defaultConfig()

@@ -1,0 +1,116 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/services/ingest"
+	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
+)
+
+// nodeRecorder is a NodePublisher that keeps what it is given.
+type nodeRecorder struct {
+	mu      sync.Mutex
+	changes []nodewatch.Change
+}
+
+func (r *nodeRecorder) PublishNode(_ context.Context, c nodewatch.Change) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, c)
+	return nil
+}
+
+func (r *nodeRecorder) get() []nodewatch.Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.changes)
+}
+
+// TestNodeHealth: a node heard through its uptime heartbeat that falls
+// silent past the threshold is reported once; its next heartbeat reports it
+// back. Service time is a fake clock; heartbeats are injected.
+func TestNodeHealth(t *testing.T) {
+	e := newEnv(t)
+	now := &clock{}
+	now.Set(1718000000000)
+	rec := &nodeRecorder{}
+	e.deps = func(d *ingest.Deps) { d.Now, d.NodePublisher = now.Now, rec }
+	cfg := e.config()
+	cfg.Health.Enabled = true
+	cfg.Health.SilentAfter = time.Minute
+	cfg.Health.CheckInterval = 10 * time.Millisecond
+	svc, _ := e.start(cfg)
+
+	if err := e.broker.Publish("$SYS/brokers/emqx@a/uptime", []byte("1000"), 1); err != nil {
+		t.Fatal(err)
+	}
+	// Any event also counts as a sign of life of its node.
+	if err := e.broker.Publish("$SYS/brokers/emqx@b/clients/d/connected", []byte(`{"clientid":"d","protocol":"mqtt","connected_at":1718000000000}`), 1); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("both nodes known", func() error {
+		if n := svc.Nodes(); len(n) != 2 || n[0].Node != "emqx@a" || n[1].Node != "emqx@b" {
+			return fmt.Errorf("nodes %+v", n)
+		}
+		return nil
+	})
+	if s := svc.Stats(); s.Heartbeats != 1 || s.Received != 1 {
+		t.Fatalf("stats %+v: the heartbeat is counted apart from the inputs", s)
+	}
+	start := now.Now()
+	now.Set(start.Add(time.Minute).UnixMilli())
+	e.eventually("silent reported", func() error {
+		if len(rec.get()) != 2 {
+			return fmt.Errorf("changes %+v", rec.get())
+		}
+		return nil
+	})
+	got := rec.get()
+	slices.SortFunc(got, func(a, b nodewatch.Change) int { return cmpString(a.Node, b.Node) })
+	want := []nodewatch.Change{
+		{Node: "emqx@a", Kind: nodewatch.KindSilent, At: now.Now(), LastHeard: start, Mark: "1000"},
+		{Node: "emqx@b", Kind: nodewatch.KindSilent, At: now.Now(), LastHeard: start},
+	}
+	if !changesEqual(got, want) {
+		t.Fatalf("changes %+v\nwant %+v", got, want)
+	}
+	silentAt := now.Now()
+	now.Set(silentAt.Add(time.Second).UnixMilli())
+	if err := e.broker.Publish("$SYS/brokers/emqx@a/uptime", []byte("61000"), 1); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("back reported", func() error {
+		if len(rec.get()) != 3 {
+			return fmt.Errorf("changes %+v", rec.get())
+		}
+		return nil
+	})
+	wantBack := nodewatch.Change{Node: "emqx@a", Kind: nodewatch.KindBack, At: now.Now(), LastHeard: start, Mark: "61000"}
+	if got := rec.get()[2]; !changesEqual([]nodewatch.Change{got}, []nodewatch.Change{wantBack}) {
+		t.Fatalf("back %+v\nwant %+v", got, wantBack)
+	}
+	if got := counter(t, e.metrics, "fleetwatch_ingest_node_changes", ""); got != 3 {
+		t.Errorf("fleetwatch_ingest_node_changes = %d, want 3", got)
+	}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func changesEqual(a, b []nodewatch.Change) bool {
+	return slices.EqualFunc(a, b, func(x, y nodewatch.Change) bool {
+		return x.Node == y.Node && x.Kind == y.Kind && x.At.Equal(y.At) && x.LastHeard.Equal(y.LastHeard) && x.Mark == y.Mark
+	})
+}

@@ -1,0 +1,61 @@
+package nodewatch_test
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
+)
+
+var t0 = time.UnixMilli(1718000000000)
+
+func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+
+func TestSilentAndBack(t *testing.T) {
+	w := nodewatch.New(90 * time.Second)
+	if _, back := w.Heard("n1", "0", at(0)); back {
+		t.Fatal("first sign reported as back")
+	}
+	w.Heard("n2", "", at(0))
+	w.Heard("n1", "30000", at(30))
+	if got := w.Check(at(89)); got != nil {
+		t.Fatalf("Check(89s) = %+v, want nothing", got)
+	}
+	want := []nodewatch.Change{{Node: "n2", Kind: nodewatch.KindSilent, At: at(90), LastHeard: at(0)}}
+	if got := w.Check(at(90)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(90s) = %+v\nwant %+v", got, want)
+	}
+	if got := w.Check(at(100)); got != nil {
+		t.Fatalf("a silence is reported once, got %+v", got)
+	}
+	want = []nodewatch.Change{{Node: "n1", Kind: nodewatch.KindSilent, At: at(120), LastHeard: at(30), Mark: "30000"}}
+	if got := w.Check(at(120)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(120s) = %+v\nwant %+v", got, want)
+	}
+	got, back := w.Heard("n1", "150000", at(150))
+	if wantBack := (nodewatch.Change{Node: "n1", Kind: nodewatch.KindBack, At: at(150), LastHeard: at(30), Mark: "150000"}); !back || got != wantBack {
+		t.Fatalf("Heard after silence = %+v, %v\nwant %+v", got, back, wantBack)
+	}
+	if _, back := w.Heard("n1", "", at(151)); back {
+		t.Fatal("back reported twice")
+	}
+	wantNodes := []nodewatch.Status{{Node: "n1", LastHeard: at(151)}, {Node: "n2", LastHeard: at(0), Silent: true}}
+	if got := w.Nodes(); !reflect.DeepEqual(got, wantNodes) {
+		t.Fatalf("Nodes = %+v\nwant %+v", got, wantNodes)
+	}
+}
+
+// TestOldSignDoesNotRewind: a late event with an old time does not make a
+// node look quieter than it is, but still ends a silence.
+func TestOldSignDoesNotRewind(t *testing.T) {
+	w := nodewatch.New(10 * time.Second)
+	w.Heard("n", "", at(100))
+	w.Heard("n", "", at(50))
+	if got := w.Check(at(109)); got != nil {
+		t.Fatalf("got %+v", got)
+	}
+	if got := w.Check(at(110)); len(got) != 1 || !got[0].LastHeard.Equal(at(100)) {
+		t.Fatalf("got %+v", got)
+	}
+}
