@@ -209,6 +209,7 @@ func goldenNodeSilent(t *testing.T) events.NodeEvent {
 		LastSeenMS: 1718000300000,
 		AtMS:       1718000345000,
 		Source:     "emqx_sys_heartbeat",
+		Mark:       "86400123",
 	})
 	return noErr(t, v, err)
 }

@@ -23,7 +23,7 @@ const (
 type NodeEvent struct {
 	// V is the schema version (1).
 	V int `json:"v"`
-	// ID is derived from node, status and last-seen time.
+	// ID is derived from node, status and Mark (else the last-seen time).
 	ID string `json:"id"`
 	// Node is the broker node name (e.g. emqx@10.0.0.11).
 	Node string `json:"node"`
@@ -36,6 +36,11 @@ type NodeEvent struct {
 	AtMS int64 `json:"at_ms"`
 	// Source names what was watched, e.g. "emqx_sys_heartbeat".
 	Source string `json:"source"`
+	// Mark is the node's last heartbeat payload before the change (EMQX's
+	// uptime), when known. Every ingest replica sees the same marks, so
+	// the id derives from it rather than from LastSeenMS, which is each
+	// replica's own receive time.
+	Mark string `json:"mark,omitempty"`
 }
 
 // NewNodeEvent validates e, sets V and derives the ID.
@@ -49,6 +54,9 @@ func NewNodeEvent(e NodeEvent) (NodeEvent, error) {
 }
 
 func nodeID(e NodeEvent) string {
+	if e.Mark != "" {
+		return ContentID("node.v1", e.Node, string(e.Status), "mark", e.Mark)
+	}
 	return ContentID("node.v1", e.Node, string(e.Status), strconv.FormatInt(e.LastSeenMS, 10))
 }
 

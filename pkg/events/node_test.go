@@ -45,6 +45,13 @@ func TestNewNodeEvent(t *testing.T) {
 			t.Errorf("err = %v, want %q", err, tc.want)
 		}
 	}
+	marked := ok
+	marked.Mark = "86400123"
+	m1, _ := events.NewNodeEvent(marked)
+	marked.LastSeenMS += 250 // another replica heard the same heartbeat a little later
+	if m2, _ := events.NewNodeEvent(marked); m1.ID != m2.ID {
+		t.Error("with a mark, replicas' receive times must not change the id")
+	}
 	tampered := e
 	tampered.LastSeenMS++
 	if err := tampered.Validate(); err == nil || !strings.Contains(err.Error(), "does not match the event content") {

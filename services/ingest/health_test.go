@@ -2,14 +2,17 @@ package ingest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // nodeRecorder is a NodePublisher that keeps what it is given.
@@ -113,4 +116,46 @@ func changesEqual(a, b []nodewatch.Change) bool {
 	return slices.EqualFunc(a, b, func(x, y nodewatch.Change) bool {
 		return x.Node == y.Node && x.Kind == y.Kind && x.At.Equal(y.At) && x.LastHeard.Equal(y.LastHeard) && x.Mark == y.Mark
 	})
+}
+
+// TestNodeEventsAreStored checks the default NodePublisher: a silent node
+// becomes a NodeEvent in the NODES stream, with an id derived from the
+// heartbeat mark, so replicas that saw the same heartbeat store it once.
+func TestNodeEventsAreStored(t *testing.T) {
+	e := newEnv(t)
+	now := &clock{}
+	now.Set(1718000000000)
+	e.deps = func(d *ingest.Deps) { d.Now = now.Now }
+	cfg := e.config()
+	cfg.Health.Enabled = true
+	cfg.Health.SilentAfter = time.Minute
+	cfg.Health.CheckInterval = 10 * time.Millisecond
+	e.start(cfg)
+
+	if err := e.broker.Publish("$SYS/brokers/emqx@a/uptime", []byte("1000"), 1); err != nil {
+		t.Fatal(err)
+	}
+	var msg *jetstream.RawStreamMsg
+	e.eventually("heartbeat heard, then silence stored", func() error {
+		now.Set(now.Now().Add(time.Minute).UnixMilli())
+		m, err := e.js.Stream(t.Context(), events.StreamNodes)
+		if err != nil {
+			return err
+		}
+		msg, err = m.GetLastMsgForSubject(t.Context(), events.NodeSubject("emqx@a"))
+		return err
+	})
+	var ev events.NodeEvent
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Node != "emqx@a" || ev.Status != events.NodeSilent || ev.Mark != "1000" || ev.Source != "emqx_sys_heartbeat" {
+		t.Fatalf("stored %+v", ev)
+	}
+	if got := msg.Header.Get(events.HeaderMsgID); got != ev.ID {
+		t.Fatalf("Nats-Msg-Id %q, want the event id %q", got, ev.ID)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +31,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
 	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
 	"github.com/nats-io/nats.go"
@@ -185,7 +188,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.watcher = nodewatch.New(cfg.Health.SilentAfter)
 		s.nodePub = deps.NodePublisher
 		if s.nodePub == nil {
-			s.nodePub = logNodes{s.log}
+			s.nodePub = streamNodes{js: s.js, log: s.log}
 		}
 	}
 	if cfg.Webhook.Enabled {
@@ -272,18 +275,47 @@ func (s *Service) Nodes() []nodewatch.Status {
 	return s.watcher.Nodes()
 }
 
-// logNodes is the default NodePublisher: it logs the change.
-type logNodes struct{ log *slog.Logger }
+// streamNodes is the default NodePublisher: it logs the change and stores it
+// as a NodeEvent in the NODES stream, with a Nats-Msg-Id that every replica
+// derives alike (from the heartbeat mark).
+type streamNodes struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+}
 
-func (l logNodes) PublishNode(_ context.Context, c nodewatch.Change) error {
+func (p streamNodes) PublishNode(ctx context.Context, c nodewatch.Change) error {
+	status := events.NodeSilent
+	if c.Kind == nodewatch.KindBack {
+		status = events.NodeBack
+	}
+	ev, err := events.NewNodeEvent(events.NodeEvent{Node: c.Node, Status: status, LastSeenMS: c.LastHeard.UnixMilli(),
+		AtMS: c.At.UnixMilli(), Source: "emqx_sys_heartbeat", Mark: c.Mark})
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(ev.Subject())
+	msg.Data = data
+	msg.Header.Set(events.HeaderMsgID, ev.ID)
+	telemetry.Inject(ctx, msg)
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish node event: %w", err)
+	}
+	logNode(p.log, c)
+	return nil
+}
+
+func logNode(log *slog.Logger, c nodewatch.Change) {
 	switch c.Kind {
 	case nodewatch.KindSilent:
-		l.log.Warn("broker node silent: the state of its devices is unknown", "node", c.Node,
+		log.Warn("broker node silent: the state of its devices is unknown", "node", c.Node,
 			"last_heard", c.LastHeard, "silent_for", c.At.Sub(c.LastHeard).Round(time.Second))
 	default:
-		l.log.Info("broker node back", "node", c.Node, "silent_since", c.LastHeard)
+		log.Info("broker node back", "node", c.Node, "silent_since", c.LastHeard)
 	}
-	return nil
 }
 
 // build returns the TLS client configuration, nil when TLS is not configured.
