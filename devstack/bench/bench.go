@@ -46,7 +46,7 @@ func DefaultConfig() Config {
 	return Config{
 		Events:         100_000,
 		MemoryDevices:  []int{1_000_000, 10_000_000},
-		LatencySamples: 40,
+		LatencySamples: 30,
 		BackgroundRate: 10_000,
 		ClickHouseAddr: os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
 		Progress:       os.Stderr,

@@ -35,7 +35,7 @@ func benchLatency(ctx context.Context, cfg Config, r *Report, log *slog.Logger) 
 			note += fmt.Sprintf("; background achieved %s events/s", groupThousands(int64(bg)))
 		}
 		if lost > 0 {
-			note += fmt.Sprintf("; %d alerts never arrived within 10 s (the broker dropped $SYS messages: ingest fell behind the offered load)", lost)
+			note += fmt.Sprintf("; %d alerts never arrived within 5 s (the broker dropped $SYS messages: ingest fell behind the offered load)", lost)
 		}
 		r.add(Result{Name: name + " (p50)", Value: p50, Unit: "ms", Note: note})
 		r.add(Result{Name: name + " (p99)", Value: p99, Unit: "ms", Target: target, Met: atMost(p99, limit), Note: note})
@@ -114,7 +114,7 @@ func latencyRun(ctx context.Context, samples, load int, log *slog.Logger) (p50, 
 
 func waitMessage(ctx context.Context, chat *chatsim.Server, deviceID string) (chatsim.Message, error) {
 	var found chatsim.Message
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := chat.WaitFor(wctx, func(ms []chatsim.Message) bool {
 		for _, m := range ms {
