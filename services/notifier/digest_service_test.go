@@ -57,7 +57,7 @@ func TestDigestIsAckedOnlyWhenDelivered(t *testing.T) {
 	h := newHarness(t)
 	cfg := h.config()
 	cfg.Receivers[0].RateLimit = []ratelimit.Window{{Count: 1, Per: time.Minute}}
-	h.run(cfg)
+	svc, _ := h.run(cfg)
 
 	h.publish(numbered("ops-dt", 0), "")
 	h.waitDeliveries(1)
@@ -72,6 +72,9 @@ func TestDigestIsAckedOnlyWhenDelivered(t *testing.T) {
 		info := h.consumerInfo()
 		return info.Delivered.Stream >= seq && info.NumAckPending == 9
 	})
+	// All nine must be queued, not only handed to the client, or the jump
+	// below lets the sender fold (or send alone) just the first few.
+	h.waitQueued(svc, "ops-dt", 9)
 	h.sim.FailNext(chatsim.DingTalk, "dt-token", 1, 502)
 	h.clock.Advance(time.Minute)
 	ds := h.waitDeliveries(1 + 9)

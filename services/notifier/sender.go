@@ -266,37 +266,41 @@ func (s *Service) sendLoop(ctx, procCtx context.Context, r *receiver) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Every wait below ends at a time derived from this reading, not
+		// after a duration measured later: the budget round trips take a
+		// while, and a clock that moves meanwhile (a jump, a slow machine)
+		// must not push the wake-up past the moment the decision was for.
 		now := s.now()
 		if retry != nil && now.Before(retry.notBefore) {
-			s.sleepFn(ctx, retry.notBefore.Sub(now))
+			s.sleepUntil(ctx, retry.notBefore)
 			continue
 		}
 		l, err := s.budget.Load(ctx, r.key, r.windows, now)
 		if err != nil {
 			log.Warn("reading the receiver's budget", "err", err)
-			s.sleepFn(ctx, time.Second)
+			s.sleepUntil(ctx, s.now().Add(time.Second)) // a pause after the failure
 			continue
 		}
 		if w := l.Wait(r.windows, now); w > 0 {
-			s.sleepFn(ctx, w)
+			s.sleepUntil(ctx, now.Add(w))
 			continue
 		}
 		single := retry != nil || r.digest.oneByOne(l, r.windows, now, r.queued())
 		if !single {
 			if next := l.Last().Add(r.digest.Interval); now.Before(next) {
 				// Digesting: let the next digest gather what arrives.
-				s.sleepFn(ctx, next.Sub(now))
+				s.sleepUntil(ctx, next)
 				continue
 			}
 		}
-		w, err := s.budget.Reserve(ctx, r.key, r.windows, now)
+		reserved, w, err := s.budget.Reserve(ctx, r.key, r.windows, now)
 		if err != nil {
 			log.Warn("reserving a send", "err", err)
-			s.sleepFn(ctx, time.Second)
+			s.sleepUntil(ctx, s.now().Add(time.Second)) // a pause after the failure
 			continue
 		}
 		if w > 0 {
-			s.sleepFn(ctx, w)
+			s.sleepUntil(ctx, now.Add(w))
 			continue
 		}
 		b := retry
@@ -311,12 +315,12 @@ func (s *Service) sendLoop(ctx, procCtx context.Context, r *receiver) {
 			}
 			b = s.newBatch(r, items)
 		}
-		retry = s.attempt(procCtx, r, b, now, log)
+		retry = s.attempt(procCtx, r, b, reserved, log)
 	}
 }
 
-// attempt sends b once, with the send reserved in the budget at reserved,
-// and settles the outcome. It returns b when b must be retried (after
+// attempt sends b once, with the send recorded in the budget at reserved
+// (as Reserve returned it, so Settle finds it), and settles the outcome. It returns b when b must be retried (after
 // b.notBefore), nil otherwise.
 func (s *Service) attempt(ctx context.Context, r *receiver, b *batch, reserved time.Time, log *slog.Logger) *batch {
 	b.tries++

@@ -56,10 +56,12 @@ type Deps struct {
 	// Now is the clock (default time.Now); it also times the signatures
 	// and the rate limits.
 	Now func() time.Time
-	// Sleep waits d on the Now clock or until ctx ends, reporting whether
-	// d passed (default: a real timer). Tests with a fast clock pass a
-	// matching Sleep.
-	Sleep func(ctx context.Context, d time.Duration) bool
+	// SleepUntil waits until the Now clock reads t or ctx ends, reporting
+	// whether t was reached (default: a real timer for t minus Now). The
+	// service computes t from the Now it based its decision on, so a clock
+	// that jumps between that reading and the call cannot stretch the
+	// wait. Tests with a fast or jumping clock pass a matching SleepUntil.
+	SleepUntil func(ctx context.Context, t time.Time) bool
 }
 
 // NewNotifier builds the channel notifier of one receiver, reading its
@@ -100,15 +102,15 @@ var (
 
 // Service is the running notifier stage.
 type Service struct {
-	cfg       Config
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	log       *slog.Logger
-	tracer    trace.Tracer
-	now       func() time.Time
-	sleepFn   func(ctx context.Context, d time.Duration) bool
-	receivers map[string]*receiver
-	metrics   metrics
+	cfg        Config
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	log        *slog.Logger
+	tracer     trace.Tracer
+	now        func() time.Time
+	sleepUntil func(ctx context.Context, t time.Time) bool
+	receivers  map[string]*receiver
+	metrics    metrics
 
 	kv     atomic.Pointer[jetstream.KeyValue]
 	budget ratelimit.Store
@@ -139,22 +141,23 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.Sleep == nil {
-		deps.Sleep = sleep
+	if deps.SleepUntil == nil {
+		now := deps.Now
+		deps.SleepUntil = func(ctx context.Context, t time.Time) bool { return sleep(ctx, t.Sub(now())) }
 	}
 	if deps.HTTPClient == nil {
 		deps.HTTPClient = &http.Client{Timeout: cfg.RequestTimeout}
 	}
 	s := &Service{
-		cfg:       cfg,
-		nc:        deps.NATS,
-		js:        js,
-		log:       deps.Logger,
-		tracer:    deps.TracerProvider.Tracer("github.com/fleetwatch/fleetwatch/services/notifier"),
-		now:       deps.Now,
-		sleepFn:   deps.Sleep,
-		receivers: map[string]*receiver{},
-		budget:    ratelimit.NewMemory(),
+		cfg:        cfg,
+		nc:         deps.NATS,
+		js:         js,
+		log:        deps.Logger,
+		tracer:     deps.TracerProvider.Tracer("github.com/fleetwatch/fleetwatch/services/notifier"),
+		now:        deps.Now,
+		sleepUntil: deps.SleepUntil,
+		receivers:  map[string]*receiver{},
+		budget:     ratelimit.NewMemory(),
 	}
 	if s.metrics, err = newMetrics(deps.MeterProvider); err != nil {
 		return nil, err

@@ -108,7 +108,7 @@ func (h *harness) runLevel(cfg Config, level slog.Level) (*Service, func()) {
 // runDeps is run with deps (NATS and the clock are filled in).
 func (h *harness) runDeps(cfg Config, deps Deps) (*Service, func()) {
 	h.t.Helper()
-	deps.NATS, deps.Now, deps.Sleep = h.nc, h.clock.Now, h.clock.Sleep
+	deps.NATS, deps.Now, deps.SleepUntil = h.nc, h.clock.Now, h.clock.SleepUntil
 	svc, err := New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
@@ -245,6 +245,20 @@ func (h *harness) deliveries() []events.DeliveryEvent {
 		out = append(out, d)
 	}
 	return out
+}
+
+// waitQueued waits until svc's receiver holds exactly n alerts in its
+// queue, waiting for the sender. The consumer's NumAckPending is not
+// enough before a clock jump: it counts the messages JetStream handed to
+// the client, which may still sit in the intake (an InProgress and a KV
+// read each, one by one) when the jump lets the sender take the queue.
+func (h *harness) waitQueued(svc *Service, receiver string, n int) {
+	h.t.Helper()
+	r := svc.receivers[receiver]
+	if r == nil {
+		h.t.Fatalf("no receiver %q", receiver)
+	}
+	h.poll(fmt.Sprintf("%d alerts queued for %s", n, receiver), func() bool { return r.queued() == n })
 }
 
 func (h *harness) waitDeliveries(n int) []events.DeliveryEvent {
@@ -421,7 +435,7 @@ func TestDingTalkBlockPausesReceiver(t *testing.T) {
 	cfg := h.config()
 	// No local limit worth the name: let the remote block happen.
 	cfg.Receivers[0].RateLimit = []ratelimit.Window{{Count: 1000, Per: time.Minute}}
-	h.run(cfg)
+	svc, _ := h.run(cfg)
 	var seq uint64
 	for i := range 22 {
 		seq = h.publish(numbered("ops-dt", i), "")
@@ -441,6 +455,7 @@ func TestDingTalkBlockPausesReceiver(t *testing.T) {
 		t.Fatalf("outcomes %v, last %+v", counts, ds[20])
 	}
 	h.poll("the last alert to be held", func() bool { return h.consumerInfo().Delivered.Stream >= seq })
+	h.waitQueued(svc, "ops-dt", 2)
 	if n := h.sim.Requests(); n != 21 {
 		t.Fatalf("%d requests to the robot, want 21 (the blocked receiver must be paused)", n)
 	}
@@ -463,7 +478,7 @@ func TestLocalRateLimitHoldsAlerts(t *testing.T) {
 	h := newHarness(t)
 	cfg := h.config()
 	cfg.Receivers[0].RateLimit = []ratelimit.Window{{Count: 1, Per: time.Hour}}
-	h.run(cfg)
+	svc, _ := h.run(cfg)
 	h.publish(numbered("ops-dt", 1), "")
 	h.waitDeliveries(1)
 	second := numbered("ops-dt", 2)
@@ -472,6 +487,7 @@ func TestLocalRateLimitHoldsAlerts(t *testing.T) {
 		info := h.consumerInfo()
 		return info.Delivered.Stream >= seq && info.NumAckPending == 1
 	})
+	h.waitQueued(svc, "ops-dt", 1)
 	if n := h.sim.Requests(); n != 1 || len(h.deliveries()) != 1 {
 		t.Fatalf("%d requests, %d delivery events while held", n, len(h.deliveries()))
 	}

@@ -69,19 +69,23 @@ func (l *Log) Wait(ws []Window, now time.Time) time.Duration {
 	return time.Duration(waitAt(ws, l.Sends, n))
 }
 
-// Add records a send at now (the caller checked Wait) and prunes.
-func (l *Log) Add(ws []Window, now time.Time) {
+// Add records a send at now (the caller checked Wait), prunes, and returns
+// the time recorded: now, or the latest send when that is later, which
+// keeps the log ascending. Settle needs the time recorded, not now.
+func (l *Log) Add(ws []Window, now time.Time) time.Time {
 	n := now.UnixNano()
 	if k := len(l.Sends); k > 0 && l.Sends[k-1] > n {
-		// Another replica's clock ran ahead: keep the log ascending.
+		// Another replica's clock ran ahead, or it settled a send after
+		// the caller read now.
 		n = l.Sends[k-1]
 	}
 	l.Sends = append(l.Sends, n)
 	l.Prune(ws, now)
+	return time.Unix(0, n)
 }
 
-// Settle moves the send recorded at reserved to done, when the request
-// finished. The remote counted it at some time in between, so a window
+// Settle moves the send recorded at reserved (the time Add returned) to
+// done, when the request finished. The remote counted it at some time in between, so a window
 // measured from done can never open before the remote's does, whatever
 // the request's latency. A send no longer in the log is ignored.
 func (l *Log) Settle(reserved, done time.Time) {

@@ -17,12 +17,13 @@ import (
 type Store interface {
 	// Load returns the key's log, pruned for ws at now.
 	Load(ctx context.Context, key string, ws []Window, now time.Time) (Log, error)
-	// Reserve records a send at now and returns 0 when the pause is over
-	// and every window has room; otherwise it records nothing and returns
-	// the wait.
-	Reserve(ctx context.Context, key string, ws []Window, now time.Time) (time.Duration, error)
-	// Settle moves the send reserved at reserved to done, the end of its
-	// request (see Log.Settle).
+	// Reserve records a send at now and returns the time recorded (now,
+	// or later: see Log.Add) and a zero wait when the pause is over and
+	// every window has room; otherwise it records nothing and returns the
+	// wait.
+	Reserve(ctx context.Context, key string, ws []Window, now time.Time) (at time.Time, wait time.Duration, err error)
+	// Settle moves the send recorded at reserved (the time Reserve
+	// returned) to done, the end of its request (see Log.Settle).
 	Settle(ctx context.Context, key string, reserved, done time.Time) error
 	// Pause holds the key's sends until until (a longer pause wins).
 	Pause(ctx context.Context, key string, until time.Time, why string) error
@@ -56,16 +57,15 @@ func (m *Memory) Load(_ context.Context, key string, ws []Window, now time.Time)
 }
 
 // Reserve implements Store.
-func (m *Memory) Reserve(_ context.Context, key string, ws []Window, now time.Time) (time.Duration, error) {
+func (m *Memory) Reserve(_ context.Context, key string, ws []Window, now time.Time) (time.Time, time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l := m.log(key)
 	l.Prune(ws, now)
 	if w := l.Wait(ws, now); w > 0 {
-		return w, nil
+		return time.Time{}, w, nil
 	}
-	l.Add(ws, now)
-	return 0, nil
+	return l.Add(ws, now), 0, nil
 }
 
 // Settle implements Store.
@@ -148,26 +148,26 @@ func (s *KV) Load(ctx context.Context, key string, ws []Window, now time.Time) (
 }
 
 // Reserve implements Store.
-func (s *KV) Reserve(ctx context.Context, key string, ws []Window, now time.Time) (time.Duration, error) {
+func (s *KV) Reserve(ctx context.Context, key string, ws []Window, now time.Time) (time.Time, time.Duration, error) {
 	for range s.tries {
 		l, rev, err := s.get(ctx, key)
 		if err != nil {
-			return 0, err
+			return time.Time{}, 0, err
 		}
 		l.Prune(ws, now)
 		if w := l.Wait(ws, now); w > 0 {
-			return w, nil
+			return time.Time{}, w, nil
 		}
-		l.Add(ws, now)
+		at := l.Add(ws, now)
 		ok, err := s.put(ctx, key, l, rev)
 		if err != nil {
-			return 0, err
+			return time.Time{}, 0, err
 		}
 		if ok {
-			return 0, nil
+			return at, 0, nil
 		}
 	}
-	return 0, ErrContended
+	return time.Time{}, 0, ErrContended
 }
 
 // Settle implements Store.

@@ -53,9 +53,16 @@ func TestLogAddKeepsAscending(t *testing.T) {
 	ws := []Window{{Count: 5, Per: time.Minute}}
 	var l Log
 	l.Add(ws, t0.Add(time.Second))
-	l.Add(ws, t0) // another replica's clock is behind
-	if l.Sends[0] != l.Sends[1] {
-		t.Fatalf("sends %v", l.Sends)
+	at := l.Add(ws, t0) // another replica's clock is behind
+	if l.Sends[0] != l.Sends[1] || !at.Equal(t0.Add(time.Second)) {
+		t.Fatalf("sends %v, recorded at %s", l.Sends, at)
+	}
+	// Settling the time Add returned moves that send; settling the
+	// caller's now would find nothing and leave the send counted from
+	// before its request ended, opening the window early.
+	l.Settle(at, t0.Add(3*time.Second))
+	if want := []int64{t0.Add(time.Second).UnixNano(), t0.Add(3 * time.Second).UnixNano()}; !slices.Equal(l.Sends, want) {
+		t.Fatalf("sends %v after settle, want %v", l.Sends, want)
 	}
 }
 
@@ -141,28 +148,28 @@ func TestStoreContract(t *testing.T) {
 			a, b := mk(t)
 			ctx := t.Context()
 			for i, s := range []Store{a, b, a} {
-				if w, err := s.Reserve(ctx, "ops", ws, t0.Add(time.Duration(i)*time.Second)); w != 0 || err != nil {
+				if _, w, err := s.Reserve(ctx, "ops", ws, t0.Add(time.Duration(i)*time.Second)); w != 0 || err != nil {
 					t.Fatalf("send %d: wait %s err %v", i, w, err)
 				}
 			}
-			if w, err := b.Reserve(ctx, "ops", ws, t0.Add(10*time.Second)); w != 50*time.Second || err != nil {
+			if _, w, err := b.Reserve(ctx, "ops", ws, t0.Add(10*time.Second)); w != 50*time.Second || err != nil {
 				t.Fatalf("4th send: wait %s err %v", w, err)
 			}
-			if w, _ := a.Reserve(ctx, "other", ws, t0); w != 0 {
+			if _, w, _ := a.Reserve(ctx, "other", ws, t0); w != 0 {
 				t.Fatalf("another key waits %s", w)
 			}
 			if err := b.Pause(ctx, "other", t0.Add(10*time.Minute), "blocked"); err != nil {
 				t.Fatal(err)
 			}
-			if w, _ := a.Reserve(ctx, "other", ws, t0.Add(time.Minute)); w != 9*time.Minute {
+			if _, w, _ := a.Reserve(ctx, "other", ws, t0.Add(time.Minute)); w != 9*time.Minute {
 				t.Fatalf("paused key waits %s", w)
 			}
 			l, err := a.Load(ctx, "other", ws, t0.Add(time.Minute))
 			if err != nil || l.PauseReason != "blocked" || len(l.Sends) != 0 || l.PausedUntil != t0.Add(10*time.Minute).UnixNano() {
 				t.Fatalf("load %+v %v", l, err)
 			}
-			if w, _ := a.Reserve(ctx, "ops", ws, t0.Add(60*time.Second)); w != 0 {
-				t.Fatalf("after the window: wait %s", w)
+			if at, w, _ := a.Reserve(ctx, "ops", ws, t0.Add(60*time.Second)); w != 0 || !at.Equal(t0.Add(60*time.Second)) {
+				t.Fatalf("after the window: wait %s, recorded at %s", w, at)
 			}
 			// The request reserved at +60s ended at +65s: the window is
 			// measured from there.
@@ -175,6 +182,21 @@ func TestStoreContract(t *testing.T) {
 			l, err = a.Load(ctx, "ops", ws, t0.Add(61500*time.Millisecond))
 			if err != nil || len(l.Sends) != 2 || l.Sends[1] != t0.Add(65*time.Second).UnixNano() {
 				t.Fatalf("after settle %+v %v", l, err)
+			}
+			// A replica whose now is behind the latest send (read before
+			// b settled at +65s) gets its send recorded at +65s, and
+			// settling that time finds it: the window runs from +70s.
+			at, w, err := a.Reserve(ctx, "ops", ws, t0.Add(62*time.Second))
+			if err != nil || w != 0 || !at.Equal(t0.Add(65*time.Second)) {
+				t.Fatalf("reserve behind the log: at %s wait %s err %v", at, w, err)
+			}
+			if err := a.Settle(ctx, "ops", at, t0.Add(70*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			l, err = b.Load(ctx, "ops", ws, t0.Add(66*time.Second))
+			want := []int64{t0.Add(65 * time.Second).UnixNano(), t0.Add(70 * time.Second).UnixNano()}
+			if err != nil || !slices.Equal(l.Sends, want) {
+				t.Fatalf("after settling the later send %v %v, want %v", l.Sends, err, want)
 			}
 		})
 	}
@@ -192,7 +214,7 @@ func TestKVSharedBudgetUnderContention(t *testing.T) {
 		for range 8 {
 			wg.Go(func() {
 				for range 10 {
-					w, err := s.Reserve(context.Background(), "ops", ws, t0.Add(time.Duration(r)*time.Millisecond))
+					_, w, err := s.Reserve(context.Background(), "ops", ws, t0.Add(time.Duration(r)*time.Millisecond))
 					if err != nil {
 						t.Error(err)
 						return
