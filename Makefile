@@ -38,3 +38,7 @@ vet: ## go vet and gofmt over every module
 
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy) || exit 1; done
+
+.PHONY: storm
+storm: ## presence storms (100,000 devices) through the whole pipeline, with correctness counters
+	$(GO) run ./devstack/cmd/fleetwatch storm

@@ -21,6 +21,7 @@ const usage = `fleetwatch — device-presence alerting for MQTT fleets.
 Usage:
   fleetwatch dev [flags]    run the whole pipeline in one process (what make run starts)
   fleetwatch bench [flags]  measure every stage next to raw baselines (what make bench runs)
+  fleetwatch storm [flags]  presence storms through the whole pipeline, checked (what make storm runs)
   fleetwatch help           this text
 
 Each stage also has its own binary for production: fleetwatch-ingest,
@@ -38,6 +39,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		return dev(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "storm":
+		return stormCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
