@@ -222,6 +222,11 @@ type Service struct {
 
 	ready   atomic.Pointer[error]
 	devices atomic.Int64
+
+	// Owned by the processing goroutine: the newest broker time applied,
+	// and whether the consumer had more messages after the last batch.
+	watermark int64
+	backlog   bool
 }
 
 var (

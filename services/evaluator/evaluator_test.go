@@ -3,6 +3,7 @@ package evaluator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -668,4 +669,26 @@ func TestLoneEventIsNotHeldForATick(t *testing.T) {
 	h.publish(t, back)
 	got := h.waitAlerts(t, 2) // fails after 15 s if the event waits for the 1-minute tick
 	checkStored(t, got[1], offlineAlert(t, "ops", dev, node, events.StatusResolved, t0+1_000, t0+9*60_000, back.ReceivedAtMS))
+}
+
+// TestBacklogDoesNotFireFalseAlerts checks the event-time watermark: with
+// the clock far past a disconnect's grace and the device's reconnect still
+// queued behind other events, ticks while the consumer has a backlog must
+// not fire the outage. One message per fetch makes the backlog long.
+func TestBacklogDoesNotFireFalseAlerts(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig("ops")
+	cfg.FetchBatch = 1
+	h.start(t, cfg)
+	h.clock.set(t0 + 60*60_000) // an hour later: every grace has passed by the clock
+
+	const dev, node = "dev-behind", "emqx@10.0.0.1"
+	es := []events.PresenceEvent{connected(t, dev, node, t0), disconnected(t, dev, node, t0, t0+1_000, events.ReasonKeepaliveTimeout)}
+	for i := range 500 {
+		es = append(es, connected(t, fmt.Sprintf("filler-%03d", i), node, t0+2_000+int64(i)))
+	}
+	es = append(es, connected(t, dev, node, t0+20_000)) // back within the 30 s grace
+	h.waitProcessed(t, h.publish(t, es...))
+	h.waitTicks(t, 3)
+	h.wantAlerts(t, 0)
 }

@@ -73,8 +73,12 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 		done []jetstream.Msg
 	)
 	n := 0
+	var pending uint64
 	for msg := range batch.Messages() {
 		n++
+		if md, err := msg.Metadata(); err == nil {
+			pending = md.NumPending
+		}
 		mctx, span := s.tracer.Start(telemetry.Extract(ctx, msg.Headers()), "evaluator.apply",
 			trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject())))
@@ -89,6 +93,7 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 			continue
 		}
 		span.SetAttributes(attribute.String("fleetwatch.device_id", e.DeviceID), attribute.String("fleetwatch.kind", string(e.Kind)))
+		s.watermark = max(s.watermark, e.BrokerTSMS)
 		for _, d := range tr.Apply(tracker.Event{PresenceEvent: &e}) {
 			out = append(out, outMsg{ctx: mctx, alert: d.Alert})
 		}
@@ -98,6 +103,7 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("fetch presence events", "err", err)
 	}
+	s.backlog = n > 0 && pending > 0
 	s.metrics.countApplied(ctx, before, tr.Stats())
 	s.devices.Store(int64(tr.Len()))
 	if !s.publish(ctx, out) {
@@ -132,8 +138,16 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, cause error
 }
 
 // tick applies the clock and publishes what fired.
+//
+// While the consumer has a backlog, the tick runs at the newest broker time
+// applied (an event-time watermark) rather than the clock: a grace timer
+// fires only once every event up to its due time has been applied, so a
+// reconnect still waiting in the queue is never reported as an outage.
 func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
 	now := s.now()
+	if s.backlog && s.watermark > 0 && s.watermark < now.UnixMilli() {
+		now = time.UnixMilli(s.watermark)
+	}
 	tctx, span := s.tracer.Start(ctx, "evaluator.tick", trace.WithAttributes(attribute.Int64("fleetwatch.now_ms", now.UnixMilli())))
 	ds := tr.Apply(tracker.Tick{Now: now})
 	span.SetAttributes(attribute.Int("fleetwatch.decisions", len(ds)))
