@@ -23,46 +23,5 @@ func (a timer) before(b timer) bool {
 	return a.since < b.since
 }
 
-// timerHeap is a binary min-heap of timers: O(log n) push and pop, 32 bytes
-// per timer, no allocation beyond the slice's growth.
-type timerHeap []timer
-
-func (h *timerHeap) push(t timer) {
-	*h = append(*h, t)
-	s := *h
-	i := len(s) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !s[i].before(s[p]) {
-			break
-		}
-		s[i], s[p] = s[p], s[i]
-		i = p
-	}
-}
-
-func (h *timerHeap) pop() timer {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = timer{}
-	s = s[:n]
-	i := 0
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && s[l].before(s[m]) {
-			m = l
-		}
-		if r < n && s[r].before(s[m]) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		s[i], s[m] = s[m], s[i]
-		i = m
-	}
-	*h = s
-	return top
-}
+// timerHeap is a binary min-heap of timers, 32 bytes per timer.
+type timerHeap = minHeap[timer]

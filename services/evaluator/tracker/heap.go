@@ -1,0 +1,58 @@
+package tracker
+
+// ordered is the constraint of a heap element: a strict weak order on its
+// own type. It is a method constraint rather than a stored less func, so a
+// heap is just its slice (len and [0] work) and needs no setup. Note the Go
+// compiler still calls before through the generic dictionary rather than
+// inlining it; measured cost is a few percent of a raw pop+push, within
+// noise on the tracker benchmarks.
+type ordered[T any] interface {
+	before(T) bool
+}
+
+// minHeap is a binary min-heap: O(log n) push and pop, no allocation beyond
+// the slice's growth. Its users delete lazily: entries are never removed
+// early, the consumer of pop skips the ones that are stale.
+type minHeap[T ordered[T]] []T
+
+func (h *minHeap[T]) push(x T) {
+	*h = append(*h, x)
+	s := *h
+	i := len(s) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !s[i].before(s[p]) {
+			break
+		}
+		s[i], s[p] = s[p], s[i]
+		i = p
+	}
+}
+
+// pop removes and returns the least element; the heap must not be empty.
+func (h *minHeap[T]) pop() T {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	var zero T
+	s[n] = zero // drop the reference to the moved element's strings
+	s = s[:n]
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && s[l].before(s[m]) {
+			m = l
+		}
+		if r < n && s[r].before(s[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return top
+}
