@@ -1,7 +1,9 @@
 // Package notify holds what every chat channel shares: the classified
 // Result of one delivery attempt, the HTTP round trip with a bounded
-// response read, and the redaction that keeps webhook tokens and signatures
-// out of errors. The channels themselves live in notify/<name>.
+// response read (Attempt), the redaction that keeps webhook tokens and
+// signatures out of errors, and the config checks and URL/secret reading
+// of the webhook receivers. The channels themselves (their endpoints,
+// signing and classification) live in notify/<name>.
 package notify
 
 import (
@@ -116,6 +118,31 @@ func PostHeaders(ctx context.Context, client *http.Client, u string, header http
 		return Response{Status: resp.StatusCode, Header: resp.Header}, errors.New("read response: " + Redact(err))
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// Attempt POSTs body to u with header and classifies the answer with
+// classify; a request that got no answer is a NetworkFailure (with the
+// status, if one arrived before the body failed). Bytes is len(body) and
+// Latency the time of the round trip.
+func Attempt(ctx context.Context, client *http.Client, u string, header http.Header, body []byte, classify func(Response) Result) Result {
+	start := time.Now()
+	resp, err := PostHeaders(ctx, client, u, header, body)
+	var r Result
+	if err != nil {
+		r = NetworkFailure(err)
+		r.HTTPStatus = resp.Status
+	} else {
+		r = classify(resp)
+	}
+	r.Bytes = len(body)
+	r.Latency = time.Since(start)
+	return r
+}
+
+// RenderFailure is the permanent result of a message the template could
+// not render.
+func RenderFailure(err error) Result {
+	return Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
 }
 
 // Redact renders err without the request URL that net/http puts in its

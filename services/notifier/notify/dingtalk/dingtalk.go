@@ -6,7 +6,6 @@
 package dingtalk
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -51,12 +50,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if err != nil {
 		return nil, err
 	}
-	lang, _ := template.ParseLanguage(cfg.Language)
-	loc := time.Local
-	if cfg.Timezone != "" {
-		loc, _ = time.LoadLocation(cfg.Timezone)
-	}
-	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +153,7 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 		if len(who) > 0 {
 			text += "\n\n" + strings.Join(who, " ")
 		}
-		return encode(body{
+		return notify.EncodeJSON(body{
 			MsgType:  "markdown",
 			Markdown: markdown{Title: m.Title, Text: text},
 			At:       at{AtMobiles: n.cfg.AtMobiles, AtUserIDs: n.cfg.AtUserIDs, IsAtAll: n.cfg.AtAll},
@@ -173,14 +167,6 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 	return build(m), m, nil
 }
 
-func encode(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimRight(b.Bytes(), "\n")
-}
-
 // Notify sends a to the robot once (plus one immediate re-signed retry if
 // DingTalk says the timestamp is invalid) and classifies the answer. The
 // error is nil exactly when the result is delivered.
@@ -192,7 +178,7 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
 	if err != nil {
-		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		r := notify.RenderFailure(err)
 		return r, r.Err(Name)
 	}
 	start := time.Now()
@@ -219,16 +205,10 @@ func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, e
 func (n *Notifier) send(ctx context.Context, payload []byte) notify.Result {
 	// Sign per attempt: a timestamp from start-up is rejected after an hour.
 	u := SignedURL(n.endpoint, n.secret, n.now())
-	resp, err := notify.Post(ctx, n.client, u, "application/json", payload)
-	var r notify.Result
-	if err != nil {
-		r = notify.NetworkFailure(err)
-		r.HTTPStatus = resp.Status
-	} else {
-		r = Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
-	}
-	r.Bytes = len(payload)
-	return r
+	return notify.Attempt(ctx, n.client, u, http.Header{"Content-Type": {"application/json"}}, payload,
+		func(resp notify.Response) notify.Result {
+			return Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
+		})
 }
 
 func signatureRejected(r notify.Result) bool {
@@ -249,13 +229,6 @@ type errorBody struct {
 	Wait    json.RawMessage `json:"wait"`
 }
 
-// number reads a JSON number or a numeric string.
-func number(raw json.RawMessage) (int64, bool) {
-	s := strings.Trim(strings.TrimSpace(string(raw)), `"`)
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
-}
-
 // Classify turns DingTalk's answer into a Result. It looks at the body
 // first: DingTalk reports every business error as HTTP 200 with an
 // errcode. keyword is the configured keyword, for the hint.
@@ -265,11 +238,11 @@ func Classify(status int, header http.Header, respBody []byte, keyword string) n
 	}
 	var b errorBody
 	jsonErr := json.Unmarshal(respBody, &b)
-	code, hasCode := number(b.ErrCode)
+	code, hasCode := notify.Number(b.ErrCode)
 	if jsonErr != nil || !hasCode {
 		if jsonErr == nil {
-			if st, _ := number(b.Status); st == 1111 || b.Punish == "deny" {
-				wait, _ := number(b.Wait)
+			if st, _ := notify.Number(b.Status); st == 1111 || b.Punish == "deny" {
+				wait, _ := notify.Number(b.Wait)
 				return notify.Result{
 					Outcome: events.OutcomeRateLimited, HTTPStatus: status,
 					RemoteCode: "status " + strconv.FormatInt(st, 10), RemoteMessage: notify.Truncate(string(respBody), 200),

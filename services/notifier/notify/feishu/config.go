@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
-	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 )
 
 // DefaultBaseURL is where a bare hook token is sent (Lark:
@@ -50,38 +48,22 @@ type Config struct {
 // Validate checks the settings without reading secrets; field is the
 // config path of this section.
 func (c Config) Validate(field string) error {
-	n := 0
-	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
-		if s != "" {
-			n++
-		}
+	if err := notify.CheckURLSource(field, "the bot's webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+		return err
 	}
-	switch {
-	case n == 0:
-		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the bot's webhook URL", field)
-	case n > 1:
-		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
-	}
-	if c.BaseURL != "" {
-		if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s.base_url %q is not an http(s) URL: use e.g. %s", field, c.BaseURL, DefaultBaseURL)
-		}
+	if err := notify.CheckBaseURL(field, c.BaseURL, DefaultBaseURL); err != nil {
+		return err
 	}
 	if c.URL != "" {
 		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
 			return fmt.Errorf("%s.url: %w", field, err)
 		}
 	}
-	if c.SecretFile != "" && c.SecretEnv != "" {
-		return fmt.Errorf("%s: secret_file and secret_env are exclusive: keep one", field)
+	if err := notify.CheckSecretSource(field, c.SecretFile, c.SecretEnv); err != nil {
+		return err
 	}
-	if _, err := template.ParseLanguage(c.Language); err != nil {
-		return fmt.Errorf("%s.language: %w", field, err)
-	}
-	if c.Timezone != "" {
-		if _, err := time.LoadLocation(c.Timezone); err != nil {
-			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
-		}
+	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
 	}
 	for i, u := range c.MentionUserIDs {
 		if u == "" || strings.ContainsAny(u, " <>\"") {
@@ -94,26 +76,19 @@ func (c Config) Validate(field string) error {
 // Endpoint turns a webhook URL or a bare hook token into the bot's URL.
 // Errors never repeat the token.
 func Endpoint(raw, base string) (*url.URL, error) {
-	raw = strings.TrimSpace(raw)
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	if !strings.Contains(raw, "://") {
-		if raw == "" || strings.ContainsAny(raw, "/?&=# \t") {
-			return nil, errors.New("is neither a webhook URL nor a bare hook token: paste the bot's whole webhook URL")
-		}
-		u, err := url.Parse(strings.TrimRight(base, "/") + "/" + raw)
+	u, token, err := notify.ParseWebhook(raw, "hook token", "bot")
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		u, err := url.Parse(strings.TrimRight(base, "/") + "/" + token)
 		if err != nil || u.Host == "" {
 			return nil, errors.New("base_url is not a URL")
 		}
 		return u, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("is not a valid URL: paste the bot's whole webhook URL")
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("is not an http(s) URL: paste the bot's whole webhook URL")
 	}
 	i := strings.Index(u.Path, hookPath)
 	if i < 0 || len(u.Path) == i+len(hookPath) || strings.Contains(u.Path[i+len(hookPath):], "/") {
@@ -123,16 +98,10 @@ func Endpoint(raw, base string) (*url.URL, error) {
 }
 
 func (c Config) secrets() (endpoint *url.URL, secret string, err error) {
-	raw := c.URL
-	if raw == "" {
-		if raw, err = natsconn.Secret("feishu.url", c.URLFile, c.URLEnv); err != nil {
-			return nil, "", err
-		}
+	if endpoint, err = notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) }); err != nil {
+		return nil, "", err
 	}
-	if endpoint, err = Endpoint(raw, c.BaseURL); err != nil {
-		return nil, "", fmt.Errorf("feishu url %w", err)
-	}
-	if secret, err = natsconn.Secret("feishu.secret", c.SecretFile, c.SecretEnv); err != nil {
+	if secret, err = notify.ReadSecret(Name, c.SecretFile, c.SecretEnv); err != nil {
 		return nil, "", err
 	}
 	return endpoint, secret, nil

@@ -7,7 +7,6 @@
 package feishu
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -48,12 +47,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if err != nil {
 		return nil, err
 	}
-	lang, _ := template.ParseLanguage(cfg.Language)
-	loc := time.Local
-	if cfg.Timezone != "" {
-		loc, _ = time.LoadLocation(cfg.Timezone)
-	}
-	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +152,7 @@ func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Mes
 	m, err := c.Render(n.tmpl, func(m template.Message) bool {
 		p := probe
 		p.Card = n.card(m)
-		return len(encode(p)) <= notify.MaxBodyBytes
+		return len(notify.EncodeJSON(p)) <= notify.MaxBodyBytes
 	})
 	if err != nil {
 		return nil, template.Message{}, err
@@ -168,15 +162,7 @@ func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Mes
 		ts := now.Unix()
 		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.secret, ts)
 	}
-	return encode(b), m, nil
-}
-
-func encode(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimRight(b.Bytes(), "\n")
+	return notify.EncodeJSON(b), m, nil
 }
 
 // Notify sends a to the bot once and classifies the answer. The error is
@@ -191,18 +177,14 @@ func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, e
 	// Sign per attempt: a timestamp from start-up is rejected after an hour.
 	payload, _, err := n.BodyOf(c, n.now())
 	if err != nil {
-		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		r := notify.RenderFailure(err)
 		return r, r.Err(Name)
 	}
-	resp, err := notify.Post(ctx, n.client, n.endpoint.String(), "application/json; charset=utf-8", payload)
-	var r notify.Result
-	if err != nil {
-		r = notify.NetworkFailure(err)
-		r.HTTPStatus = resp.Status
-	} else {
-		r = Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
-	}
-	r.Bytes = len(payload)
+	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json; charset=utf-8"}}, payload,
+		func(resp notify.Response) notify.Result {
+			return Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
+		})
+	// The latency includes rendering and signing.
 	r.Latency = time.Since(start)
 	return r, r.Err(Name)
 }
@@ -214,12 +196,6 @@ type answer struct {
 	Msg           string          `json:"msg"`
 	StatusCode    json.RawMessage `json:"StatusCode"`
 	StatusMessage string          `json:"StatusMessage"`
-}
-
-func number(raw json.RawMessage) (int64, bool) {
-	s := strings.Trim(strings.TrimSpace(string(raw)), `"`)
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
 }
 
 // minRetry is the least wait after a frequency limit (contract: ≥ 1 s).
@@ -254,11 +230,11 @@ func Classify(status int, h http.Header, respBody []byte, keyword string) notify
 	}
 	var a answer
 	jsonErr := json.Unmarshal(respBody, &a)
-	code, hasCode := number(a.Code)
+	code, hasCode := notify.Number(a.Code)
 	msg := a.Msg
 	if jsonErr == nil && !hasCode {
 		// Legacy answer: no code, StatusCode 0 on success.
-		code, hasCode = number(a.StatusCode)
+		code, hasCode = notify.Number(a.StatusCode)
 		msg = a.StatusMessage
 	}
 	if jsonErr != nil || !hasCode {

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
-	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 )
 
 // Config configures one Slack incoming webhook.
@@ -33,32 +31,16 @@ type Config struct {
 
 // Validate checks the settings without reading secrets.
 func (c Config) Validate(field string) error {
-	n := 0
-	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
-		if s != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the incoming webhook URL", field)
-	case n > 1:
-		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
+	if err := notify.CheckURLSource(field, "the incoming webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+		return err
 	}
 	if c.URL != "" {
 		if _, err := Endpoint(c.URL); err != nil {
 			return fmt.Errorf("%s.url: %w", field, err)
 		}
 	}
-	if c.Language != "" {
-		if _, err := template.ParseLanguage(c.Language); err != nil {
-			return fmt.Errorf("%s.language: %w", field, err)
-		}
-	}
-	if c.Timezone != "" {
-		if _, err := time.LoadLocation(c.Timezone); err != nil {
-			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
-		}
+	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
 	}
 	for i, u := range c.MentionUserIDs {
 		if u == "" || strings.ContainsAny(u, " <>@|") {
@@ -86,16 +68,5 @@ func Endpoint(raw string) (*url.URL, error) {
 }
 
 func (c Config) endpoint() (*url.URL, error) {
-	raw := c.URL
-	if raw == "" {
-		var err error
-		if raw, err = natsconn.Secret("slack.url", c.URLFile, c.URLEnv); err != nil {
-			return nil, err
-		}
-	}
-	u, err := Endpoint(raw)
-	if err != nil {
-		return nil, fmt.Errorf("slack url %w", err)
-	}
-	return u, nil
+	return notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, Endpoint)
 }

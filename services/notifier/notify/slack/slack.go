@@ -6,9 +6,7 @@
 package slack
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,15 +45,7 @@ func New(cfg Config, client *http.Client) (*Notifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	lang := template.English
-	if cfg.Language != "" {
-		lang, _ = template.ParseLanguage(cfg.Language)
-	}
-	loc := time.Local
-	if cfg.Timezone != "" {
-		loc, _ = time.LoadLocation(cfg.Timezone)
-	}
-	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	tmpl, err := notify.NewTemplate(cfg.Language, template.English, cfg.Keyword, cfg.Timezone)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +108,7 @@ func (n *Notifier) build(m template.Message) []byte {
 	if who := n.mentions(); who != "" {
 		b.Blocks = append(b.Blocks, block{Type: "section", Text: &textObject{Type: "mrkdwn", Text: who}})
 	}
-	return encode(b)
+	return notify.EncodeJSON(b)
 }
 
 // BodyOf renders c into the request body within the header, section and
@@ -134,14 +124,6 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 	return n.build(m), m, nil
 }
 
-func encode(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimRight(b.Bytes(), "\n")
-}
-
 // Notify sends a once and classifies the answer.
 func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error) {
 	return n.Send(ctx, notify.AlertContent(a))
@@ -152,20 +134,11 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
 	if err != nil {
-		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		r := notify.RenderFailure(err)
 		return r, r.Err(Name)
 	}
-	start := time.Now()
-	resp, err := notify.Post(ctx, n.client, n.endpoint.String(), "application/json", payload)
-	var r notify.Result
-	if err != nil {
-		r = notify.NetworkFailure(err)
-		r.HTTPStatus = resp.Status
-	} else {
-		r = Classify(resp.Status, resp.Header, resp.Body)
-	}
-	r.Bytes = len(payload)
-	r.Latency = time.Since(start)
+	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json"}}, payload,
+		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
 	return r, r.Err(Name)
 }
 

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
-	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 )
 
 // DefaultMaxBytes is the default request body budget.
@@ -38,20 +36,13 @@ type Config struct {
 
 // Validate checks the settings without reading secrets.
 func (c Config) Validate(field string) error {
-	n := 0
-	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
-		if s != "" {
-			n++
-		}
+	if err := notify.CheckURLSource(field, "the endpoint's URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+		return err
 	}
-	switch {
-	case n == 0:
-		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the endpoint's URL", field)
-	case n > 1:
-		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
-	case c.SecretFile != "" && c.SecretEnv != "":
-		return fmt.Errorf("%s: secret_file and secret_env are exclusive: keep one", field)
-	case c.MaxBytes < 0 || (c.MaxBytes > 0 && c.MaxBytes < 2000):
+	if err := notify.CheckSecretSource(field, c.SecretFile, c.SecretEnv); err != nil {
+		return err
+	}
+	if c.MaxBytes < 0 || (c.MaxBytes > 0 && c.MaxBytes < 2000) {
 		return fmt.Errorf("%s.max_bytes is %d: use 0 (default 20000) or at least 2000", field, c.MaxBytes)
 	}
 	if c.URL != "" {
@@ -59,13 +50,8 @@ func (c Config) Validate(field string) error {
 			return fmt.Errorf("%s.url: %w", field, err)
 		}
 	}
-	if _, err := template.ParseLanguage(c.Language); err != nil {
-		return fmt.Errorf("%s.language: %w", field, err)
-	}
-	if c.Timezone != "" {
-		if _, err := time.LoadLocation(c.Timezone); err != nil {
-			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
-		}
+	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
 	}
 	return nil
 }
@@ -81,18 +67,11 @@ func Endpoint(raw string) (*url.URL, error) {
 }
 
 func (c Config) secrets() (*url.URL, string, error) {
-	raw := c.URL
-	if raw == "" {
-		var err error
-		if raw, err = natsconn.Secret("webhook.url", c.URLFile, c.URLEnv); err != nil {
-			return nil, "", err
-		}
-	}
-	u, err := Endpoint(raw)
+	u, err := notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, Endpoint)
 	if err != nil {
-		return nil, "", fmt.Errorf("webhook url %w", err)
+		return nil, "", err
 	}
-	secret, err := natsconn.Secret("webhook.secret", c.SecretFile, c.SecretEnv)
+	secret, err := notify.ReadSecret(Name, c.SecretFile, c.SecretEnv)
 	if err != nil {
 		return nil, "", err
 	}

@@ -6,12 +6,10 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,12 +54,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	lang, _ := template.ParseLanguage(cfg.Language)
-	loc := time.Local
-	if cfg.Timezone != "" {
-		loc, _ = time.LoadLocation(cfg.Timezone)
-	}
-	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
 	if err != nil {
 		return nil, err
 	}
@@ -136,24 +129,16 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, error) {
 		keep = len(c.Digest.Samples)
 	}
 	for {
-		m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(encode(n.payload(c, m, keep))) <= n.cfg.MaxBytes })
+		m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(notify.EncodeJSON(n.payload(c, m, keep))) <= n.cfg.MaxBytes })
 		if err != nil {
 			return nil, err
 		}
-		b := encode(n.payload(c, m, keep))
+		b := notify.EncodeJSON(n.payload(c, m, keep))
 		if len(b) <= n.cfg.MaxBytes || keep == 0 {
 			return b, nil
 		}
 		keep /= 2
 	}
-}
-
-func encode(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimRight(b.Bytes(), "\n")
 }
 
 // Sign returns "sha256=" + hex(HMAC-SHA256(secret, timestamp + "." + body)).
@@ -174,7 +159,7 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, err := n.BodyOf(c)
 	if err != nil {
-		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		r := notify.RenderFailure(err)
 		return r, r.Err(Name)
 	}
 	h := http.Header{"Content-Type": {"application/json"}}
@@ -186,17 +171,8 @@ func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, e
 		h.Set(TimestampHeader, strconv.FormatInt(ts, 10))
 		h.Set(SignatureHeader, Sign(n.secret, ts, payload))
 	}
-	start := time.Now()
-	resp, err := notify.PostHeaders(ctx, n.client, n.endpoint.String(), h, payload)
-	var r notify.Result
-	if err != nil {
-		r = notify.NetworkFailure(err)
-		r.HTTPStatus = resp.Status
-	} else {
-		r = Classify(resp.Status, resp.Header, resp.Body)
-	}
-	r.Bytes = len(payload)
-	r.Latency = time.Since(start)
+	r := notify.Attempt(ctx, n.client, n.endpoint.String(), h, payload,
+		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
 	return r, r.Err(Name)
 }
 

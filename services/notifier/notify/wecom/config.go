@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/fleetwatch/fleetwatch/pkg/events/natsconn"
-	"github.com/fleetwatch/fleetwatch/services/notifier/template"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 )
 
 // DefaultBaseURL is where a bare robot key is sent.
@@ -49,22 +47,11 @@ type Config struct {
 // Validate checks the settings without reading secrets; field is the
 // config path of this section.
 func (c Config) Validate(field string) error {
-	n := 0
-	for _, s := range []string{c.URL, c.URLFile, c.URLEnv} {
-		if s != "" {
-			n++
-		}
+	if err := notify.CheckURLSource(field, "the robot's webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+		return err
 	}
-	switch {
-	case n == 0:
-		return fmt.Errorf("%s.url is empty: set url_env (or url_file, or url) to the robot's webhook URL", field)
-	case n > 1:
-		return fmt.Errorf("%s: url, url_file and url_env are exclusive: keep one", field)
-	}
-	if c.BaseURL != "" {
-		if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s.base_url %q is not an http(s) URL: use e.g. %s", field, c.BaseURL, DefaultBaseURL)
-		}
+	if err := notify.CheckBaseURL(field, c.BaseURL, DefaultBaseURL); err != nil {
+		return err
 	}
 	if c.URL != "" {
 		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
@@ -80,13 +67,8 @@ func (c Config) Validate(field string) error {
 	default:
 		return fmt.Errorf("%s.msg_type is %q: use markdown or text", field, c.MsgType)
 	}
-	if _, err := template.ParseLanguage(c.Language); err != nil {
-		return fmt.Errorf("%s.language: %w", field, err)
-	}
-	if c.Timezone != "" {
-		if _, err := time.LoadLocation(c.Timezone); err != nil {
-			return fmt.Errorf("%s.timezone %q is unknown: use an IANA name such as Asia/Shanghai", field, c.Timezone)
-		}
+	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
 	}
 	for i, u := range c.MentionUserIDs {
 		if u == "" || strings.ContainsAny(u, " <>@") {
@@ -104,29 +86,15 @@ func (c Config) Validate(field string) error {
 // Endpoint turns a webhook URL or a bare key into the robot's URL. Errors
 // never repeat the key.
 func Endpoint(raw, base string) (*url.URL, error) {
-	raw = strings.TrimSpace(raw)
 	if base == "" {
 		base = DefaultBaseURL
 	}
-	if !strings.Contains(raw, "://") {
-		if raw == "" || strings.ContainsAny(raw, "/?&=# \t") {
-			return nil, errors.New("is neither a webhook URL nor a bare key: paste the robot's whole webhook URL")
-		}
-		u, err := url.Parse(base)
-		if err != nil || u.Host == "" {
-			return nil, errors.New("base_url is not a URL")
-		}
-		q := u.Query()
-		q.Set("key", raw)
-		u.RawQuery = q.Encode()
-		return u, nil
-	}
-	u, err := url.Parse(raw)
+	u, token, err := notify.ParseWebhook(raw, "key", "robot")
 	if err != nil {
-		return nil, errors.New("is not a valid URL: paste the robot's whole webhook URL")
+		return nil, err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("is not an http(s) URL: paste the robot's whole webhook URL")
+	if u == nil {
+		return notify.TokenQueryURL(base, "key", token)
 	}
 	if u.Query().Get("key") == "" {
 		return nil, errors.New("has no key parameter: paste the robot's whole webhook URL (…/cgi-bin/webhook/send?key=…)")
@@ -135,16 +103,5 @@ func Endpoint(raw, base string) (*url.URL, error) {
 }
 
 func (c Config) endpoint() (*url.URL, error) {
-	raw := c.URL
-	if raw == "" {
-		var err error
-		if raw, err = natsconn.Secret("wecom.url", c.URLFile, c.URLEnv); err != nil {
-			return nil, err
-		}
-	}
-	u, err := Endpoint(raw, c.BaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("wecom url %w", err)
-	}
-	return u, nil
+	return notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) })
 }

@@ -7,7 +7,6 @@
 package wecom
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,12 +51,7 @@ func New(cfg Config, client *http.Client) (*Notifier, error) {
 	if cfg.MsgType == "" {
 		cfg.MsgType = MsgMarkdown
 	}
-	lang, _ := template.ParseLanguage(cfg.Language)
-	loc := time.Local
-	if cfg.Timezone != "" {
-		loc, _ = time.LoadLocation(cfg.Timezone)
-	}
-	tmpl, err := template.New(template.Options{Language: lang, Keyword: cfg.Keyword, Location: loc})
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
 	if err != nil {
 		return nil, err
 	}
@@ -127,11 +121,11 @@ func (n *Notifier) build(m template.Message) []byte {
 			b.Text.MentionedList = append(b.Text.MentionedList, "@all")
 		}
 		b.Text.MentionedMobileList = n.cfg.MentionMobiles
-		return encode(b)
+		return notify.EncodeJSON(b)
 	}
 	b := markdownBody{MsgType: MsgMarkdown}
 	b.Markdown.Content = c
-	return encode(b)
+	return notify.EncodeJSON(b)
 }
 
 // BodyOf renders c into the request body, its content within the message
@@ -150,14 +144,6 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 	return n.build(m), m, nil
 }
 
-func encode(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimRight(b.Bytes(), "\n")
-}
-
 // Notify sends a once and classifies the answer.
 func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Result, error) {
 	return n.Send(ctx, notify.AlertContent(a))
@@ -168,20 +154,11 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
 	if err != nil {
-		r := notify.Result{Outcome: events.OutcomePermanent, RemoteMessage: err.Error(), Hint: "the message template failed: fix the template"}
+		r := notify.RenderFailure(err)
 		return r, r.Err(Name)
 	}
-	start := time.Now()
-	resp, err := notify.Post(ctx, n.client, n.endpoint.String(), "application/json", payload)
-	var r notify.Result
-	if err != nil {
-		r = notify.NetworkFailure(err)
-		r.HTTPStatus = resp.Status
-	} else {
-		r = Classify(resp.Status, resp.Header, resp.Body)
-	}
-	r.Bytes = len(payload)
-	r.Latency = time.Since(start)
+	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json"}}, payload,
+		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
 	return r, r.Err(Name)
 }
 
@@ -202,8 +179,8 @@ func Classify(status int, h http.Header, body []byte) notify.Result {
 		ErrMsg  string          `json:"errmsg"`
 	}
 	jsonErr := json.Unmarshal(body, &b)
-	code, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(string(b.ErrCode)), `"`), 10, 64)
-	if jsonErr != nil || err != nil {
+	code, hasCode := notify.Number(b.ErrCode)
+	if jsonErr != nil || !hasCode {
 		return notify.Result{Outcome: events.OutcomeRetryable, HTTPStatus: status,
 			RemoteMessage: notify.Truncate(strings.TrimSpace(string(body)), 200),
 			Hint:          "the answer has no errcode: is the URL a WeCom robot, or is a proxy answering?"}
