@@ -519,3 +519,19 @@ func TestWaitForHonoursContext(t *testing.T) {
 		t.Fatal("no error")
 	}
 }
+
+func TestEmptyInboxIsEmptyLists(t *testing.T) {
+	s := start(t, Config{})
+	resp, err := http.Get(s.URL() + "/api/messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got["messages"]) != "[]" || string(got["rejections"]) != "[]" {
+		t.Fatalf("empty inbox messages=%s rejections=%s, want empty lists rather than null", got["messages"], got["rejections"])
+	}
+}

@@ -22,6 +22,13 @@ func (s *Server) inbox() Inbox {
 	rjs := s.Rejections()
 	slices.Reverse(msgs)
 	slices.Reverse(rjs)
+	// Empty lists, not null, for JSON clients.
+	if msgs == nil {
+		msgs = []Message{}
+	}
+	if rjs == nil {
+		rjs = []Rejection{}
+	}
 	return Inbox{Messages: msgs, Rejections: rjs, Counts: s.RejectionCounts(), Requests: s.Requests()}
 }
 
