@@ -14,7 +14,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

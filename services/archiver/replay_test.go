@@ -10,7 +10,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 )
 
 func TestReplayReArchivesATimeRangeIdempotently(t *testing.T) {

@@ -16,6 +16,7 @@ replace (
 require (
 	github.com/ClickHouse/clickhouse-go/v2 v2.50.0
 	github.com/fleetwatch/fleetwatch/devstack v0.0.0-00010101000000-000000000000
+	github.com/fleetwatch/fleetwatch/services/archiver v0.0.0-00010101000000-000000000000
 	github.com/fleetwatch/fleetwatch/services/notifier v0.0.0-00010101000000-000000000000
 )
 
@@ -29,7 +30,6 @@ require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1 // indirect
 	github.com/fleetwatch/fleetwatch/pkg/events v0.0.0-00010101000000-000000000000 // indirect
 	github.com/fleetwatch/fleetwatch/pkg/telemetry v0.0.0-00010101000000-000000000000 // indirect
-	github.com/fleetwatch/fleetwatch/services/archiver v0.0.0-00010101000000-000000000000 // indirect
 	github.com/fleetwatch/fleetwatch/services/evaluator v0.0.0-00010101000000-000000000000 // indirect
 	github.com/fleetwatch/fleetwatch/services/ingest v0.0.0-00010101000000-000000000000 // indirect
 	github.com/go-faster/city v1.0.1 // indirect
@@ -80,4 +80,5 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

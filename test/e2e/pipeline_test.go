@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"html"
 	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/fleetwatch/fleetwatch/devstack"
 	"github.com/fleetwatch/fleetwatch/devstack/simulator"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 )
 
@@ -187,25 +186,13 @@ func dump(ms []chatsim.Message) string {
 	return b.String()
 }
 
-// clickHouseAddr returns the ClickHouse native address from
-// FLEETWATCH_CLICKHOUSE_ADDR (default 127.0.0.1:9000). When nothing answers
-// there the test fails under CI and is skipped, with the reason, elsewhere.
+// clickHouseAddr returns the ClickHouse native address (chtest: from
+// FLEETWATCH_CLICKHOUSE_ADDR). When nothing answers there the test fails
+// under CI and is skipped, with the reason, elsewhere.
 func clickHouseAddr(t *testing.T) string {
 	t.Helper()
-	addr := os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:9000"
-	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("ClickHouse is not reachable at %s (%v): start it, or set FLEETWATCH_CLICKHOUSE_ADDR", addr, err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	_ = c.Close()
-	return addr
+	chtest.Open(t)
+	return chtest.Addr()
 }
 
 func openClickHouse(t *testing.T, addr string) *sql.DB {

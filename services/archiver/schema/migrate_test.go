@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
 )
 

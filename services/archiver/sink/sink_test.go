@@ -14,7 +14,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/fleetwatch/fleetwatch/pkg/events"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
 	"github.com/fleetwatch/fleetwatch/services/archiver/sink"
 )

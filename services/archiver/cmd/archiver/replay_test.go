@@ -9,7 +9,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/nats-io/nats.go"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
-	"github.com/fleetwatch/fleetwatch/services/archiver/internal/chtest"
+	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
 	"github.com/fleetwatch/fleetwatch/services/archiver/sink"
 )
