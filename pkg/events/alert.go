@@ -90,6 +90,29 @@ type AlertEvent struct {
 	CreatedAtMS int64 `json:"created_at_ms"`
 	// Silenced marks an alert that is recorded but must not be delivered.
 	Silenced bool `json:"silenced,omitempty"`
+	// SilenceIDs names the silences that matched a silenced alert.
+	SilenceIDs []string `json:"silence_ids,omitempty"`
+	// Inhibited marks an alert folded into another one (a device alert
+	// covered by its group's group_outage): recorded, not delivered.
+	Inhibited bool `json:"inhibited,omitempty"`
+	// InhibitedBy is the fingerprint of the alert that covers an inhibited one.
+	InhibitedBy string `json:"inhibited_by,omitempty"`
+
+	// NewTotal, ResolvedTotal and FiringTotal count the devices of a group
+	// notification by their status in it (new offline, recovered, still
+	// offline), listed or not: "12 new offline, 3 recovered, 140 still down".
+	NewTotal      int `json:"new_total,omitempty"`
+	ResolvedTotal int `json:"resolved_total,omitempty"`
+	FiringTotal   int `json:"firing_total,omitempty"`
+	// KnownTotal is, for a group_outage or node_silent alert, how many
+	// devices the group (or node) has in all, so that DevicesTotal /
+	// KnownTotal is the share that is down.
+	KnownTotal int `json:"known_total,omitempty"`
+	// FlapCount is, for a device_flapping alert, how many disconnects the
+	// device had in the flap window.
+	FlapCount int `json:"flap_count,omitempty"`
+	// Tier is the escalation tier (0 = first) of a device_offline alert.
+	Tier int `json:"tier,omitempty"`
 }
 
 // NewAlertEvent validates a, caps its device list, sets V, and derives the ID

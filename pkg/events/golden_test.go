@@ -150,10 +150,38 @@ func goldenAlertFiringSilenced(t *testing.T) events.AlertEvent {
 			{DeviceID: "dev-42", Status: events.StatusFiring, Node: "emqx@10.0.0.11", Reason: events.ReasonKeepaliveTimeout, SinceMS: 1718000300411},
 			{DeviceID: "传感器 7.b", Status: events.StatusFiring, Node: "emqx@10.0.0.12", Reason: events.ReasonClosed, SinceMS: 1718000300412},
 		},
-		DevicesTotal: 120,
-		StartsAtMS:   1718000300411,
-		CreatedAtMS:  1718000330411,
-		Silenced:     true,
+		DevicesTotal:  120,
+		StartsAtMS:    1718000300411,
+		CreatedAtMS:   1718000330411,
+		Silenced:      true,
+		SilenceIDs:    []string{"sil-maint-sh01"},
+		NewTotal:      115,
+		ResolvedTotal: 3,
+		FiringTotal:   2,
+		KnownTotal:    150,
+	})
+	return noErr(t, v, err)
+}
+
+func goldenAlertFlapping(t *testing.T) events.AlertEvent {
+	t.Helper()
+	v, err := events.NewAlertEvent(events.AlertEvent{
+		Fingerprint: events.ContentID("fingerprint", string(events.AlertDeviceFlapping), "dev-42"),
+		Receiver:    "ops-dingtalk",
+		Status:      events.StatusFiring,
+		Kind:        events.AlertDeviceFlapping,
+		Severity:    events.SeverityWarning,
+		GroupKey:    `{}:{device_id="dev-42"}`,
+		GroupLabels: map[string]string{"device_id": "dev-42"},
+		Devices: []events.AlertDevice{
+			{DeviceID: "dev-42", Status: events.StatusFiring, Node: "emqx@10.0.0.11", Reason: events.ReasonKeepaliveTimeout, SinceMS: 1718000300411},
+		},
+		StartsAtMS:  1718000300411,
+		CreatedAtMS: 1718000300411,
+		FlapCount:   7,
+		Inhibited:   true,
+		InhibitedBy: events.ContentID("fingerprint", string(events.AlertGroupOutage), "site=sh-01"),
+		Tier:        1,
 	})
 	return noErr(t, v, err)
 }
@@ -229,6 +257,7 @@ func goldens(t *testing.T) []golden {
 		goldenOf(t, "alert_firing.json", goldenAlertFiring),
 		goldenOf(t, "alert_resolved.json", goldenAlertResolved),
 		goldenOf(t, "alert_firing_silenced.json", goldenAlertFiringSilenced),
+		goldenOf(t, "alert_flapping_inhibited.json", goldenAlertFlapping),
 		goldenOf(t, "delivery.json", goldenDelivery),
 		goldenOf(t, "delivery_permanent.json", goldenDeliveryPermanent),
 		goldenOf(t, "node_silent.json", goldenNodeSilent),
