@@ -46,6 +46,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
 )
 
 // Config sets the alerting rules of a Tracker.
@@ -82,8 +83,28 @@ type Tick struct {
 	Now time.Time
 }
 
-func (Event) isInput() {}
-func (Tick) isInput()  {}
+// Silences replaces the set of silences in force (from the KV bucket or
+// config). Alerts whose device labels match an active silence are decided
+// and recorded with Silenced set, but not delivered.
+type Silences struct {
+	// Now is the evaluator's clock when the set was read.
+	Now time.Time
+	// Active is every known silence, compiled; the tracker checks each
+	// one's time range itself.
+	Active []silence.Silence
+}
+
+// Node applies a broker node health change from the NODES stream: while a
+// node is silent, the devices last connected to it are unknown, reported
+// once per node rather than device by device.
+type Node struct {
+	*events.NodeEvent
+}
+
+func (Event) isInput()    {}
+func (Tick) isInput()     {}
+func (Silences) isInput() {}
+func (Node) isInput()     {}
 
 // Decision is something the tracker decided and its owner must publish.
 type Decision struct {
