@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/slack"
@@ -60,6 +61,41 @@ type Config struct {
 	// Digest says when and how a receiver's pending alerts are merged
 	// into one message.
 	Digest Digest `yaml:"digest"`
+	// LinkBaseURL is the root of the fleetwatch views that messages link
+	// to: <link_base_url>/alerts/<fingerprint>, /devices/<device id> and
+	// /alerts (digests). A receiver's channel section may set its own.
+	// Empty: no links.
+	LinkBaseURL string `yaml:"link_base_url"`
+	// Escalation configures where the receivers' escalation chains keep
+	// their state.
+	Escalation Escalation `yaml:"escalation"`
+}
+
+// Escalation configures the escalation chains' KV bucket. A chain itself
+// is a receiver's escalate list.
+type Escalation struct {
+	// Bucket is the NATS KV bucket with one record per alert episode of a
+	// receiver that has a chain (created only when some receiver has one).
+	Bucket string `yaml:"bucket"`
+	// Check is the longest wait between two looks at the due records;
+	// records are also advanced at their exact due time. It is also the
+	// retry interval after a failure.
+	Check time.Duration `yaml:"check"`
+	// Retention is how long a record is kept after its last change: a
+	// chain waiting longer than that for its alert to resolve is lost,
+	// and a finished record is remembered that long so that a replayed
+	// firing notification does not start the chain again. Keep it at
+	// least the ALERTS stream's max age.
+	Retention time.Duration `yaml:"retention"`
+}
+
+// EscalationStep is one link of a receiver's escalation chain.
+type EscalationStep struct {
+	// After is how long the alert must have been unresolved (since it
+	// started) before Receiver is notified too.
+	After time.Duration `yaml:"after"`
+	// Receiver is the receiver to notify.
+	Receiver string `yaml:"receiver"`
 }
 
 // Digest configures the storm behaviour: when a receiver's budget cannot
@@ -101,6 +137,12 @@ type Receiver struct {
 	Webhook  *webhook.Config  `yaml:"webhook"`
 	// RateLimit overrides the channel's local rate limit for this receiver.
 	RateLimit []ratelimit.Window `yaml:"rate_limit"`
+	// Escalate is the receiver's escalation chain: when an alert sent to
+	// this receiver is still unresolved After its start, a copy goes to
+	// Receiver as well, and its resolved notification follows it. Steps
+	// are in increasing After. Alerts of the evaluator's escalation tiers
+	// (tier > 0) and copies made by a chain do not start a chain.
+	Escalate []EscalationStep `yaml:"escalate"`
 }
 
 // Backoff is an exponential backoff.
@@ -154,7 +196,44 @@ func DefaultConfig() Config {
 		Idempotency:    Idempotency{Bucket: "fleetwatch_notified", TTL: 35 * 24 * time.Hour, Replicas: 1},
 		Digest: Digest{MaxDelay: 2 * time.Second, Interval: 10 * time.Second, Reserve: 0.25, MaxAlerts: 10000,
 			GroupBy: []string{"site"}, TopGroups: 5, Samples: 50},
+		Escalation: Escalation{Bucket: "fleetwatch_notifier_escalations", Check: 10 * time.Second, Retention: 35 * 24 * time.Hour},
 	}
+}
+
+// receiver returns r with the notifier-wide defaults its channel section
+// leaves unset (link_base_url); r itself is not changed.
+func (c Config) receiver(r Receiver) Receiver {
+	if c.LinkBaseURL == "" {
+		return r
+	}
+	link := func(s *string) {
+		if *s == "" {
+			*s = c.LinkBaseURL
+		}
+	}
+	switch {
+	case r.DingTalk != nil:
+		x := *r.DingTalk
+		link(&x.LinkBaseURL)
+		r.DingTalk = &x
+	case r.Feishu != nil:
+		x := *r.Feishu
+		link(&x.LinkBaseURL)
+		r.Feishu = &x
+	case r.WeCom != nil:
+		x := *r.WeCom
+		link(&x.LinkBaseURL)
+		r.WeCom = &x
+	case r.Slack != nil:
+		x := *r.Slack
+		link(&x.LinkBaseURL)
+		r.Slack = &x
+	case r.Webhook != nil:
+		x := *r.Webhook
+		link(&x.LinkBaseURL)
+		r.Webhook = &x
+	}
+	return r
 }
 
 var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -165,16 +244,31 @@ func (c Config) Validate() error {
 	if len(c.Receivers) == 0 {
 		return errors.New("notifier.receivers is empty: add a receiver with a name, a channel (dingtalk, feishu, wecom, slack or webhook) and that channel's section")
 	}
+	if err := notify.CheckLinkBaseURL("notifier", c.LinkBaseURL); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, r := range c.Receivers {
 		field := fmt.Sprintf("notifier.receivers[%d]", i)
-		if err := r.validate(field); err != nil {
+		if err := c.receiver(r).validate(field); err != nil {
 			return err
 		}
 		if seen[r.Name] {
 			return fmt.Errorf("%s.name %q is used twice: receiver names must be unique", field, r.Name)
 		}
 		seen[r.Name] = true
+	}
+	chains := false
+	for _, r := range c.Receivers {
+		if err := r.validateChain(seen); err != nil {
+			return err
+		}
+		chains = chains || len(r.Escalate) > 0
+	}
+	if chains {
+		if err := c.Escalation.validate(c); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c.MaxAttempts < 0:
@@ -215,6 +309,46 @@ func (c Config) Validate() error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+func (e Escalation) validate(c Config) error {
+	switch {
+	case !bucketName.MatchString(e.Bucket):
+		return fmt.Errorf("notifier.escalation.bucket %q is not a KV bucket name: use letters, digits, - and _, e.g. fleetwatch_notifier_escalations", e.Bucket)
+	case e.Bucket == c.Idempotency.Bucket || e.Bucket == c.RateLimits.Bucket:
+		return fmt.Errorf("notifier.escalation.bucket %q is also the idempotency or rate-limit bucket: use another name", e.Bucket)
+	case e.Check <= 0:
+		return fmt.Errorf("notifier.escalation.check is %s: use a positive duration such as 10s", e.Check)
+	case e.Retention < 0:
+		return fmt.Errorf("notifier.escalation.retention is negative: use 0 (forever) or a duration such as 840h")
+	}
+	return nil
+}
+
+// validateChain checks r's escalation chain against the receiver names.
+func (r Receiver) validateChain(names map[string]bool) error {
+	field := fmt.Sprintf("notifier.receivers[%q].escalate", r.Name)
+	used := map[string]bool{}
+	var last time.Duration
+	for i, s := range r.Escalate {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case s.Receiver == "":
+			return fmt.Errorf("%s.receiver is empty: name the receiver to notify, e.g. oncall-feishu", f)
+		case !names[s.Receiver]:
+			return fmt.Errorf("%s.receiver %q is not a configured receiver: add it to notifier.receivers or fix the name", f, s.Receiver)
+		case s.Receiver == r.Name:
+			return fmt.Errorf("%s.receiver %q is the receiver itself: escalate to another receiver", f, s.Receiver)
+		case used[s.Receiver]:
+			return fmt.Errorf("%s.receiver %q appears twice in the chain: keep its first step", f, s.Receiver)
+		case s.After <= 0:
+			return fmt.Errorf("%s.after is %s: use a positive duration such as 30m", f, s.After)
+		case s.After <= last:
+			return fmt.Errorf("%s.after %s is not after the previous step's %s: list steps in increasing after", f, s.After, last)
+		}
+		used[s.Receiver], last = true, s.After
 	}
 	return nil
 }

@@ -70,6 +70,40 @@ func TestConfigValidate(t *testing.T) {
 		{"digest top groups", func(c *Config) { c.Digest.TopGroups = 0 }, "notifier.digest.top_groups is 0: use at least 1, e.g. 5"},
 		{"digest samples", func(c *Config) { c.Digest.Samples = 0 }, "notifier.digest.samples is 0: use at least 1, e.g. 50"},
 		{"digest group by", func(c *Config) { c.Digest.GroupBy = []string{""} }, "notifier.digest.group_by[0] is empty: name a label such as site"},
+		{"link base url", func(c *Config) { c.LinkBaseURL = "fleet.example.com" }, `notifier.link_base_url "fleet.example.com" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
+		{"actionCard without links", func(c *Config) { c.Receivers[0].DingTalk.MsgType = dingtalk.MsgActionCard },
+			`notifier.receivers["ops-dt"].dingtalk: msg_type actionCard needs link_base_url (its buttons open the alert in fleetwatch): set notifier.link_base_url or notifier.receivers["ops-dt"].dingtalk.link_base_url, or use msg_type markdown`},
+		{"actionCard with the notifier's link base url", func(c *Config) {
+			c.Receivers[0].DingTalk.MsgType, c.LinkBaseURL = dingtalk.MsgActionCard, "https://fleet.example.com"
+		}, ""},
+		{"feishu post", func(c *Config) { c.Receivers[1].Feishu.MsgType = feishu.MsgPost }, ""},
+		{"chain", func(c *Config) {
+			c.Receivers[0].Escalate = []EscalationStep{{After: 30 * time.Minute, Receiver: "ops-fs"}}
+		}, ""},
+		{"chain to unknown receiver", func(c *Config) { c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute, Receiver: "oncall"}} },
+			`notifier.receivers["ops-dt"].escalate[0].receiver "oncall" is not a configured receiver: add it to notifier.receivers or fix the name`},
+		{"chain to itself", func(c *Config) { c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute, Receiver: "ops-dt"}} },
+			`notifier.receivers["ops-dt"].escalate[0].receiver "ops-dt" is the receiver itself: escalate to another receiver`},
+		{"chain without receiver", func(c *Config) { c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute}} },
+			`notifier.receivers["ops-dt"].escalate[0].receiver is empty: name the receiver to notify, e.g. oncall-feishu`},
+		{"chain after zero", func(c *Config) { c.Receivers[0].Escalate = []EscalationStep{{Receiver: "ops-fs"}} },
+			`notifier.receivers["ops-dt"].escalate[0].after is 0s: use a positive duration such as 30m`},
+		{"chain twice", func(c *Config) {
+			c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute, Receiver: "ops-fs"}, {After: time.Hour, Receiver: "ops-fs"}}
+		}, `notifier.receivers["ops-dt"].escalate[1].receiver "ops-fs" appears twice in the chain: keep its first step`},
+		{"chain not increasing", func(c *Config) {
+			c.Receivers = append(c.Receivers, Receiver{Name: "mgr", Channel: "slack", Slack: &slack.Config{URLEnv: "S"}})
+			c.Receivers[0].Escalate = []EscalationStep{{After: time.Hour, Receiver: "ops-fs"}, {After: time.Hour, Receiver: "mgr"}}
+		}, `notifier.receivers["ops-dt"].escalate[1].after 1h0m0s is not after the previous step's 1h0m0s: list steps in increasing after`},
+		{"escalation bucket", func(c *Config) {
+			c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute, Receiver: "ops-fs"}}
+			c.Escalation.Bucket = c.RateLimits.Bucket
+		}, `notifier.escalation.bucket "fleetwatch_notifier_budget" is also the idempotency or rate-limit bucket: use another name`},
+		{"escalation check", func(c *Config) {
+			c.Receivers[0].Escalate = []EscalationStep{{After: time.Minute, Receiver: "ops-fs"}}
+			c.Escalation.Check = 0
+		}, "notifier.escalation.check is 0s: use a positive duration such as 10s"},
+		{"escalation settings unused without chains", func(c *Config) { c.Escalation.Check = 0 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,8 @@
 //
 // A Service consumes the ALERTS stream with the durable pull consumer
 // "notifier". Intake workers decode and check each AlertEvent (bad ones go
-// to DEADLETTER, silenced ones and ids already delivered are acked) and
+// to DEADLETTER, silenced and inhibited ones and ids already delivered are
+// acked) and
 // hold it for its receiver. One sender per receiver then sends what is
 // held: one message per alert while the receiver's rate budget can carry
 // them promptly, and otherwise ONE digest message for everything held
@@ -19,4 +20,10 @@
 // redelivered or replayed alert is never sent twice. Held alerts are kept
 // alive with in-progress acks; retries back off with jitter in process and,
 // if the process dies, come back through JetStream's redelivery.
+//
+// A receiver may have an escalation chain: an alert still unresolved a
+// step's delay after it started is copied to the step's receiver through
+// ALERTS, and its resolved notification follows. The chain's state is one
+// record per alert episode in a KV bucket, changed by compare-and-set and
+// watched by every replica (see package escalate and escalator.go).
 package notifier

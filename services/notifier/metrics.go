@@ -18,6 +18,7 @@ type metrics struct {
 	digests    metric.Int64Counter
 	folded     metric.Int64Counter
 	holding    metric.Int64UpDownCounter
+	escalated  metric.Int64Counter
 }
 
 func newMetrics(mp metric.MeterProvider) (metrics, error) {
@@ -36,7 +37,7 @@ func newMetrics(mp metric.MeterProvider) (metrics, error) {
 		return ms, fmt.Errorf("notifier metrics: %w", err)
 	}
 	if ms.alerts, err = m.Int64Counter("fleetwatch_notifier_alerts_total",
-		metric.WithDescription("Alerts finished by result: delivered, permanent, duplicate, silenced, unknown_receiver, deadletter.")); err != nil {
+		metric.WithDescription("Alerts finished by result: delivered, permanent, duplicate, silenced, inhibited, unknown_receiver, deadletter.")); err != nil {
 		return ms, fmt.Errorf("notifier metrics: %w", err)
 	}
 	if ms.digests, err = m.Int64Counter("fleetwatch_notifier_digests_total",
@@ -49,6 +50,10 @@ func newMetrics(mp metric.MeterProvider) (metrics, error) {
 	}
 	if ms.holding, err = m.Int64UpDownCounter("fleetwatch_notifier_held_alerts",
 		metric.WithDescription("Alerts held for a receiver, waiting for its budget, a digest or a retry.")); err != nil {
+		return ms, fmt.Errorf("notifier metrics: %w", err)
+	}
+	if ms.escalated, err = m.Int64Counter("fleetwatch_notifier_escalations_total",
+		metric.WithDescription("Escalation copies published by a receiver's chain, by target receiver and status (firing, resolved).")); err != nil {
 		return ms, fmt.Errorf("notifier metrics: %w", err)
 	}
 	return ms, nil
@@ -80,4 +85,8 @@ func (m metrics) digest(ctx context.Context, receiver string, alerts int) {
 
 func (m metrics) held(ctx context.Context, receiver string, n int) {
 	m.holding.Add(ctx, int64(n), metric.WithAttributes(attribute.String("receiver", receiver)))
+}
+
+func (m metrics) escalation(ctx context.Context, receiver string, status events.AlertStatus) {
+	m.escalated.Add(ctx, 1, metric.WithAttributes(attribute.String("receiver", receiver), attribute.String("status", string(status))))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/notifier/digest"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 	"github.com/fleetwatch/fleetwatch/services/notifier/ratelimit"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -32,6 +33,9 @@ type pending struct {
 	// replay) settled together with msg.
 	extra []jetstream.Msg
 	link  trace.Link
+	// note says what the message's headers add to the alert (an
+	// escalation copy's source receiver).
+	note template.Note
 }
 
 // attemptNo numbers the alert's current attempt for its DeliveryEvent.
@@ -233,7 +237,7 @@ type batch struct {
 func (s *Service) newBatch(r *receiver, items []*pending) *batch {
 	b := &batch{items: items}
 	if len(items) == 1 {
-		b.content = notify.AlertContent(items[0].alert)
+		b.content = notify.NotedAlertContent(items[0].alert, items[0].note)
 		return b
 	}
 	alerts := make([]events.AlertEvent, len(items))

@@ -32,7 +32,7 @@ func SendTest(ctx context.Context, cfg Config, name string, client *http.Client,
 	if now == nil {
 		now = time.Now
 	}
-	n, err := NewNotifier(*found, client, now)
+	n, err := NewNotifier(cfg.receiver(*found), client, now)
 	if err != nil {
 		return notify.Result{}, "", err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
+	"github.com/fleetwatch/fleetwatch/services/notifier/escalate"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/dingtalk"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify/feishu"
@@ -115,6 +116,10 @@ type Service struct {
 	kv     atomic.Pointer[jetstream.KeyValue]
 	budget ratelimit.Store
 	ready  atomic.Bool
+	// chains are the receivers' escalation chains; esc runs them (nil
+	// until Run, and when no receiver has a chain).
+	chains map[string][]escalate.Step
+	esc    *escalator
 }
 
 // New validates cfg, reads the receivers' secrets and prepares the service.
@@ -162,12 +167,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.metrics, err = newMetrics(deps.MeterProvider); err != nil {
 		return nil, err
 	}
+	s.chains = map[string][]escalate.Step{}
 	for _, r := range cfg.Receivers {
-		n, err := NewNotifier(r, deps.HTTPClient, deps.Now)
+		n, err := NewNotifier(cfg.receiver(r), deps.HTTPClient, deps.Now)
 		if err != nil {
 			return nil, err
 		}
 		s.receivers[r.Name] = newReceiver(r.Name, n, cfg.windows(r), cfg.Digest)
+		for _, st := range r.Escalate {
+			s.chains[r.Name] = append(s.chains[r.Name], escalate.Step{After: st.After, Receiver: st.Receiver})
+		}
 	}
 	return s, nil
 }
@@ -229,6 +238,23 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		s.budget = ratelimit.NewKV(bkv)
 	}
+	if len(s.chains) > 0 {
+		ekv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      s.cfg.Escalation.Bucket,
+			Description: "fleetwatch notifier: escalation chain state per alert episode, shared by every replica",
+			History:     1,
+			TTL:         s.cfg.Escalation.Retention,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.cfg.Idempotency.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("notifier: create or update kv bucket %s: %w", s.cfg.Escalation.Bucket, err)
+		}
+		s.esc = newEscalator(ekv, s.js, s.chains, s)
+		if err := s.esc.watch(ctx); err != nil {
+			return fmt.Errorf("notifier: %w", err)
+		}
+	}
 	cons, err := events.EnsureConsumer(ctx, s.js, events.StreamAlerts,
 		events.ConsumerConfig(events.ConsumerNotifier, events.AlertsPrefix+".>", s.cfg.AckWait, s.cfg.MaxAckPending))
 	if err != nil {
@@ -242,6 +268,9 @@ func (s *Service) Run(ctx context.Context) error {
 	var senders sync.WaitGroup
 	for _, r := range s.receivers {
 		senders.Go(func() { s.sendLoop(ctx, procCtx, r) })
+	}
+	if s.esc != nil {
+		senders.Go(func() { s.esc.run(ctx) })
 	}
 	keepCtx, stopKeep := context.WithCancel(context.WithoutCancel(ctx))
 	var keeper sync.WaitGroup
@@ -367,8 +396,28 @@ func (s *Service) intake(ctx context.Context, msg jetstream.Msg) {
 		attribute.Int("fleetwatch.attempt", attempt))
 	log := s.log.With("alert_id", a.ID, "receiver", a.Receiver, "status", a.Status, "attempt", attempt)
 
-	if a.Silenced {
+	note, copied := escalationNote(msg.Headers())
+	if s.esc.chained(a, copied) {
+		// The chain's record changes before the ack: a redelivery applies
+		// it again, harmlessly.
+		if err := s.esc.observe(ctx, a); err != nil {
+			log.Warn("recording the alert in its escalation chain", "err", err)
+			s.nak(msg, attempt, 0, log)
+			return
+		}
+	}
+	switch {
+	case a.Silenced:
+		// Recorded in ALERTS by the evaluator; not delivered. A
+		// DeliveryEvent has no outcome for it (events.Outcome), so it is
+		// counted and logged.
+		log.Debug("silenced: not delivered", "silence_ids", a.SilenceIDs)
 		s.metrics.alert(ctx, "silenced")
+		s.ack(ctx, msg, log)
+		return
+	case a.Inhibited:
+		log.Debug("inhibited: folded into another alert, not delivered", "inhibited_by", a.InhibitedBy)
+		s.metrics.alert(ctx, "inhibited")
 		s.ack(ctx, msg, log)
 		return
 	}
@@ -397,7 +446,7 @@ func (s *Service) intake(ctx context.Context, msg jetstream.Msg) {
 		s.nak(msg, attempt, 0, log)
 		return
 	}
-	p := &pending{msg: msg, alert: a, attempt: attempt, link: trace.LinkFromContext(ctx)}
+	p := &pending{msg: msg, alert: a, attempt: attempt, link: trace.LinkFromContext(ctx), note: note}
 	switch rcv.push(p) {
 	case pushQueued:
 		s.metrics.held(ctx, rcv.name, 1)

@@ -530,8 +530,11 @@ func TestSilencedAndUnknownReceiver(t *testing.T) {
 	h := newHarness(t)
 	h.run(h.config())
 	silenced := alert("ops-dt", 1)
-	silenced.Silenced = true
+	silenced.Silenced, silenced.SilenceIDs = true, []string{"maint-1"}
 	h.publish(silenced, "")
+	inhibited := alert("ops-fs", 1)
+	inhibited.Inhibited, inhibited.InhibitedBy = true, "fp-group-outage"
+	h.publish(inhibited, "")
 	unknown := alert("nobody", 1)
 	seq := h.publish(unknown, "")
 	h.settled(seq)

@@ -124,7 +124,8 @@ type Message struct {
 	// isAtAll or a Feishu <at id=all>, Feishu user ids.
 	Mentions []string `json:"mentions,omitempty"`
 	// SilentMentions are DingTalk mentions listed in "at" whose "@…" is
-	// missing from the text: DingTalk shows them to nobody.
+	// missing from the text, or that an actionCard carries (DingTalk
+	// mentions in text and markdown only): DingTalk notifies nobody.
 	SilentMentions []string `json:"silent_mentions,omitempty"`
 	// MsgUUID is DingTalk's idempotency key, if sent.
 	MsgUUID string `json:"msg_uuid,omitempty"`

@@ -184,6 +184,13 @@ func TestDingTalkStrictness(t *testing.T) {
 		{name: "text", ts: ts, sign: good, body: []byte(`{"msgtype":"text","text":{"content":"告警 x"}}`), errmsg: "ok"},
 		{name: "btnOrientation as number", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警","btnOrientation":0,"singleTitle":"a","singleURL":"http://x"}}`), code: 40035},
 		{name: "actionCard without buttons", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警"}}`), code: 40035},
+		{name: "actionCard relative button URL", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警","btns":[{"title":"a","actionURL":"/alerts/1"}]}}`), code: 40035},
+		{name: "actionCard single URL not a URL", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警","singleTitle":"a","singleURL":"alerts"}}`), code: 40035},
+		{name: "actionCard with both single and btns", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警","singleTitle":"a","singleURL":"https://x","btns":[{"title":"a","actionURL":"https://x"}]}}`), code: 40035},
+		{name: "actionCard dingtalk link", ts: ts, sign: good, body: []byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警","singleTitle":"a","singleURL":"dingtalk://dingtalkclient/page/link?url=x"}}`), errmsg: "ok"},
+		{name: "text without content", ts: ts, sign: good, body: []byte(`{"msgtype":"text","text":{}}`), code: 40035},
+		{name: "text with markdown object only", ts: ts, sign: good, body: []byte(`{"msgtype":"text","markdown":{"title":"告警","text":"告警"}}`), code: 40035},
+		{name: "atMobiles not an array", ts: ts, sign: good, body: []byte(`{"msgtype":"text","text":{"content":"告警 @138"},"at":{"atMobiles":"138"}}`), code: 40035},
 		{name: "isAtAll as string", ts: ts, sign: good, body: []byte(`{"msgtype":"text","text":{"content":"告警"},"at":{"isAtAll":"true"}}`), code: 40035},
 		{name: "ip not allowlisted", ts: ts, sign: good, allowIP: []string{"10.1.2.3"}, body: markdown("告警 x"), code: 310000, errmsg: "ip 127.0.0.1 not in whitelist"},
 		{name: "ip allowlisted by cidr", ts: ts, sign: good, allowIP: []string{"127.0.0.0/8"}, body: markdown("告警 x"), errmsg: "ok"},
@@ -248,6 +255,23 @@ func TestDingTalkFixtureRendering(t *testing.T) {
 	}
 	if m := msgs[1]; len(m.Mentions) != 0 || len(m.SilentMentions) != 1 || m.SilentMentions[0] != "13800002222" {
 		t.Fatalf("mentions %v silent %v", m.Mentions, m.SilentMentions)
+	}
+	// text with "@mobile" in the content notifies; an actionCard notifies
+	// nobody, "@mobile" or not.
+	for _, body := range []string{
+		`{"msgtype":"text","text":{"content":"告警 @13800002222"},"at":{"atMobiles":["13800002222"],"atUserIds":["u1"],"isAtAll":true}}`,
+		`{"msgtype":"actionCard","actionCard":{"title":"t","text":"告警 @13800002222","singleTitle":"a","singleURL":"https://x"},"at":{"atMobiles":["13800002222"],"isAtAll":true}}`,
+	} {
+		if r := post(t, dtURL(s, "tok", "1700000000000", sign), "application/json", []byte(body)); r.code(t, "errcode") != 0 {
+			t.Fatalf("rejected: %v", r.body)
+		}
+	}
+	msgs = s.Messages()
+	if m := msgs[2]; m.MsgType != "text" || strings.Join(m.Mentions, ",") != "13800002222,all" || strings.Join(m.SilentMentions, ",") != "u1" {
+		t.Fatalf("text mentions %v silent %v", m.Mentions, m.SilentMentions)
+	}
+	if m := msgs[3]; m.MsgType != "actionCard" || len(m.Mentions) != 0 || strings.Join(m.SilentMentions, ",") != "13800002222,all" {
+		t.Fatalf("actionCard mentions %v silent %v", m.Mentions, m.SilentMentions)
 	}
 }
 
@@ -366,6 +390,23 @@ func TestFeishuStrictness(t *testing.T) {
 		{name: "content type", ctype: "text/plain", body: feishuBody(t, "1700000000", good, text), code: 9499},
 		{name: "charset is fine", ctype: "application/json; charset=utf-8", body: feishuBody(t, "1700000000", good, text), msg: "success"},
 		{name: "ip not allowed", allowIP: []string{"192.0.2.1"}, body: feishuBody(t, "1700000000", good, text), code: 19022},
+		{name: "card button", body: feishuBody(t, "1700000000", good, card(`"card":{"elements":[{"tag":"div","text":{"tag":"lark_md","content":"告警"}},{"tag":"action","actions":[{"tag":"button","text":{"tag":"plain_text","content":"a"},"type":"primary","url":"https://f/a"}]}]}`)), msg: "success"},
+		{name: "card button relative url", body: feishuBody(t, "1700000000", good, card(`"card":{"elements":[{"tag":"div","text":{"tag":"lark_md","content":"告警"}},{"tag":"action","actions":[{"tag":"button","text":{"tag":"plain_text","content":"a"},"url":"/a"}]}]}`)), code: 9499},
+		{name: "card button without text", body: feishuBody(t, "1700000000", good, card(`"card":{"elements":[{"tag":"div","text":{"tag":"lark_md","content":"告警"}},{"tag":"action","actions":[{"tag":"button","url":"https://f/a"}]}]}`)), code: 9499},
+		{name: "card button type unknown", body: feishuBody(t, "1700000000", good, card(`"card":{"elements":[{"tag":"div","text":{"tag":"lark_md","content":"告警"}},{"tag":"action","actions":[{"tag":"button","text":{"tag":"plain_text","content":"a"},"type":"blue","url":"https://f/a"}]}]}`)), code: 9499},
+		{name: "post", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"text","text":"x"},{"tag":"a","text":"查看","href":"https://f/a"}],[{"tag":"at","user_id":"all"}]]}`)), msg: "success"},
+		{name: "post keyword only in title", body: feishuBody(t, "1700000000", good, postBody(`"en_us":{"title":"告警 x","content":[[{"tag":"text","text":"x"}]]}`)), msg: "success"},
+		{name: "post unknown language", body: feishuBody(t, "1700000000", good, postBody(`"zh":{"title":"告警","content":[[{"tag":"text","text":"x"}]]}`)), code: 9499},
+		{name: "post without title", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"content":[[{"tag":"text","text":"告警"}]]}`)), code: 9499},
+		{name: "post content not nested", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[{"tag":"text","text":"x"}]}`)), code: 9499},
+		{name: "post element without tag", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"text":"x"}]]}`)), code: 9499},
+		{name: "post unknown tag", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"button","text":"x"}]]}`)), code: 9499},
+		{name: "post link without href", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"a","text":"x"}]]}`)), code: 9499},
+		{name: "post link relative", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"a","text":"x","href":"/a"}]]}`)), code: 9499},
+		{name: "post at without user_id", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"at","user_name":"x"}]]}`)), code: 9499},
+		{name: "post text not a string", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"text","text":1}]]}`)), code: 9499},
+		{name: "post un_escape not a bool", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"告警","content":[[{"tag":"text","text":"x","un_escape":"yes"}]]}`)), code: 9499},
+		{name: "post keyword missing", body: feishuBody(t, "1700000000", good, postBody(`"zh_cn":{"title":"x","content":[[{"tag":"text","text":"x"}]]}`)), code: 19024},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -394,6 +435,10 @@ func TestFeishuStrictness(t *testing.T) {
 			}
 		})
 	}
+}
+
+func postBody(langs string) string {
+	return `{"msg_type":"post","content":{"post":{` + langs + `}}}`
 }
 
 func TestFeishuFixtureRendering(t *testing.T) {

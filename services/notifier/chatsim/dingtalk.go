@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -266,6 +267,12 @@ func parseDingTalk(body []byte) (parsed, error) {
 			if b.Title == "" || b.ActionURL == "" {
 				return parsed{}, fmt.Errorf("actionCard.btns[%d] needs title and actionURL", i)
 			}
+			if !linkURL(b.ActionURL) {
+				return parsed{}, fmt.Errorf("actionCard.btns[%d].actionURL %q is not an absolute http(s) or dingtalk:// URL", i, b.ActionURL)
+			}
+		}
+		if single && !linkURL(ac.SingleURL) {
+			return parsed{}, fmt.Errorf("actionCard.singleURL %q is not an absolute http(s) or dingtalk:// URL", ac.SingleURL)
 		}
 		if o := ac.BtnOrientation; o != nil && *o != "0" && *o != "1" {
 			return parsed{}, fmt.Errorf("actionCard.btnOrientation is %q, want \"0\" or \"1\"", *o)
@@ -286,15 +293,22 @@ func parseDingTalk(body []byte) (parsed, error) {
 		if err := field(top, "at", &at); err != nil {
 			return parsed{}, fmt.Errorf("at: %v (atMobiles and atUserIds are string arrays, isAtAll a boolean)", err)
 		}
+		// DingTalk mentions in text and markdown only, and only those
+		// whose "@…" is in the text; an actionCard notifies nobody.
+		mentions := msgtype != "actionCard"
 		for _, who := range append(append([]string(nil), at.AtMobiles...), at.AtUserIDs...) {
-			if strings.Contains(p.msg.Text, "@"+who) {
+			if mentions && strings.Contains(p.msg.Text, "@"+who) {
 				p.msg.Mentions = append(p.msg.Mentions, who)
 			} else {
 				p.msg.SilentMentions = append(p.msg.SilentMentions, who)
 			}
 		}
 		if at.IsAtAll {
-			p.msg.Mentions = append(p.msg.Mentions, "all")
+			if mentions {
+				p.msg.Mentions = append(p.msg.Mentions, "all")
+			} else {
+				p.msg.SilentMentions = append(p.msg.SilentMentions, "all")
+			}
 		}
 	}
 	if _, ok := top["msgUuid"]; ok {
@@ -303,6 +317,13 @@ func parseDingTalk(body []byte) (parsed, error) {
 		}
 	}
 	return p, nil
+}
+
+// linkURL reports whether u is what a DingTalk button opens: an absolute
+// http(s) URL or a dingtalk:// link.
+func linkURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && ((p.Scheme == "http" || p.Scheme == "https") && p.Host != "" || p.Scheme == "dingtalk")
 }
 
 // field decodes top[name] into v; a missing field is an error.

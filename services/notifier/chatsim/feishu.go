@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -154,7 +157,106 @@ func feishuTimestamp(raw json.RawMessage) (string, bool) {
 
 var (
 	larkAtRe = regexp.MustCompile(`<at (?:id|user_id)="?([^">\s]+)"?\s*>`)
+	// feishuPostLangs are the languages a post may carry.
+	feishuPostLangs = []string{"en_us", "ja_jp", "zh_cn", "zh_hk", "zh_tw"}
 )
+
+// postElement is one element of a post paragraph; which fields are
+// required depends on the tag.
+type postElement struct {
+	Tag       *string `json:"tag"`
+	Text      *string `json:"text"`
+	Href      *string `json:"href"`
+	UserID    *string `json:"user_id"`
+	UserName  *string `json:"user_name"`
+	ImageKey  *string `json:"image_key"`
+	FileKey   *string `json:"file_key"`
+	EmojiType *string `json:"emoji_type"`
+	UnEscape  *bool   `json:"un_escape"`
+	Language  *string `json:"language"`
+}
+
+// parsePost checks one language of a post (title, then paragraphs of
+// tagged elements with their required fields) and renders it for humans.
+func parsePost(lang string, raw json.RawMessage) (title, text string, mentions []string, err error) {
+	var post struct {
+		Title   *string         `json:"title"`
+		Content [][]postElement `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &post); err != nil {
+		return "", "", nil, fmt.Errorf("content.post.%s: %v (title is a string, content an array of arrays of elements)", lang, err)
+	}
+	if post.Title == nil {
+		return "", "", nil, fmt.Errorf("content.post.%s.title is missing", lang)
+	}
+	if len(post.Content) == 0 {
+		return "", "", nil, fmt.Errorf("content.post.%s.content is empty", lang)
+	}
+	var lines []string
+	for i, para := range post.Content {
+		var line strings.Builder
+		for j, el := range para {
+			at := fmt.Sprintf("content.post.%s.content[%d][%d]", lang, i, j)
+			if el.Tag == nil || *el.Tag == "" {
+				return "", "", nil, fmt.Errorf("%s has no tag", at)
+			}
+			need := func(name string, v *string) error {
+				if v == nil || *v == "" {
+					return fmt.Errorf("%s: a %s element needs %s", at, *el.Tag, name)
+				}
+				return nil
+			}
+			switch *el.Tag {
+			case "text":
+				if el.Text == nil {
+					return "", "", nil, fmt.Errorf("%s: a text element needs text", at)
+				}
+				line.WriteString(*el.Text)
+			case "a":
+				if err := errors.Join(need("text", el.Text), need("href", el.Href)); err != nil {
+					return "", "", nil, err
+				}
+				if u, err := url.Parse(*el.Href); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return "", "", nil, fmt.Errorf("%s: href %q is not an absolute http(s) URL", at, *el.Href)
+				}
+				line.WriteString("[" + *el.Text + "](" + *el.Href + ")")
+			case "at":
+				if err := need("user_id", el.UserID); err != nil {
+					return "", "", nil, err
+				}
+				name := *el.UserID
+				if el.UserName != nil && *el.UserName != "" {
+					name = *el.UserName
+				}
+				line.WriteString("@" + name)
+				mentions = append(mentions, *el.UserID)
+			case "img":
+				if err := need("image_key", el.ImageKey); err != nil {
+					return "", "", nil, err
+				}
+			case "media":
+				if err := need("file_key", el.FileKey); err != nil {
+					return "", "", nil, err
+				}
+			case "emotion":
+				if err := need("emoji_type", el.EmojiType); err != nil {
+					return "", "", nil, err
+				}
+			case "hr":
+				line.WriteString("---")
+			case "code_block":
+				if el.Text == nil {
+					return "", "", nil, fmt.Errorf("%s: a code_block element needs text", at)
+				}
+				line.WriteString(*el.Text)
+			default:
+				return "", "", nil, fmt.Errorf("%s: tag %q is not text, a, at, img, media, emotion, hr or code_block", at, *el.Tag)
+			}
+		}
+		lines = append(lines, line.String())
+	}
+	return *post.Title, strings.Join(lines, "\n"), mentions, nil
+}
 
 // parseFeishu checks a Feishu body against the schema of its msg_type and
 // renders it for humans. The int is the code to answer on error.
@@ -178,41 +280,26 @@ func parseFeishu(top map[string]json.RawMessage) (parsed, int, error) {
 		texts = []string{*c.Text}
 	case "post":
 		var c struct {
-			Post map[string]struct {
-				Title   string             `json:"title"`
-				Content [][]map[string]any `json:"content"`
-			} `json:"post"`
+			Post map[string]json.RawMessage `json:"post"`
 		}
 		if err := field(top, "content", &c); err != nil || len(c.Post) == 0 {
 			return parsed{}, fsBadRequest, fmt.Errorf("content.post needs a language (zh_cn, en_us, …) with title and content: %v", err)
 		}
-		for lang, post := range c.Post {
-			if len(post.Content) == 0 {
-				return parsed{}, fsBadRequest, fmt.Errorf("content.post.%s.content is empty", lang)
+		langs := make([]string, 0, len(c.Post))
+		for lang := range c.Post {
+			langs = append(langs, lang)
+		}
+		sort.Strings(langs)
+		for _, lang := range langs {
+			if !contains(feishuPostLangs, lang) {
+				return parsed{}, fsBadRequest, fmt.Errorf("content.post.%s: the language is not one of %v", lang, feishuPostLangs)
+			}
+			title, text, mentions, err := parsePost(lang, c.Post[lang])
+			if err != nil {
+				return parsed{}, fsBadRequest, err
 			}
 			if p.msg.Title == "" || lang == "zh_cn" {
-				p.msg.Title = post.Title
-				var lines []string
-				for _, para := range post.Content {
-					var line strings.Builder
-					for _, el := range para {
-						tag, _ := el["tag"].(string)
-						switch tag {
-						case "text", "a":
-							t, _ := el["text"].(string)
-							line.WriteString(t)
-						case "at":
-							id, _ := el["user_id"].(string)
-							name, _ := el["user_name"].(string)
-							line.WriteString("@" + name)
-							p.msg.Mentions = append(p.msg.Mentions, id)
-						case "":
-							return parsed{}, fsBadRequest, fmt.Errorf("content.post.%s has an element without tag", lang)
-						}
-					}
-					lines = append(lines, line.String())
-				}
-				p.msg.Text = strings.Join(lines, "\n")
+				p.msg.Title, p.msg.Text, p.msg.Mentions = title, text, mentions
 			}
 		}
 		var all any
@@ -296,8 +383,14 @@ func checkCard(card map[string]any, m *Message) error {
 			}
 			lines = append(lines, strings.Join(collectTexts(el["elements"], nil), " "))
 		case "action":
-			if _, ok := el["actions"].([]any); !ok {
+			acts, ok := el["actions"].([]any)
+			if !ok || len(acts) == 0 {
 				return fmt.Errorf("card.elements[%d]: an action needs actions", i)
+			}
+			for j, a := range acts {
+				if err := checkButton(a); err != nil {
+					return fmt.Errorf("card.elements[%d].actions[%d]: %v", i, j, err)
+				}
 			}
 			lines = append(lines, "["+strings.Join(collectTexts(el["actions"], nil), "] [")+"]")
 		case "markdown":
@@ -306,6 +399,33 @@ func checkCard(card map[string]any, m *Message) error {
 		}
 	}
 	m.Text = strings.Join(lines, "\n")
+	return nil
+}
+
+// checkButton checks a card button: a plain_text or lark_md text, and an
+// absolute http(s) url when it has one.
+func checkButton(v any) error {
+	b, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("not an object")
+	}
+	if tag, _ := b["tag"].(string); tag != "button" {
+		return fmt.Errorf("tag %q is not button", b["tag"])
+	}
+	text, _ := b["text"].(map[string]any)
+	tt, _ := text["tag"].(string)
+	if c, ok := text["content"].(string); !ok || c == "" || (tt != "plain_text" && tt != "lark_md") {
+		return fmt.Errorf("a button needs text with tag plain_text or lark_md and a content")
+	}
+	if raw, ok := b["url"]; ok {
+		s, _ := raw.(string)
+		if u, err := url.Parse(s); s == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("url %v is not an absolute http(s) URL", raw)
+		}
+	}
+	if typ, ok := b["type"]; ok && typ != "default" && typ != "primary" && typ != "danger" {
+		return fmt.Errorf("type %v is not default, primary or danger", typ)
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ func FuzzParseDingTalk(f *testing.F) {
 		f.Add(fixtureF(f, name))
 	}
 	f.Add([]byte(`{"msgtype":"text","text":{"content":"x"},"at":{"atMobiles":["1"]},"msgUuid":"u"}`))
+	f.Add([]byte(`{"msgtype":"actionCard","actionCard":{"title":"t","text":"x @1","btnOrientation":"1","btns":[{"title":"a","actionURL":"https://f/a"},{"title":"b","actionURL":"dingtalk://x"}]},"at":{"atMobiles":["1"],"isAtAll":true}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		p, err := parseDingTalk(body)
 		if err != nil {
@@ -29,6 +30,8 @@ func FuzzParseFeishu(f *testing.F) {
 		f.Add(fixtureF(f, name))
 	}
 	f.Add([]byte(`{"msg_type":"text","content":{"text":"x"}}`))
+	f.Add([]byte(`{"msg_type":"post","content":{"post":{"en_us":{"title":"t","content":[[{"tag":"text","text":"x","un_escape":true},{"tag":"a","text":"v","href":"https://f/a"}],[{"tag":"at","user_id":"all"},{"tag":"img","image_key":"k"}]]}}}}`))
+	f.Add([]byte(`{"msg_type":"interactive","card":{"header":{"title":{"tag":"plain_text","content":"t"},"template":"red"},"elements":[{"tag":"action","actions":[{"tag":"button","text":{"tag":"plain_text","content":"a"},"type":"primary","url":"https://f/a"}]}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var top map[string]json.RawMessage
 		if json.Unmarshal(body, &top) != nil {

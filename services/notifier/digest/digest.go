@@ -44,9 +44,14 @@ type Digest struct {
 	AlertIDs []string
 	// FiringAlerts and ResolvedAlerts count the folded alerts by status.
 	FiringAlerts, ResolvedAlerts int
-	// FiringDevices and ResolvedDevices count the devices they cover
-	// (DevicesTotal, listed or not).
+	// FiringDevices and ResolvedDevices count the devices they report
+	// down and back up, listed or not: DevicesTotal by the alert's status,
+	// or, for a group notification that counts its devices (NewTotal,
+	// ResolvedTotal, FiringTotal), new and still offline as firing and
+	// recovered as resolved.
 	FiringDevices, ResolvedDevices int
+	// Kinds count the folded alerts by kind, most first (then by name).
+	Kinds []KindCount
 	// Severity is the highest severity of the firing alerts (of all
 	// alerts when none fires).
 	Severity events.Severity
@@ -67,6 +72,12 @@ func (d Digest) Alerts() int { return d.FiringAlerts + d.ResolvedAlerts }
 
 // Devices is the number of devices covered, firing plus resolved.
 func (d Digest) Devices() int { return d.FiringDevices + d.ResolvedDevices }
+
+// KindCount is the number of folded alerts of one kind.
+type KindCount struct {
+	Kind   events.AlertKind `json:"kind"`
+	Alerts int              `json:"alerts"`
+}
 
 // Group is one group's device counts.
 type Group struct {
@@ -114,18 +125,20 @@ func Fold(receiver string, alerts []events.AlertEvent, opts Options) Digest {
 	}
 	var firingSev, anySev events.Severity
 	var resolved []Sample
+	kinds := map[events.AlertKind]int{}
 	for _, a := range alerts {
 		d.AlertIDs = append(d.AlertIDs, a.ID)
-		total := max(a.DevicesTotal, len(a.Devices))
+		kinds[a.Kind]++
+		down, up := split(a)
+		d.FiringDevices += down
+		d.ResolvedDevices += up
 		if a.Status == events.StatusFiring {
 			d.FiringAlerts++
-			d.FiringDevices += total
 			if rank[a.Severity] > rank[firingSev] {
 				firingSev = a.Severity
 			}
 		} else {
 			d.ResolvedAlerts++
-			d.ResolvedDevices += total
 		}
 		if rank[a.Severity] > rank[anySev] {
 			anySev = a.Severity
@@ -135,24 +148,43 @@ func Fold(receiver string, alerts []events.AlertEvent, opts Options) Digest {
 		}
 		d.ToMS = max(d.ToMS, a.StartsAtMS, a.EndsAtMS, a.CreatedAtMS)
 		for _, dev := range a.Devices {
+			st := deviceStatus(a, dev)
+			if st == events.StatusFiring {
+				down--
+			} else {
+				up--
+			}
 			g := groupOf(opts.GroupBy, a, dev)
-			count(g, a.Status, 1)
-			s := Sample{DeviceID: dev.DeviceID, Status: a.Status, Group: g, Node: dev.Node, Reason: dev.Reason,
+			count(g, st, 1)
+			s := Sample{DeviceID: dev.DeviceID, Status: st, Group: g, Node: dev.Node, Reason: dev.Reason,
 				SinceMS: dev.SinceMS, UntilMS: dev.UntilMS}
-			if a.Status == events.StatusResolved && s.UntilMS == 0 {
+			if st == events.StatusResolved && s.UntilMS == 0 {
 				s.UntilMS = a.EndsAtMS
 			}
 			switch {
-			case a.Status == events.StatusFiring && len(d.Samples) < opts.Samples:
+			case st == events.StatusFiring && len(d.Samples) < opts.Samples:
 				d.Samples = append(d.Samples, s)
-			case a.Status == events.StatusResolved && len(resolved) < opts.Samples:
+			case st == events.StatusResolved && len(resolved) < opts.Samples:
 				resolved = append(resolved, s)
 			}
 		}
-		if rest := total - len(a.Devices); rest > 0 {
-			count(groupOf(opts.GroupBy, a, events.AlertDevice{}), a.Status, rest)
+		// The devices not listed, by what the counts leave.
+		if down > 0 {
+			count(groupOf(opts.GroupBy, a, events.AlertDevice{}), events.StatusFiring, down)
+		}
+		if up > 0 {
+			count(groupOf(opts.GroupBy, a, events.AlertDevice{}), events.StatusResolved, up)
 		}
 	}
+	for k, n := range kinds {
+		d.Kinds = append(d.Kinds, KindCount{Kind: k, Alerts: n})
+	}
+	sort.Slice(d.Kinds, func(i, j int) bool {
+		if d.Kinds[i].Alerts != d.Kinds[j].Alerts {
+			return d.Kinds[i].Alerts > d.Kinds[j].Alerts
+		}
+		return d.Kinds[i].Kind < d.Kinds[j].Kind
+	})
 	d.Samples = append(d.Samples, resolved[:min(len(resolved), opts.Samples-len(d.Samples))]...)
 	d.Severity = firingSev
 	if d.Severity == "" {
@@ -173,6 +205,32 @@ func Fold(receiver string, alerts []events.AlertEvent, opts Options) Digest {
 	sort.Strings(d.AlertIDs)
 	d.ID = ID(receiver, d.AlertIDs)
 	return d
+}
+
+// split returns how many devices a reports down and back up: by its
+// status, or by its counts when it is a firing group notification that
+// has them (a resolved one reports every device back up).
+func split(a events.AlertEvent) (down, up int) {
+	total := max(a.DevicesTotal, len(a.Devices))
+	switch {
+	case a.Status != events.StatusFiring:
+		return 0, total
+	case a.NewTotal+a.ResolvedTotal+a.FiringTotal > 0:
+		return max(a.NewTotal, 0) + max(a.FiringTotal, 0), max(a.ResolvedTotal, 0)
+	}
+	return total, 0
+}
+
+// deviceStatus is a listed device's own status, else its alert's; in a
+// resolved alert every device is back.
+func deviceStatus(a events.AlertEvent, dev events.AlertDevice) events.AlertStatus {
+	if a.Status == events.StatusResolved || dev.Status == events.StatusResolved {
+		return events.StatusResolved
+	}
+	if dev.Status == events.StatusFiring {
+		return events.StatusFiring
+	}
+	return a.Status
 }
 
 // ID derives a digest id from the receiver and the sorted alert ids.

@@ -91,3 +91,42 @@ func TestFoldSamplesResolvedAfterFiring(t *testing.T) {
 		t.Fatalf("resolved sample %+v", d.Samples[3])
 	}
 }
+
+// TestFoldGroupCounts: a firing group notification that counts its
+// devices (12 new, 3 recovered, 140 still down) adds 152 firing and 3
+// resolved devices; its listed devices count by their own status and the
+// unlisted rest by what the counts leave; kinds are counted.
+func TestFoldGroupCounts(t *testing.T) {
+	sh := map[string]string{"site": "sh-01"}
+	g := events.AlertEvent{
+		V: 1, ID: "id-g", Fingerprint: "fp-g", Receiver: "ops", Status: events.StatusFiring, Kind: events.AlertDeviceOffline,
+		Severity: events.SeverityCritical, GroupLabels: sh, DevicesTotal: 155, NewTotal: 12, ResolvedTotal: 3, FiringTotal: 140,
+		StartsAtMS: t0, CreatedAtMS: t0 + 1000,
+		Devices: []events.AlertDevice{
+			{DeviceID: "n-1", Status: events.StatusFiring, SinceMS: t0},
+			{DeviceID: "r-1", Status: events.StatusResolved, SinceMS: t0, UntilMS: t0 + 500},
+		},
+	}
+	flap := device("f", events.StatusFiring, events.SeverityWarning, sh)
+	flap.Kind = events.AlertDeviceFlapping
+	d := Fold("ops", []events.AlertEvent{g, flap, device("x", events.StatusResolved, events.SeverityWarning, sh)}, Options{GroupBy: []string{"site"}})
+	if d.FiringDevices != 153 || d.ResolvedDevices != 4 || d.FiringAlerts != 2 || d.ResolvedAlerts != 1 {
+		t.Fatalf("counts %+v", d)
+	}
+	if want := []Group{{Name: "site=sh-01", Firing: 153, Resolved: 4}}; !reflect.DeepEqual(d.Groups, want) {
+		t.Fatalf("groups %+v, want %+v", d.Groups, want)
+	}
+	if want := []KindCount{{events.AlertDeviceOffline, 2}, {events.AlertDeviceFlapping, 1}}; !reflect.DeepEqual(d.Kinds, want) {
+		t.Fatalf("kinds %+v", d.Kinds)
+	}
+	var ids []string
+	for _, s := range d.Samples {
+		ids = append(ids, s.DeviceID+":"+string(s.Status))
+	}
+	if want := []string{"n-1:firing", "f:firing", "r-1:resolved", "x:resolved"}; !slices.Equal(ids, want) {
+		t.Fatalf("samples %v, want %v", ids, want)
+	}
+	if d.Samples[2].UntilMS != t0+500 {
+		t.Fatalf("sample %+v", d.Samples[2])
+	}
+}

@@ -41,6 +41,18 @@ func CheckBaseURL(field, base, example string) error {
 	return nil
 }
 
+// CheckLinkBaseURL checks an optional link_base_url, the root of the
+// fleetwatch views messages link to.
+func CheckLinkBaseURL(field, base string) error {
+	if base == "" {
+		return nil
+	}
+	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s.link_base_url %q is not an http(s) URL without query: use e.g. https://fleet.example.com", field, base)
+	}
+	return nil
+}
+
 // CheckSecretSource checks that secret_file and secret_env are not both set.
 func CheckSecretSource(field, file, env string) error {
 	if file != "" && env != "" {
@@ -88,9 +100,9 @@ func ReadSecret(channel, file, env string) (string, error) {
 }
 
 // NewTemplate prepares the templates of a receiver: language (empty:
-// def), keyword and timezone (empty: the host's), as validated by
-// CheckLocale.
-func NewTemplate(language string, def template.Language, keyword, timezone string) (*template.Template, error) {
+// def), keyword, timezone (empty: the host's), as validated by
+// CheckLocale, and the link base URL (empty: no links).
+func NewTemplate(language string, def template.Language, keyword, timezone, linkBase string) (*template.Template, error) {
 	lang := def
 	if language != "" {
 		lang, _ = template.ParseLanguage(language)
@@ -99,7 +111,7 @@ func NewTemplate(language string, def template.Language, keyword, timezone strin
 	if timezone != "" {
 		loc, _ = time.LoadLocation(timezone)
 	}
-	return template.New(template.Options{Language: lang, Keyword: keyword, Location: loc})
+	return template.New(template.Options{Language: lang, Keyword: keyword, Location: loc, LinkBaseURL: linkBase})
 }
 
 // ParseWebhook parses a pasted webhook URL, or returns a bare token (raw

@@ -37,6 +37,10 @@ func TestConfigChecks(t *testing.T) {
 		{"locale ok", CheckLocale("r", "en", "Asia/Shanghai"), ""},
 		{"language bad", CheckLocale("r", "de", ""), `r.language: language "de" is not supported: use zh or en`},
 		{"timezone bad", CheckLocale("r", "zh", "Mars/Base"), `r.timezone "Mars/Base" is unknown: use an IANA name such as Asia/Shanghai`},
+		{"links off", CheckLinkBaseURL("r", ""), ""},
+		{"links ok", CheckLinkBaseURL("r", "https://fleet.example.com/ui/"), ""},
+		{"links relative", CheckLinkBaseURL("r", "fleet.example.com"), `r.link_base_url "fleet.example.com" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
+		{"links query", CheckLinkBaseURL("r", "https://f/?a=1"), `r.link_base_url "https://f/?a=1" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
 	}
 	for _, tt := range tests {
 		if got := errText(tt.err); got != tt.want {
@@ -93,7 +97,7 @@ func TestResolveURL(t *testing.T) {
 
 func TestNewTemplateDefaultLanguage(t *testing.T) {
 	for _, def := range []template.Language{template.Chinese, template.English} {
-		if _, err := NewTemplate("", def, "告警", "Asia/Shanghai"); err != nil {
+		if _, err := NewTemplate("", def, "告警", "Asia/Shanghai", ""); err != nil {
 			t.Fatalf("NewTemplate(%s): %v", def, err)
 		}
 	}

@@ -21,6 +21,8 @@ type Content struct {
 	// data as well as text (the generic webhook); nil for a test message.
 	Alert  *events.AlertEvent
 	Digest *digest.Digest
+	// Note is what the notifier knows about an alert beyond the event.
+	Note template.Note
 	// Render renders the message with t; fits reports whether a candidate
 	// fits the channel's budget.
 	Render func(t *template.Template, fits func(template.Message) bool) (template.Message, error)
@@ -28,8 +30,14 @@ type Content struct {
 
 // AlertContent is the message of one alert.
 func AlertContent(a events.AlertEvent) Content {
-	return Content{ID: a.ID, Kind: "alert", Alert: &a, Render: func(t *template.Template, fits func(template.Message) bool) (template.Message, error) {
-		return t.Render(a, fits)
+	return NotedAlertContent(a, template.Note{})
+}
+
+// NotedAlertContent is the message of one alert with what the notifier
+// knows beyond the event (an escalation by its chain).
+func NotedAlertContent(a events.AlertEvent, note template.Note) Content {
+	return Content{ID: a.ID, Kind: "alert", Alert: &a, Note: note, Render: func(t *template.Template, fits func(template.Message) bool) (template.Message, error) {
+		return t.RenderNote(a, note, fits)
 	}}
 }
 

@@ -13,6 +13,8 @@ type DigestData struct {
 	Alerts, FiringAlerts, ResolvedAlerts int
 	// Firing and Resolved count the devices they cover; Total is both.
 	Firing, Resolved, Total int
+	// Kinds count the folded notifications by alert kind, most first.
+	Kinds []DigestKind
 	// Severity is the highest severity, as a word in the language.
 	Severity string
 	// From and To bound the alerts' times.
@@ -26,6 +28,13 @@ type DigestData struct {
 	Omitted int
 	// ShortID is the start of the digest id.
 	ShortID string
+}
+
+// DigestKind is the number of folded notifications of one kind.
+type DigestKind struct {
+	// Name is the kind in the language ("批量离线", "Group outage").
+	Name   string
+	Alerts int
 }
 
 // DigestGroup is one listed group.
@@ -53,6 +62,9 @@ func (t *Template) RenderDigest(d digest.Digest, fits func(Message) bool) (Messa
 		MoreGroups: d.MoreGroups,
 		ShortID:    d.ID[:min(len(d.ID), 12)],
 	}
+	for _, k := range d.Kinds {
+		base.Kinds = append(base.Kinds, DigestKind{Name: text(lookup(w.kinds, string(k.Kind)), maxShortRunes), Alerts: k.Alerts})
+	}
 	for _, g := range d.Groups {
 		base.Groups = append(base.Groups, DigestGroup{Name: text(g.Name, maxGroupRunes), Firing: g.Firing, Resolved: g.Resolved})
 	}
@@ -68,16 +80,19 @@ func (t *Template) RenderDigest(d digest.Digest, fits func(Message) bool) (Messa
 		}
 		all = append(all, v)
 	}
-	m, err := t.fit(len(all), func(n int) (Message, error) {
+	links := t.links(t.viewURL("alerts"), "")
+	if len(links) > 0 {
+		links[0].Title = w.viewAlerts
+	}
+	return t.fit(len(all), func(n int) (Message, error) {
 		data := base
 		data.Devices = all[:n]
 		data.Omitted = max(base.Total-n, 0)
 		m, err := t.message("digest_title", "digest_body", data)
 		m.Shown, m.Omitted = n, data.Omitted
+		m.Firing, m.Severity, m.Links = d.FiringAlerts > 0, d.Severity, links
 		return m, err
 	}, fits)
-	m.Firing, m.Severity = d.FiringAlerts > 0, d.Severity
-	return m, err
 }
 
 // TestData is what the test message templates see.
@@ -92,7 +107,13 @@ type TestData struct {
 // carries the keyword envelope like every other message.
 func (t *Template) RenderTest(receiver string, at time.Time, fits func(Message) bool) (Message, error) {
 	data := TestData{Receiver: text(receiver, maxShortRunes), At: at.In(t.opts.Location).Format("2006-01-02 15:04:05 -07:00")}
-	m, err := t.fit(0, func(int) (Message, error) { return t.message("test_title", "test_body", data) }, fits)
-	m.Severity = events.SeverityInfo
-	return m, err
+	var links []Link
+	if home := t.viewURL(); home != "" {
+		links = []Link{{Title: words[t.opts.Language].viewHome, URL: home}}
+	}
+	return t.fit(0, func(int) (Message, error) {
+		m, err := t.message("test_title", "test_body", data)
+		m.Severity, m.Links = events.SeverityInfo, links
+		return m, err
+	}, fits)
 }

@@ -40,6 +40,7 @@ func TestRenderDigestDefaults(t *testing.T) {
 		body  string
 	}{
 		{Chinese, "【告警】告警汇总：4 台设备告警，1 台设备恢复", "**汇总**：5 条通知 · 告警 4 条（4 台） · 恢复 1 条（1 台）  \n" +
+			"**类型**：设备离线 5 条  \n" +
 			"**最高级别**：严重 · **时间**：05-01 10:00:00 – 05-01 10:01:00  \n" +
 			"通知量超过发送频率限制，已合并为一条汇总。\n\n" +
 			"**主要分组**：\n\n- site=sh-01：告警 4 台 · 恢复 1 台\n\n" +
@@ -49,7 +50,8 @@ func TestRenderDigestDefaults(t *testing.T) {
 			"- dev-0002 · 告警中 · site=sh-01 · 心跳超时 · 离线自 05-01 10:00:00\n" +
 			"- 另有 2 台\n\n" +
 			"fleetwatch · 汇总 ID " + d.ID[:12]},
-		{English, "[alert] Digest: 4 devices firing, 1 device resolved", "**Summary**: 5 notifications · 4 firing (4 devices) · 1 resolved (1 devices)  \n" +
+		{English, "[alert] Digest: 4 devices firing, 1 device resolved", "**Summary**: 5 notifications · 4 firing (4 devices) · 1 resolved (1 device)  \n" +
+			"**Kinds**: Device offline × 5  \n" +
 			"**Highest severity**: critical · **Time**: 05-01 10:00:00 – 05-01 10:01:00  \n" +
 			"More notifications than the rate limit allows: merged into one digest.\n\n" +
 			"**Top groups**:\n\n- site=sh-01: 4 firing · 1 resolved\n\n" +

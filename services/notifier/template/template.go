@@ -10,7 +10,10 @@ package template
 import (
 	"bytes"
 	"fmt"
+	"math"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	texttemplate "text/template"
 	"time"
@@ -49,6 +52,19 @@ type Options struct {
 	Keyword string
 	// Location renders times (default time.Local).
 	Location *time.Location
+	// LinkBaseURL, when set, adds links to every message: the alert view
+	// (LinkBaseURL/alerts/<fingerprint>), the device view
+	// (LinkBaseURL/devices/<device id>) and the alert list (digests).
+	LinkBaseURL string
+}
+
+// Note is what the notifier knows about an alert beyond the event itself.
+type Note struct {
+	// EscalatedFrom names the receiver whose alert stayed unresolved and
+	// was escalated (the notifier's escalation chain); empty otherwise.
+	EscalatedFrom string
+	// EscalatedAfter is how long it had been unresolved.
+	EscalatedAfter time.Duration
 }
 
 // Message is a rendered notification.
@@ -68,6 +84,17 @@ type Message struct {
 	Firing bool
 	// Severity is the alert's (the digest's highest) severity.
 	Severity events.Severity
+	// Links are the message's links (empty without a link base URL):
+	// the alert or the alert list first, then a single device's view.
+	Links []Link
+}
+
+// Link is one link of a message, for channels that show buttons.
+type Link struct {
+	// Title is the link's text in the message's language.
+	Title string
+	// URL is absolute.
+	URL string
 }
 
 // Template renders alerts for one receiver.
@@ -134,8 +161,36 @@ type Data struct {
 	RawKind string
 	// Total is the number of devices the alert covers.
 	Total int
-	// FirstID is the first device's id (for one-device titles).
-	FirstID string
+	// New, Recovered and Still count a group notification's devices by
+	// their status in it: newly offline, recovered, still offline (0 when
+	// the evaluator did not count them). Update is true when the
+	// notification reports recoveries or devices still down (not a first
+	// notification), and Changes says it in words: "12 new offline, 3
+	// recovered, 140 still down".
+	New, Recovered, Still int
+	Update                bool
+	Changes               string
+	// Known is, for a group_outage or node_silent alert, how many devices
+	// the group or node has; Share is Total/Known as a percentage ("80%").
+	Known int
+	Share string
+	// Flaps is a device_flapping alert's disconnect count.
+	Flaps int
+	// Node is the broker node of a node_silent alert.
+	Node string
+	// Tier is the evaluator's escalation tier (0: the first notification).
+	Tier int
+	// EscalatedFrom and EscalatedAfter describe an escalation by the
+	// notifier's chain ("" when the alert was not escalated); Escalated
+	// is true for either kind of escalation.
+	EscalatedFrom, EscalatedAfter string
+	Escalated                     bool
+	// AlertURL and DeviceURL (one-device alerts) are the views' links,
+	// empty without a link base URL.
+	AlertURL, DeviceURL string
+	// FirstID is the first device's id (for one-device titles), and
+	// FirstOutage its outage once it is back (else the alert's Duration).
+	FirstID, FirstOutage string
 	// Group renders the group labels ("site=sh-01, gateway=gw-3").
 	Group string
 	// StartsAt, EndsAt and Duration describe the alert's time span.
@@ -150,6 +205,9 @@ type Data struct {
 // Device is one listed device, ready to print.
 type Device struct {
 	ID, Node, Reason, Since, Until, Outage string
+	// Recovered is true for a device back online (in a resolved alert, or
+	// listed as recovered in a firing group notification).
+	Recovered bool
 }
 
 // Render renders a for the receiver. fits reports whether a candidate
@@ -157,18 +215,50 @@ type Device struct {
 // request body); nil means anything fits. Render returns the fullest
 // candidate that fits.
 func (t *Template) Render(a events.AlertEvent, fits func(Message) bool) (Message, error) {
-	base := t.data(a)
+	return t.RenderNote(a, Note{}, fits)
+}
+
+// RenderNote is Render with what the notifier knows beyond the event
+// (an escalation by its chain).
+func (t *Template) RenderNote(a events.AlertEvent, note Note, fits func(Message) bool) (Message, error) {
+	base := t.data(a, note)
 	all := base.Devices
-	m, err := t.fit(len(all), func(n int) (Message, error) {
+	links := t.links(base.AlertURL, base.DeviceURL)
+	return t.fit(len(all), func(n int) (Message, error) {
 		d := base
 		d.Devices = all[:n]
 		d.Omitted = base.Total - n
 		m, err := t.message("title", "body", d)
 		m.Shown, m.Omitted = n, d.Omitted
+		m.Firing, m.Severity, m.Links = a.Status == events.StatusFiring, a.Severity, links
 		return m, err
 	}, fits)
-	m.Firing, m.Severity = a.Status == events.StatusFiring, a.Severity
-	return m, err
+}
+
+// links lists the non-empty links, alert view first.
+func (t *Template) links(alertURL, deviceURL string) []Link {
+	w := words[t.opts.Language]
+	var out []Link
+	if alertURL != "" {
+		out = append(out, Link{Title: w.viewAlert, URL: alertURL})
+	}
+	if deviceURL != "" {
+		out = append(out, Link{Title: w.viewDevice, URL: deviceURL})
+	}
+	return out
+}
+
+// viewURL is the link base URL joined with the escaped path elements, or
+// "" without a base.
+func (t *Template) viewURL(elems ...string) string {
+	if t.opts.LinkBaseURL == "" {
+		return ""
+	}
+	u := strings.TrimRight(t.opts.LinkBaseURL, "/")
+	for _, e := range elems {
+		u += "/" + url.PathEscape(e)
+	}
+	return u
 }
 
 // fit renders with the most list items (up to all) whose message fits,
@@ -214,6 +304,14 @@ func (t *Template) cutToFit(m Message, fits func(Message) bool) Message {
 	if n := longestPrefix(m.Body, func(s string) bool { c := m; c.Body = s; return fits(c) }); n >= 0 {
 		m.Body = cut(m.Body, n)
 		return m
+	}
+	if len(m.Links) > 0 {
+		// The links go before the title is cut.
+		m.Links = nil
+		if n := longestPrefix(m.Body, func(s string) bool { c := m; c.Body = s; return fits(c) }); n >= 0 {
+			m.Body = cut(m.Body, n)
+			return m
+		}
 	}
 	m.Body = ""
 	title := strings.TrimPrefix(m.Title, t.Envelope(""))
@@ -273,23 +371,48 @@ func (t *Template) exec(name string, d any) (string, error) {
 	return b.String(), nil
 }
 
-func (t *Template) data(a events.AlertEvent) Data {
+func (t *Template) data(a events.AlertEvent, note Note) Data {
 	w := words[t.opts.Language]
 	d := Data{
-		Firing:   a.Status == events.StatusFiring,
-		RawKind:  string(a.Kind),
-		Kind:     lookup(w.kinds, string(a.Kind)),
-		Severity: lookup(w.severities, string(a.Severity)),
-		Status:   lookup(w.statuses, string(a.Status)),
-		Total:    max(a.DevicesTotal, len(a.Devices)),
-		Group:    t.group(a.GroupLabels),
-		StartsAt: t.clock(a.StartsAtMS, "2006-01-02 15:04:05 -07:00"),
-		ShortID:  a.ID[:min(len(a.ID), 12)],
+		Firing:    a.Status == events.StatusFiring,
+		RawKind:   string(a.Kind),
+		Kind:      lookup(w.kinds, string(a.Kind)),
+		Severity:  lookup(w.severities, string(a.Severity)),
+		Status:    lookup(w.statuses, string(a.Status)),
+		Total:     max(a.DevicesTotal, len(a.Devices)),
+		Group:     t.group(a.GroupLabels),
+		StartsAt:  t.clock(a.StartsAtMS, "2006-01-02 15:04:05 -07:00"),
+		ShortID:   a.ID[:min(len(a.ID), 12)],
+		New:       max(a.NewTotal, 0),
+		Recovered: max(a.ResolvedTotal, 0),
+		Still:     max(a.FiringTotal, 0),
+		Known:     max(a.KnownTotal, 0),
+		Flaps:     max(a.FlapCount, 0),
+		Tier:      max(a.Tier, 0),
+		AlertURL:  t.viewURL("alerts", a.Fingerprint),
 	}
 	d.Kind = text(d.Kind, maxShortRunes)
+	d.Update = d.Firing && (d.Recovered > 0 || d.Still > 0)
+	d.Changes = changes(t.opts.Language, d.New, d.Recovered, d.Still)
+	if d.Known > 0 {
+		d.Share = share(d.Total, d.Known)
+	}
 	if len(a.Devices) > 0 {
 		d.FirstID = text(a.Devices[0].DeviceID, maxDeviceIDRunes)
+		if d.Total == 1 {
+			d.DeviceURL = t.viewURL("devices", a.Devices[0].DeviceID)
+		}
 	}
+	node := a.GroupLabels["node"]
+	if node == "" && len(a.Devices) > 0 {
+		node = a.Devices[0].Node
+	}
+	d.Node = text(node, maxShortRunes)
+	if note.EscalatedFrom != "" {
+		d.EscalatedFrom = text(note.EscalatedFrom, maxShortRunes)
+		d.EscalatedAfter = humanDuration(note.EscalatedAfter, t.opts.Language)
+	}
+	d.Escalated = d.EscalatedFrom != "" || d.Tier > 0
 	if a.Status == events.StatusResolved {
 		d.EndsAt = t.clock(a.EndsAtMS, "2006-01-02 15:04:05 -07:00")
 		d.Duration = humanDuration(time.Duration(a.EndsAtMS-a.StartsAtMS)*time.Millisecond, t.opts.Language)
@@ -299,6 +422,9 @@ func (t *Template) data(a events.AlertEvent) Data {
 			ID:     text(dev.DeviceID, maxDeviceIDRunes),
 			Node:   text(dev.Node, maxShortRunes),
 			Reason: text(lookup(w.reasons, string(dev.Reason)), maxShortRunes),
+			// In a resolved alert every device is back; in a firing group
+			// notification a device may be listed as recovered.
+			Recovered: dev.Status == events.StatusResolved || a.Status == events.StatusResolved,
 		}
 		if dev.SinceMS > 0 {
 			v.Since = t.clock(dev.SinceMS, "01-02 15:04:05")
@@ -307,7 +433,7 @@ func (t *Template) data(a events.AlertEvent) Data {
 		if until == 0 && a.Status == events.StatusResolved {
 			until = a.EndsAtMS
 		}
-		if until > 0 && a.Status == events.StatusResolved {
+		if until > 0 && v.Recovered {
 			v.Until = t.clock(until, "01-02 15:04:05")
 			if dev.SinceMS > 0 && until >= dev.SinceMS {
 				v.Outage = humanDuration(time.Duration(until-dev.SinceMS)*time.Millisecond, t.opts.Language)
@@ -315,7 +441,51 @@ func (t *Template) data(a events.AlertEvent) Data {
 		}
 		d.Devices = append(d.Devices, v)
 	}
+	if d.FirstOutage = d.Duration; len(d.Devices) > 0 && d.Devices[0].Outage != "" {
+		d.FirstOutage = d.Devices[0].Outage
+	}
 	return d
+}
+
+// changes renders a group notification's counts, leaving out zeros:
+// "12 new offline, 3 recovered, 140 still down"; "" when all are zero.
+func changes(lang Language, fresh, recovered, still int) string {
+	var parts []string
+	add := func(n int, zh, en string) {
+		if n <= 0 {
+			return
+		}
+		if lang == Chinese {
+			parts = append(parts, fmt.Sprintf(zh, n))
+		} else {
+			parts = append(parts, fmt.Sprintf(en, n))
+		}
+	}
+	add(fresh, "新离线 %d 台", "%d new offline")
+	add(recovered, "恢复 %d 台", "%d recovered")
+	add(still, "仍离线 %d 台", "%d still down")
+	if lang == Chinese {
+		return strings.Join(parts, "，")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// share renders part/whole as a percentage: whole numbers from 10 %, one
+// decimal below ("0.4%"), never 0 % or 100 % unless exact.
+func share(part, whole int) string {
+	if whole <= 0 {
+		return ""
+	}
+	p := float64(part) * 100 / float64(whole)
+	switch {
+	case part <= 0:
+		return "0%"
+	case part >= whole:
+		return "100%"
+	case p < 10:
+		return strconv.FormatFloat(max(math.Floor(p*10)/10, 0.1), 'f', -1, 64) + "%"
+	}
+	return strconv.Itoa(min(int(math.Floor(p)), 99)) + "%"
 }
 
 func (t *Template) clock(ms int64, layout string) string {

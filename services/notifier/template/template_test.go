@@ -59,7 +59,7 @@ func TestRenderDefaults(t *testing.T) {
 			"fleetwatch · 告警 ID 0123456789ab",
 		}},
 		{"zh firing one device", Chinese, offline(events.StatusFiring, events.AlertDeviceOffline, 1, 1), "【告警】设备离线：dev-0 · site=sh-01", nil},
-		{"zh resolved", Chinese, offline(events.StatusResolved, events.AlertDeviceOffline, 2, 5), "【告警】已恢复：5 台设备重新上线 · site=sh-01", []string{
+		{"zh resolved", Chinese, offline(events.StatusResolved, events.AlertDeviceOffline, 2, 5), "【告警】已恢复：5 台设备重新上线，持续 1小时2分 · site=sh-01", []string{
 			"**结束**：2024-05-01 11:02:03 +08:00（持续 1小时2分）",
 			"- dev-0 · 节点 emqx@n1 · 心跳超时 · 离线 5分12秒（05-01 10:00:00 – 05-01 10:05:12）",
 			"- dev-1 · 节点 emqx@n1 · 心跳超时 · 离线 1小时2分（05-01 10:00:00 – 05-01 11:02:03）",
@@ -70,12 +70,12 @@ func TestRenderDefaults(t *testing.T) {
 			"- dev-0 · node emqx@n1 · keepalive timeout · offline since 05-01 10:00:00\n- +2 more\n",
 			"fleetwatch · alert id 0123456789ab",
 		}},
-		{"en resolved one", English, offline(events.StatusResolved, events.AlertDeviceOffline, 1, 1), "[告警] Resolved: dev-0 back online · site=sh-01", []string{
+		{"en resolved one", English, offline(events.StatusResolved, events.AlertDeviceOffline, 1, 1), "[告警] Resolved: dev-0 back online after 5m 12s · site=sh-01", []string{
 			"**Ended**: 2024-05-01 11:02:03 +08:00 (lasted 1h 2m)",
 			"- dev-0 · node emqx@n1 · keepalive timeout · offline for 5m 12s (05-01 10:00:00 – 05-01 10:05:12)",
 		}},
-		{"zh other kind", Chinese, offline(events.StatusFiring, events.AlertGroupOutage, 1, 40), "【告警】批量离线：40 台设备 · site=sh-01", []string{"**类型**：批量离线"}},
-		{"en other kind resolved", English, offline(events.StatusResolved, events.AlertDeviceFlapping, 1, 1), "[告警] Resolved: Device flapping (1 device) · site=sh-01", nil},
+		{"zh other kind", Chinese, offline(events.StatusFiring, events.AlertGroupOutage, 1, 40), "【告警】批量离线：site=sh-01 40 台设备离线", []string{"**类型**：批量离线"}},
+		{"en other kind resolved", English, offline(events.StatusResolved, events.AlertDeviceFlapping, 1, 1), "[告警] Resolved: dev-0 is stable again · site=sh-01", nil},
 		{"unknown kind", English, offline(events.StatusFiring, "cpu_hot", 1, 2), "[告警] cpu_hot: 2 devices · site=sh-01", nil},
 	}
 	for _, tt := range tests {
@@ -227,14 +227,21 @@ func TestParseLanguage(t *testing.T) {
 }
 
 func FuzzRenderFits(f *testing.F) {
-	f.Add("dev-1", "emqx@n1", "sh-01", 3, 500)
-	f.Add("设备😀<at id=all>", "\x00\n", "", 100, 20000)
-	f.Fuzz(func(t *testing.T, id, node, site string, n, limit int) {
+	f.Add("dev-1", "emqx@n1", "sh-01", 3, 500, uint8(0), 0, 0, 0)
+	f.Add("设备😀<at id=all>", "\x00\n", "", 100, 20000, uint8(2), 150, 3, 7)
+	f.Add("d", "n", "s", 1, 300, uint8(7), 0, 1, 2)
+	kinds := []events.AlertKind{events.AlertDeviceOffline, events.AlertDeviceFlapping, events.AlertGroupOutage, events.AlertNodeSilent}
+	f.Fuzz(func(t *testing.T, id, node, site string, n, limit int, kind uint8, known, recovered, still int) {
 		if id == "" || n < 0 || n > 100 || limit < 0 {
 			return
 		}
-		a := offline(events.StatusFiring, events.AlertDeviceOffline, n, n)
-		a.GroupLabels = map[string]string{"site": site}
+		st := events.StatusFiring
+		if kind&4 != 0 {
+			st = events.StatusResolved
+		}
+		a := offline(st, kinds[kind%4], n, n)
+		a.KnownTotal, a.ResolvedTotal, a.FiringTotal, a.FlapCount, a.Tier = known, recovered, still, still, recovered
+		a.GroupLabels = map[string]string{"site": site, "node": node}
 		for i := range a.Devices {
 			a.Devices[i].DeviceID = id
 			a.Devices[i].Node = node

@@ -12,6 +12,13 @@ import (
 // DefaultBaseURL is where a bare access token is sent.
 const DefaultBaseURL = "https://oapi.dingtalk.com/robot/send"
 
+// Message types (DingTalk's msgtype values).
+const (
+	MsgMarkdown   = "markdown"
+	MsgText       = "text"
+	MsgActionCard = "actionCard"
+)
+
 // Config configures one DingTalk custom robot.
 type Config struct {
 	// URL is the robot's whole webhook URL as DingTalk shows it
@@ -36,12 +43,20 @@ type Config struct {
 	Language string `yaml:"language"`
 	// Timezone renders times, e.g. Asia/Shanghai (default: the host's).
 	Timezone string `yaml:"timezone"`
+	// LinkBaseURL is the root of the fleetwatch views that messages link
+	// to (alert, device, alert list); empty: no links. The notifier's
+	// link_base_url is the default.
+	LinkBaseURL string `yaml:"link_base_url"`
 	// AtMobiles and AtUserIDs are mentioned in every message ("@…" is
 	// also written into the text, or DingTalk would not notify them).
 	AtMobiles []string `yaml:"at_mobiles"`
 	AtUserIDs []string `yaml:"at_user_ids"`
 	// AtAll mentions everyone in the group.
 	AtAll bool `yaml:"at_all"`
+	// MsgType is markdown (default: coloured heading, links), text (plain
+	// text, links as URLs) or actionCard (markdown with buttons to the
+	// alert and device views; needs link_base_url, mentions nobody).
+	MsgType string `yaml:"msg_type"`
 }
 
 // Validate checks the settings without reading secrets; field is the
@@ -63,6 +78,21 @@ func (c Config) Validate(field string) error {
 	}
 	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
 		return err
+	}
+	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
+		return err
+	}
+	switch c.MsgType {
+	case "", MsgMarkdown, MsgText:
+	case MsgActionCard:
+		if c.LinkBaseURL == "" {
+			return fmt.Errorf("%s: msg_type actionCard needs link_base_url (its buttons open the alert in fleetwatch): set notifier.link_base_url or %s.link_base_url, or use msg_type markdown", field, field)
+		}
+		if len(c.AtMobiles) > 0 || len(c.AtUserIDs) > 0 || c.AtAll {
+			return fmt.Errorf("%s: DingTalk's actionCard notifies nobody it mentions: remove at_mobiles, at_user_ids and at_all, or use msg_type markdown or text", field)
+		}
+	default:
+		return fmt.Errorf("%s.msg_type is %q: use markdown, text or actionCard", field, c.MsgType)
 	}
 	for i, m := range c.AtMobiles {
 		if m == "" || strings.ContainsAny(m, " @") {

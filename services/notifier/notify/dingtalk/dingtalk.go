@@ -1,8 +1,10 @@
 // Package dingtalk delivers alerts to a DingTalk custom robot (钉钉自定义
-// 机器人) as markdown messages: signed per attempt (加签), with the keyword
-// envelope, mentions, msgUuid idempotency, a 20000-byte budget, and a
-// classification of DingTalk's answers (HTTP 200 with an errcode) into
-// delivered, retryable, rate limited and permanent.
+// 机器人) as markdown, text or actionCard messages: signed per attempt
+// (加签), with the keyword envelope, mentions ("@mobile" written into the
+// text, or DingTalk notifies nobody), links to the fleetwatch views,
+// msgUuid idempotency, a 20000-byte budget, and a classification of
+// DingTalk's answers (HTTP 200 with an errcode) into delivered, retryable,
+// rate limited and permanent.
 package dingtalk
 
 import (
@@ -50,7 +52,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +61,9 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	}
 	if now == nil {
 		now = time.Now
+	}
+	if cfg.MsgType == "" {
+		cfg.MsgType = MsgMarkdown
 	}
 	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
 }
@@ -98,6 +103,24 @@ type markdown struct {
 	Text  string `json:"text"`
 }
 
+type textContent struct {
+	Content string `json:"content"`
+}
+
+type button struct {
+	Title     string `json:"title"`
+	ActionURL string `json:"actionURL"`
+}
+
+type actionCard struct {
+	Title          string   `json:"title"`
+	Text           string   `json:"text"`
+	SingleTitle    string   `json:"singleTitle,omitempty"`
+	SingleURL      string   `json:"singleURL,omitempty"`
+	BtnOrientation string   `json:"btnOrientation,omitempty"`
+	Btns           []button `json:"btns,omitempty"`
+}
+
 type at struct {
 	AtMobiles []string `json:"atMobiles,omitempty"`
 	AtUserIDs []string `json:"atUserIds,omitempty"`
@@ -105,10 +128,12 @@ type at struct {
 }
 
 type body struct {
-	MsgType  string   `json:"msgtype"`
-	Markdown markdown `json:"markdown"`
-	At       at       `json:"at"`
-	MsgUUID  string   `json:"msgUuid,omitempty"`
+	MsgType    string       `json:"msgtype"`
+	Markdown   *markdown    `json:"markdown,omitempty"`
+	Text       *textContent `json:"text,omitempty"`
+	ActionCard *actionCard  `json:"actionCard,omitempty"`
+	At         *at          `json:"at,omitempty"`
+	MsgUUID    string       `json:"msgUuid,omitempty"`
 }
 
 // Colours of the heading by status and severity.
@@ -131,40 +156,95 @@ func color(m template.Message) string {
 	return colorBlue
 }
 
-// Body renders a into the request body: a markdown message whose text
-// starts with the (keyword-carrying) title and ends with the mentions, at
-// most notify.MaxBodyBytes long. The signature is not part of the body.
+// Body renders a into the request body: a message of the configured type
+// whose text starts with the (keyword-carrying) title and ends with the
+// links and mentions, at most notify.MaxBodyBytes long. The signature is
+// not part of the body.
 func (n *Notifier) Body(a events.AlertEvent) ([]byte, template.Message, error) {
 	return n.BodyOf(notify.AlertContent(a))
+}
+
+// mentions is the "@…" line that makes DingTalk notify at_mobiles and
+// at_user_ids: a mention works only if "@mobile" is also in the text.
+func (n *Notifier) mentions() string {
+	var who []string
+	for _, x := range n.cfg.AtMobiles {
+		who = append(who, "@"+x)
+	}
+	for _, x := range n.cfg.AtUserIDs {
+		who = append(who, "@"+x)
+	}
+	return strings.Join(who, " ")
+}
+
+// plain turns the templates' markdown into plain text for msgtype text.
+func plain(s string) string {
+	s = strings.ReplaceAll(s, "**", "")
+	return strings.ReplaceAll(s, "  \n", "\n")
+}
+
+// build is the request body of m for the configured message type.
+func (n *Notifier) build(m template.Message, id string) []byte {
+	b := body{MsgType: n.cfg.MsgType, MsgUUID: id}
+	who := n.mentions()
+	if n.cfg.MsgType != MsgActionCard {
+		b.At = &at{AtMobiles: n.cfg.AtMobiles, AtUserIDs: n.cfg.AtUserIDs, IsAtAll: n.cfg.AtAll}
+	}
+	heading := "### <font color=" + color(m) + ">" + m.Title + "</font>\n\n" + m.Body
+	switch n.cfg.MsgType {
+	case MsgText:
+		text := m.Title
+		if m.Body != "" {
+			text += "\n\n" + plain(m.Body)
+		}
+		for _, l := range m.Links {
+			text += "\n" + l.Title + ": " + l.URL
+		}
+		if who != "" {
+			text += "\n\n" + who
+		}
+		b.Text = &textContent{Content: text}
+	case MsgActionCard:
+		links := m.Links
+		if len(links) == 0 {
+			// Cut for size: the card still needs its button.
+			links = []template.Link{{Title: "fleetwatch", URL: n.cfg.LinkBaseURL}}
+		}
+		card := &actionCard{Title: m.Title, Text: heading}
+		if len(links) == 1 {
+			card.SingleTitle, card.SingleURL = links[0].Title, links[0].URL
+		} else {
+			card.BtnOrientation = "1"
+			for _, l := range links {
+				card.Btns = append(card.Btns, button{Title: l.Title, ActionURL: l.URL})
+			}
+		}
+		b.ActionCard = card
+	default:
+		text := heading
+		if len(m.Links) > 0 {
+			var ls []string
+			for _, l := range m.Links {
+				ls = append(ls, "["+l.Title+"]("+l.URL+")")
+			}
+			text += "\n\n" + strings.Join(ls, " · ")
+		}
+		if who != "" {
+			text += "\n\n" + who
+		}
+		b.Markdown = &markdown{Title: m.Title, Text: text}
+	}
+	return notify.EncodeJSON(b)
 }
 
 // BodyOf renders any content (an alert, a digest, a test message) like
 // Body; the content's id is the msgUuid.
 func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
-	build := func(m template.Message) []byte {
-		text := "### <font color=" + color(m) + ">" + m.Title + "</font>\n\n" + m.Body
-		var who []string
-		for _, x := range n.cfg.AtMobiles {
-			who = append(who, "@"+x)
-		}
-		for _, x := range n.cfg.AtUserIDs {
-			who = append(who, "@"+x)
-		}
-		if len(who) > 0 {
-			text += "\n\n" + strings.Join(who, " ")
-		}
-		return notify.EncodeJSON(body{
-			MsgType:  "markdown",
-			Markdown: markdown{Title: m.Title, Text: text},
-			At:       at{AtMobiles: n.cfg.AtMobiles, AtUserIDs: n.cfg.AtUserIDs, IsAtAll: n.cfg.AtAll},
-			MsgUUID:  c.ID,
-		})
-	}
-	m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(build(m)) <= notify.MaxBodyBytes })
+	m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(n.build(m, c.ID)) <= notify.MaxBodyBytes })
 	if err != nil {
 		return nil, template.Message{}, err
 	}
-	return build(m), m, nil
+	return n.build(m, c.ID), m, nil
 }
 
 // Notify sends a to the robot once (plus one immediate re-signed retry if

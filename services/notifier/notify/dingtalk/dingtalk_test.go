@@ -316,7 +316,7 @@ func TestNotifyResolvedEnglishCarriesKeyword(t *testing.T) {
 		t.Fatalf("Notify = %+v, %v", r, err)
 	}
 	m := sim.Messages()[0]
-	if m.Title != "[fleetwatch-alert] Resolved: dev-0 back online · site=sh-01" || !strings.Contains(m.Text, "<font color=#2ea121>") || !strings.Contains(m.Text, "offline for 1m 30s (11-14 22:13:20 – 11-14 22:14:50)") {
+	if m.Title != "[fleetwatch-alert] Resolved: dev-0 back online after 1m 30s · site=sh-01" || !strings.Contains(m.Text, "<font color=#2ea121>") || !strings.Contains(m.Text, "offline for 1m 30s (11-14 22:13:20 – 11-14 22:14:50)") {
 		t.Fatalf("message %q\n%s", m.Title, m.Text)
 	}
 }
@@ -484,5 +484,91 @@ func TestBudgetHundredLongUnicodeDevices(t *testing.T) {
 	}
 	if msgs := sim.Messages(); len(msgs) != 1 || msgs[0].Bytes > chatsim.MaxBodyBytes || len(msgs[0].Mentions) != 1 {
 		t.Fatalf("messages %+v", msgs)
+	}
+}
+
+func TestMsgTypeConfig(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{URL: "tok", MsgType: MsgText, AtMobiles: []string{"138"}}, ""},
+		{Config{URL: "tok", MsgType: MsgActionCard, LinkBaseURL: "https://fleet.example.com"}, ""},
+		{Config{URL: "tok", MsgType: "link"}, `r.msg_type is "link": use markdown, text or actionCard`},
+		{Config{URL: "tok", MsgType: MsgActionCard}, "r: msg_type actionCard needs link_base_url (its buttons open the alert in fleetwatch): set notifier.link_base_url or r.link_base_url, or use msg_type markdown"},
+		{Config{URL: "tok", MsgType: MsgActionCard, LinkBaseURL: "https://f", AtAll: true}, "r: DingTalk's actionCard notifies nobody it mentions: remove at_mobiles, at_user_ids and at_all, or use msg_type markdown or text"},
+		{Config{URL: "tok", LinkBaseURL: "f/x"}, `r.link_base_url "f/x" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
+	}
+	for _, tt := range tests {
+		got := ""
+		if err := tt.cfg.Validate("r"); err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("Validate(%+v) = %q, want %q", tt.cfg, got, tt.want)
+		}
+	}
+}
+
+// TestMessageTypes sends one alert as each msgtype to a strict, signing,
+// keyword-protected robot and checks the exact body and what the robot
+// made of it: the keyword, the mentions that notify (text and markdown
+// carry "@mobile" in the text), and the links.
+func TestMessageTypes(t *testing.T) {
+	sim := startSim(t, chatsim.Robot{Name: "ops", Token: "tok", Secret: secret, Keywords: []string{"告警"}})
+	a := alert(1, simple)
+	tests := []struct {
+		cfg      Config
+		body     string
+		mentions []string
+		text     string
+	}{
+		{Config{MsgType: MsgText, AtMobiles: []string{"13800001111"}, AtUserIDs: []string{"manager01"}, AtAll: true},
+			`{"msgtype":"text","text":{"content":"【告警】设备离线：dev-0 · site=sh-01\n\n状态：告警中 · 级别：严重 · 类型：设备离线\n分组：site=sh-01\n开始：2023-11-15 06:13:20 +08:00\n设备：共 1 台\n\n- dev-0 · 节点 emqx@n1 · 心跳超时 · 离线自 11-15 06:13:20\n\nfleetwatch · 告警 ID ` + a.ID[:12] + `\n查看告警: https://fleet.example.com/alerts/fp-1\n查看设备: https://fleet.example.com/devices/dev-0\n\n@13800001111 @manager01"},"at":{"atMobiles":["13800001111"],"atUserIds":["manager01"],"isAtAll":true},"msgUuid":"` + a.ID + `"}`,
+			[]string{"13800001111", "manager01", "all"}, ""},
+		{Config{MsgType: MsgActionCard},
+			`{"msgtype":"actionCard","actionCard":{"title":"【告警】设备离线：dev-0 · site=sh-01","text":"### <font color=#d93026>【告警】设备离线：dev-0 · site=sh-01</font>\n\n**状态**：告警中 · **级别**：严重 · **类型**：设备离线  \n**分组**：site=sh-01  \n**开始**：2023-11-15 06:13:20 +08:00  \n**设备**：共 1 台\n\n- dev-0 · 节点 emqx@n1 · 心跳超时 · 离线自 11-15 06:13:20\n\nfleetwatch · 告警 ID ` + a.ID[:12] + `","btnOrientation":"1","btns":[{"title":"查看告警","actionURL":"https://fleet.example.com/alerts/fp-1"},{"title":"查看设备","actionURL":"https://fleet.example.com/devices/dev-0"}]},"msgUuid":"` + a.ID + `"}`,
+			nil, "[查看告警](https://fleet.example.com/alerts/fp-1)"},
+		{Config{AtMobiles: []string{"13800001111"}},
+			"", []string{"13800001111"}, "[查看告警](https://fleet.example.com/alerts/fp-1) · [查看设备](https://fleet.example.com/devices/dev-0)\n\n@13800001111"},
+	}
+	for i, tt := range tests {
+		cfg := tt.cfg
+		cfg.URL, cfg.SecretFile, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL = sim.DingTalkURL("tok"), secretFile(t, secret), "告警", "Asia/Shanghai", "https://fleet.example.com"
+		n, err := New(cfg, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _, err := n.Body(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tt.body != "" && string(body) != tt.body {
+			t.Fatalf("%d: body\n%s\nwant\n%s", i, body, tt.body)
+		}
+		// Each type is a new message for the robot: a new msgUuid.
+		sent := a
+		sent.ID = fmt.Sprintf("%s-%d", a.ID[:12], i)
+		if r, err := n.Notify(t.Context(), sent); err != nil {
+			t.Fatalf("%d: Notify = %+v, %v", i, r, err)
+		}
+		msgs := sim.Messages()
+		m := msgs[len(msgs)-1]
+		want := cfg.MsgType
+		if want == "" {
+			want = MsgMarkdown
+		}
+		if m.MsgType != want || !m.Signed || m.Title != "【告警】设备离线：dev-0 · site=sh-01" || len(m.SilentMentions) != 0 {
+			t.Fatalf("%d: message %+v", i, m)
+		}
+		if strings.Join(m.Mentions, ",") != strings.Join(tt.mentions, ",") {
+			t.Fatalf("%d: mentions %v, want %v", i, m.Mentions, tt.mentions)
+		}
+		if !strings.Contains(m.Text, tt.text) {
+			t.Fatalf("%d: text lacks %q:\n%s", i, tt.text, m.Text)
+		}
+	}
+	if rj := sim.Rejections(); len(rj) != 0 {
+		t.Fatalf("rejections %+v", rj)
 	}
 }

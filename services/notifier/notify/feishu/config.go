@@ -16,6 +16,13 @@ const DefaultBaseURL = "https://open.feishu.cn/open-apis/bot/v2/hook/"
 // hookPath is the path of every custom bot webhook.
 const hookPath = "/open-apis/bot/v2/hook/"
 
+// Message types (Feishu's msg_type values).
+const (
+	MsgInteractive = "interactive"
+	MsgPost        = "post"
+	MsgText        = "text"
+)
+
 // Config configures one Feishu (or Lark) custom bot.
 type Config struct {
 	// URL is the bot's whole webhook URL
@@ -39,10 +46,18 @@ type Config struct {
 	Language string `yaml:"language"`
 	// Timezone renders times, e.g. Asia/Shanghai (default: the host's).
 	Timezone string `yaml:"timezone"`
+	// LinkBaseURL is the root of the fleetwatch views that messages link
+	// to (alert, device, alert list); empty: no links. The notifier's
+	// link_base_url is the default.
+	LinkBaseURL string `yaml:"link_base_url"`
 	// MentionAll mentions everyone (<at id=all></at>).
 	MentionAll bool `yaml:"mention_all"`
 	// MentionUserIDs are open_ids/user_ids mentioned in every message.
 	MentionUserIDs []string `yaml:"mention_user_ids"`
+	// MsgType is interactive (default: a card with the header coloured by
+	// severity and buttons to the fleetwatch views), post (rich text with
+	// links) or text.
+	MsgType string `yaml:"msg_type"`
 }
 
 // Validate checks the settings without reading secrets; field is the
@@ -64,6 +79,14 @@ func (c Config) Validate(field string) error {
 	}
 	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
 		return err
+	}
+	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
+		return err
+	}
+	switch c.MsgType {
+	case "", MsgInteractive, MsgPost, MsgText:
+	default:
+		return fmt.Errorf("%s.msg_type is %q: use interactive, post or text", field, c.MsgType)
 	}
 	for i, u := range c.MentionUserIDs {
 		if u == "" || strings.ContainsAny(u, " <>\"") {

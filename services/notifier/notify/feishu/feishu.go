@@ -1,8 +1,9 @@
 // Package feishu delivers alerts to a Feishu/Lark custom bot (飞书自定义
-// 机器人) as interactive cards: signed per attempt with Feishu's own
-// algorithm (timestamp and sign in the JSON body), a header colour by
-// severity and status, the keyword envelope, mentions, a 20000-byte budget,
-// and a classification of Feishu's answers into delivered, retryable, rate
+// 机器人) as interactive cards (header colour by severity and status,
+// buttons to the fleetwatch views), rich-text posts or plain text: signed
+// per attempt with Feishu's own algorithm (timestamp and sign in the JSON
+// body), with the keyword envelope, mentions, a 20000-byte budget, and a
+// classification of Feishu's answers into delivered, retryable, rate
 // limited and permanent.
 package feishu
 
@@ -47,7 +48,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +57,9 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	}
 	if now == nil {
 		now = time.Now
+	}
+	if cfg.MsgType == "" {
+		cfg.MsgType = MsgInteractive
 	}
 	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
 }
@@ -96,7 +100,41 @@ type body struct {
 	Timestamp string `json:"timestamp,omitempty"`
 	Sign      string `json:"sign,omitempty"`
 	MsgType   string `json:"msg_type"`
-	Card      card   `json:"card"`
+	Card      *card  `json:"card,omitempty"`
+	Content   any    `json:"content,omitempty"`
+}
+
+type buttonElement struct {
+	Tag  string    `json:"tag"`
+	Text plainText `json:"text"`
+	Type string    `json:"type"`
+	URL  string    `json:"url"`
+}
+
+type actionElement struct {
+	Tag     string          `json:"tag"`
+	Actions []buttonElement `json:"actions"`
+}
+
+// postElement is one element of a post paragraph.
+type postElement struct {
+	Tag    string `json:"tag"`
+	Text   string `json:"text,omitempty"`
+	Href   string `json:"href,omitempty"`
+	UserID string `json:"user_id,omitempty"`
+}
+
+type post struct {
+	Title   string          `json:"title"`
+	Content [][]postElement `json:"content"`
+}
+
+type postContent struct {
+	Post map[string]post `json:"post"`
+}
+
+type textContent struct {
+	Text string `json:"text"`
 }
 
 // HeaderTemplate is the card header colour: red for critical, orange for
@@ -117,8 +155,19 @@ func headerTemplate(firing bool, sev events.Severity) string {
 	return "blue"
 }
 
-func (n *Notifier) card(m template.Message) card {
+func (n *Notifier) card(m template.Message) *card {
 	els := []any{div{Tag: "div", Text: plainText{Tag: "lark_md", Content: m.Body}}}
+	if len(m.Links) > 0 {
+		act := actionElement{Tag: "action"}
+		for i, l := range m.Links {
+			typ := "default"
+			if i == 0 {
+				typ = "primary"
+			}
+			act.Actions = append(act.Actions, buttonElement{Tag: "button", Text: plainText{Tag: "plain_text", Content: l.Title}, Type: typ, URL: l.URL})
+		}
+		els = append(els, act)
+	}
 	var at []string
 	if n.cfg.MentionAll {
 		at = append(at, "<at id=all></at>")
@@ -129,35 +178,116 @@ func (n *Notifier) card(m template.Message) card {
 	if len(at) > 0 {
 		els = append(els, map[string]string{"tag": "hr"}, div{Tag: "div", Text: plainText{Tag: "lark_md", Content: strings.Join(at, " ")}})
 	}
-	return card{
+	return &card{
 		Config:   map[string]bool{"wide_screen_mode": true},
 		Header:   header{Title: plainText{Tag: "plain_text", Content: m.Title}, Template: headerTemplate(m.Firing, m.Severity)},
 		Elements: els,
 	}
 }
 
-// Body renders a into an interactive card body signed for now, at most
-// notify.MaxBodyBytes long.
+// plain turns the templates' markdown into plain text.
+func plain(s string) string {
+	s = strings.ReplaceAll(s, "**", "")
+	return strings.ReplaceAll(s, "  \n", "\n")
+}
+
+// post renders m as a rich-text post: a paragraph per non-empty line, the
+// links as "a" elements, the mentions as "at" elements.
+func (n *Notifier) post(m template.Message) postContent {
+	var paras [][]postElement
+	for _, line := range strings.Split(plain(m.Body), "\n") {
+		if strings.TrimSpace(line) != "" {
+			paras = append(paras, []postElement{{Tag: "text", Text: line}})
+		}
+	}
+	if len(m.Links) > 0 {
+		var links []postElement
+		for i, l := range m.Links {
+			if i > 0 {
+				links = append(links, postElement{Tag: "text", Text: " · "})
+			}
+			links = append(links, postElement{Tag: "a", Text: l.Title, Href: l.URL})
+		}
+		paras = append(paras, links)
+	}
+	var at []postElement
+	if n.cfg.MentionAll {
+		at = append(at, postElement{Tag: "at", UserID: "all"})
+	}
+	for _, id := range n.cfg.MentionUserIDs {
+		at = append(at, postElement{Tag: "at", UserID: id})
+	}
+	if len(at) > 0 {
+		paras = append(paras, at)
+	}
+	if len(paras) == 0 {
+		// Cut for size: a post needs content; the title carries the keyword.
+		paras = [][]postElement{{{Tag: "text", Text: " "}}}
+	}
+	lang := "zh_cn"
+	if n.tmpl.Language() == template.English {
+		lang = "en_us"
+	}
+	return postContent{Post: map[string]post{lang: {Title: m.Title, Content: paras}}}
+}
+
+// text renders m as plain text: the title, the body, the links as URLs
+// and the mentions as <at> tags.
+func (n *Notifier) text(m template.Message) textContent {
+	t := m.Title
+	if m.Body != "" {
+		t += "\n\n" + plain(m.Body)
+	}
+	for _, l := range m.Links {
+		t += "\n" + l.Title + ": " + l.URL
+	}
+	var at []string
+	if n.cfg.MentionAll {
+		at = append(at, `<at user_id="all">all</at>`)
+	}
+	for _, id := range n.cfg.MentionUserIDs {
+		at = append(at, `<at user_id="`+id+`"></at>`)
+	}
+	if len(at) > 0 {
+		t += "\n\n" + strings.Join(at, " ")
+	}
+	return textContent{Text: t}
+}
+
+// unsigned is the body of m without timestamp and sign.
+func (n *Notifier) unsigned(m template.Message) body {
+	b := body{MsgType: n.cfg.MsgType}
+	switch n.cfg.MsgType {
+	case MsgPost:
+		b.Content = n.post(m)
+	case MsgText:
+		b.Content = n.text(m)
+	default:
+		b.Card = n.card(m)
+	}
+	return b
+}
+
+// Body renders a into a body of the configured message type signed for
+// now, at most notify.MaxBodyBytes long.
 func (n *Notifier) Body(a events.AlertEvent, now time.Time) ([]byte, template.Message, error) {
 	return n.BodyOf(notify.AlertContent(a), now)
 }
 
 // BodyOf renders any content (an alert, a digest, a test message) like Body.
 func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Message, error) {
-	// Budget with a signature of the real size: 10 digits and 44 characters.
-	probe := body{MsgType: "interactive"}
-	if n.secret != "" {
-		probe.Timestamp, probe.Sign = "1700000000", strings.Repeat("x", 44)
-	}
 	m, err := c.Render(n.tmpl, func(m template.Message) bool {
-		p := probe
-		p.Card = n.card(m)
-		return len(notify.EncodeJSON(p)) <= notify.MaxBodyBytes
+		b := n.unsigned(m)
+		if n.secret != "" {
+			// Budget with a signature of the real size: 10 digits and 44 characters.
+			b.Timestamp, b.Sign = "1700000000", strings.Repeat("x", 44)
+		}
+		return len(notify.EncodeJSON(b)) <= notify.MaxBodyBytes
 	})
 	if err != nil {
 		return nil, template.Message{}, err
 	}
-	b := body{MsgType: "interactive", Card: n.card(m)}
+	b := n.unsigned(m)
 	if n.secret != "" {
 		ts := now.Unix()
 		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.secret, ts)

@@ -64,6 +64,9 @@ func TestConfigValidate(t *testing.T) {
 		{Config{URL: "https://open.feishu.cn/x"}, "r.url: is not a custom bot webhook (…/open-apis/bot/v2/hook/<token>): paste the bot's whole webhook URL"},
 		{Config{URL: "tok", Language: "ja"}, `r.language: language "ja" is not supported: use zh or en`},
 		{Config{URL: "tok", MentionUserIDs: []string{"<at>"}}, `r.mention_user_ids[0] "<at>" is not a user id: use the open_id (ou_…)`},
+		{Config{URL: "tok", MsgType: MsgPost}, ""},
+		{Config{URL: "tok", MsgType: "card"}, `r.msg_type is "card": use interactive, post or text`},
+		{Config{URL: "tok", LinkBaseURL: "ftp://x"}, `r.link_base_url "ftp://x" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate("r")
@@ -327,5 +330,63 @@ func TestBudgetHundredLongUnicodeDevices(t *testing.T) {
 	msgs := sim.Messages()
 	if len(msgs) != 1 || len(msgs[0].Mentions) != 1 || msgs[0].Mentions[0] != "all" {
 		t.Fatalf("messages %+v", msgs)
+	}
+}
+
+// TestMessageTypes sends one alert as each msg_type to a strict,
+// keyword-protected bot and checks the exact body and what the bot made of
+// it: the keyword, the mentions, the links, the card header colour.
+func TestMessageTypes(t *testing.T) {
+	sim := startSim(t, chatsim.Robot{Name: "ops", Token: "hook", Keywords: []string{"告警"}})
+	a := alert(1, events.SeverityWarning, simple)
+	id := a.ID[:12]
+	tests := []struct {
+		msgType, lang string
+		body          string
+		text          string
+	}{
+		{MsgPost, "zh", `{"msg_type":"post","content":{"post":{"zh_cn":{"title":"【告警】设备离线：dev-0 · site=sh-01","content":[` +
+			`[{"tag":"text","text":"状态：告警中 · 级别：警告 · 类型：设备离线"}],[{"tag":"text","text":"分组：site=sh-01"}],` +
+			`[{"tag":"text","text":"开始：2023-11-15 06:13:20 +08:00"}],[{"tag":"text","text":"设备：共 1 台"}],` +
+			`[{"tag":"text","text":"- dev-0 · 节点 emqx@n1 · 心跳超时 · 离线自 11-15 06:13:20"}],[{"tag":"text","text":"fleetwatch · 告警 ID ` + id + `"}],` +
+			`[{"tag":"a","text":"查看告警","href":"https://fleet.example.com/alerts/fp-1"},{"tag":"text","text":" · "},{"tag":"a","text":"查看设备","href":"https://fleet.example.com/devices/dev-0"}],` +
+			`[{"tag":"at","user_id":"all"},{"tag":"at","user_id":"ou_123"}]]}}}}`,
+			"[查看告警](https://fleet.example.com/alerts/fp-1) · [查看设备](https://fleet.example.com/devices/dev-0)\n@all@ou_123"},
+		{MsgText, "en", `{"msg_type":"text","content":{"text":"[告警] Device offline: dev-0 · site=sh-01\n\nStatus: firing · Severity: warning · Kind: Device offline\n` +
+			`Group: site=sh-01\nStarted: 2023-11-15 06:13:20 +08:00\nDevices: 1\n\n- dev-0 · node emqx@n1 · keepalive timeout · offline since 11-15 06:13:20\n\n` +
+			`fleetwatch · alert id ` + id + `\nView alert: https://fleet.example.com/alerts/fp-1\nView device: https://fleet.example.com/devices/dev-0\n\n` +
+			`<at user_id=\"all\">all</at> <at user_id=\"ou_123\"></at>"}}`,
+			"View device: https://fleet.example.com/devices/dev-0"},
+		{MsgInteractive, "zh", "", "[查看告警] [查看设备]"},
+	}
+	for i, tt := range tests {
+		n, err := New(Config{URL: sim.FeishuURL("hook"), Keyword: "告警", Language: tt.lang, Timezone: "Asia/Shanghai", MentionAll: true,
+			MentionUserIDs: []string{"ou_123"}, MsgType: tt.msgType, LinkBaseURL: "https://fleet.example.com"}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _, err := n.Body(a, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tt.body != "" && string(body) != tt.body {
+			t.Fatalf("%s: body\n%s\nwant\n%s", tt.msgType, body, tt.body)
+		}
+		if r, err := n.Notify(t.Context(), a); err != nil {
+			t.Fatalf("%s: Notify = %+v, %v", tt.msgType, r, err)
+		}
+		m := sim.Messages()[i]
+		if m.MsgType != tt.msgType || !strings.Contains(m.Title, "dev-0") || len(m.Mentions) != 2 || m.Mentions[0] != "all" || m.Mentions[1] != "ou_123" {
+			t.Fatalf("%s: message %+v", tt.msgType, m)
+		}
+		if !strings.Contains(m.Text, tt.text) {
+			t.Fatalf("%s: text lacks %q:\n%s", tt.msgType, tt.text, m.Text)
+		}
+		if tt.msgType == MsgInteractive && m.Color != "orange" {
+			t.Fatalf("card colour %q", m.Color)
+		}
+	}
+	if rj := sim.Rejections(); len(rj) != 0 {
+		t.Fatalf("rejections %+v", rj)
 	}
 }

@@ -23,6 +23,10 @@ type Config struct {
 	Language string `yaml:"language"`
 	// Timezone renders times (default: the host's).
 	Timezone string `yaml:"timezone"`
+	// LinkBaseURL is the root of the fleetwatch views that messages link
+	// to (alert, device, alert list); empty: no links. The notifier's
+	// link_base_url is the default.
+	LinkBaseURL string `yaml:"link_base_url"`
 	// MentionUserIDs (U…) are mentioned in every message.
 	MentionUserIDs []string `yaml:"mention_user_ids"`
 	// MentionChannel notifies the whole channel (<!channel>).
@@ -40,6 +44,9 @@ func (c Config) Validate(field string) error {
 		}
 	}
 	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
+	}
+	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
 		return err
 	}
 	for i, u := range c.MentionUserIDs {

@@ -45,7 +45,7 @@ func New(cfg Config, client *http.Client) (*Notifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.English, cfg.Keyword, cfg.Timezone)
+	tmpl, err := notify.NewTemplate(cfg.Language, template.English, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,11 @@ func mrkdwn(s string) string {
 	return strings.ReplaceAll(s, "  \n", "\n")
 }
 
+// slackLinkText escapes a link title for <url|title>.
+func slackLinkText(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "|", "¦").Replace(s)
+}
+
 func (n *Notifier) mentions() string {
 	var who []string
 	if n.cfg.MentionChannel {
@@ -104,6 +109,13 @@ func (n *Notifier) build(m template.Message) []byte {
 	b.Blocks = append(b.Blocks, block{Type: "header", Text: &textObject{Type: "plain_text", Text: m.Title}})
 	if m.Body != "" {
 		b.Blocks = append(b.Blocks, block{Type: "section", Text: &textObject{Type: "mrkdwn", Text: mrkdwn(m.Body)}})
+	}
+	if len(m.Links) > 0 {
+		links := block{Type: "context"}
+		for _, l := range m.Links {
+			links.Elements = append(links.Elements, textObject{Type: "mrkdwn", Text: "<" + l.URL + "|" + slackLinkText(l.Title) + ">"})
+		}
+		b.Blocks = append(b.Blocks, links)
 	}
 	if who := n.mentions(); who != "" {
 		b.Blocks = append(b.Blocks, block{Type: "section", Text: &textObject{Type: "mrkdwn", Text: who}})

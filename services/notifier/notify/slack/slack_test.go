@@ -130,7 +130,7 @@ func TestSendBlocks(t *testing.T) {
 	if len(msgs) != 4 {
 		t.Fatalf("%d messages", len(msgs))
 	}
-	wantTitles := []string{"[alert] 500 devices offline · site=sh-01&2", "[alert] Resolved: dev-0- back online · site=sh-01&2",
+	wantTitles := []string{"[alert] 500 devices offline · site=sh-01&2", "[alert] Resolved: dev-0- back online after 1m · site=sh-01&2",
 		"[alert] Digest: 3 devices firing, 2 devices resolved", "[alert] Test message · ops"}
 	for i, m := range msgs {
 		if m.Title != wantTitles[i] {

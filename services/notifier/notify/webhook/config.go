@@ -30,6 +30,10 @@ type Config struct {
 	Language string `yaml:"language"`
 	// Timezone renders times (default: the host's).
 	Timezone string `yaml:"timezone"`
+	// LinkBaseURL is the root of the fleetwatch views that messages link
+	// to (alert, device, alert list); empty: no links. The notifier's
+	// link_base_url is the default.
+	LinkBaseURL string `yaml:"link_base_url"`
 	// MaxBytes is the body budget (default 20000).
 	MaxBytes int `yaml:"max_bytes"`
 }
@@ -51,6 +55,9 @@ func (c Config) Validate(field string) error {
 		}
 	}
 	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+		return err
+	}
+	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
 		return err
 	}
 	return nil

@@ -54,7 +54,7 @@ func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, erro
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +90,18 @@ type Payload struct {
 	Alert *events.AlertEvent `json:"alert,omitempty"`
 	// Digest summarises the folded alerts (kind digest).
 	Digest *Digest `json:"digest,omitempty"`
+	// Links are the fleetwatch views (with link_base_url): the alert or
+	// the alert list, then a single device.
+	Links []Link `json:"links,omitempty"`
+	// EscalatedFrom names the receiver whose alert stayed unresolved and
+	// was escalated here by its escalation chain.
+	EscalatedFrom string `json:"escalated_from,omitempty"`
+}
+
+// Link is one link of a payload.
+type Link struct {
+	Title string `json:"title"`
+	URL   string `json:"url"`
 }
 
 // Digest is the JSON form of digest.Digest.
@@ -107,7 +119,11 @@ type Digest struct {
 }
 
 func (n *Notifier) payload(c notify.Content, m template.Message, keep int) Payload {
-	p := Payload{Version: 1, Kind: c.Kind, ID: c.ID, Title: m.Title, Text: m.Body, Firing: m.Firing, Severity: m.Severity}
+	p := Payload{Version: 1, Kind: c.Kind, ID: c.ID, Title: m.Title, Text: m.Body, Firing: m.Firing, Severity: m.Severity,
+		EscalatedFrom: c.Note.EscalatedFrom}
+	for _, l := range m.Links {
+		p.Links = append(p.Links, Link{Title: l.Title, URL: l.URL})
+	}
 	if c.Alert != nil {
 		a := *c.Alert
 		a.Devices = a.Devices[:min(len(a.Devices), keep)]

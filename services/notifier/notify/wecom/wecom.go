@@ -51,7 +51,7 @@ func New(cfg Config, client *http.Client) (*Notifier, error) {
 	if cfg.MsgType == "" {
 		cfg.MsgType = MsgMarkdown
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone)
+	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -98,9 +98,20 @@ func plain(s string) string {
 // content is the message's content field.
 func (n *Notifier) content(m template.Message) string {
 	if n.cfg.MsgType == MsgText {
-		return m.Title + "\n\n" + plain(m.Body)
+		c := m.Title + "\n\n" + plain(m.Body)
+		for _, l := range m.Links {
+			c += "\n" + l.Title + ": " + l.URL
+		}
+		return c
 	}
 	c := "## <font color=\"" + color(m) + "\">" + m.Title + "</font>\n" + m.Body
+	if len(m.Links) > 0 {
+		var ls []string
+		for _, l := range m.Links {
+			ls = append(ls, "["+l.Title+"]("+l.URL+")")
+		}
+		c += "\n" + strings.Join(ls, " · ")
+	}
 	if len(n.cfg.MentionUserIDs) > 0 {
 		var who []string
 		for _, id := range n.cfg.MentionUserIDs {
