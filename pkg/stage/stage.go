@@ -101,6 +101,9 @@ type Env struct {
 	JetStream jetstream.JetStream
 	// Telemetry holds the tracer and meter providers.
 	Telemetry *telemetry.Providers
+	// ConfigPath is the --config file ("" when none was given): a stage
+	// that reloads its config on SIGHUP reads it again from there.
+	ConfigPath string
 
 	ready atomic.Pointer[func() error]
 }
@@ -219,7 +222,11 @@ func main(spec Spec, cfg Config, args []string, stderr io.Writer, run func(ctx c
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := Start(ctx, *common, logger, run); err != nil {
+	withPath := func(ctx context.Context, env *Env) error {
+		env.ConfigPath = *configPath
+		return run(ctx, env)
+	}
+	if err := Start(ctx, *common, logger, withPath); err != nil {
 		logger.Error("stopped with an error", "err", err)
 		return 1
 	}

@@ -19,6 +19,14 @@
 // succeeds or the service stops, in which case the inputs stay unacked. Between
 // fetches (at least every Config.Tick) the same goroutine applies a clock tick
 // with Deps.Now, which fires the outages whose grace period has passed.
+// A separate goroutine fetches; the processing goroutine also serves,
+// between batches, everything else that reads or changes the tracker: HTTP
+// API queries (package api), SIGHUP reloads (Reload), the silences of the
+// KV bucket and the configured maintenance windows (package silencestore,
+// fed as tracker.Silences on every change and when a window's occurrence
+// ends), the dynamic inventory of the KV bucket (package inventorykv,
+// layered over the inventory file by labels.Dynamic), and broker node
+// health from the NODES stream (tracker.Node).
 //
 // # Restart recovery
 //
@@ -53,12 +61,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/api"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/inventorykv"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,18 +117,29 @@ type Config struct {
 	// repeats; without it, every alert goes to Receivers, one group per
 	// device: one firing and one resolved notification per outage.
 	Route *route.Config `yaml:"route"`
+	// API is the HTTP API (off unless api.listen is set).
+	API api.Config `yaml:"api"`
+	// Silences are stored in a KV bucket; recurring maintenance windows
+	// come from here.
+	Silences silencestore.Config `yaml:"silences"`
+	// InventoryKV is the KV bucket of the dynamic inventory (labels set
+	// through the API, overriding the inventory file's).
+	InventoryKV inventorykv.Config `yaml:"inventory_kv"`
 }
 
 // DefaultConfig returns the evaluator's defaults.
 func DefaultConfig() Config {
 	return Config{
-		Grace:      30 * time.Second,
-		Tick:       time.Second,
-		Receivers:  []string{"default"},
-		Severity:   events.SeverityWarning,
-		Partitions: events.DefaultPartitions,
-		FetchBatch: 256,
-		AckWait:    30 * time.Second,
+		Grace:       30 * time.Second,
+		Tick:        time.Second,
+		Receivers:   []string{"default"},
+		Severity:    events.SeverityWarning,
+		Partitions:  events.DefaultPartitions,
+		FetchBatch:  256,
+		AckWait:     30 * time.Second,
+		API:         api.Config{}.WithDefaults(),
+		Silences:    silencestore.Config{}.WithDefaults(),
+		InventoryKV: inventorykv.Config{}.WithDefaults(),
 	}
 }
 
@@ -145,6 +168,9 @@ func (c Config) withDefaults() Config {
 	if c.AckWait == 0 {
 		c.AckWait = d.AckWait
 	}
+	c.API = c.API.WithDefaults()
+	c.Silences = c.Silences.WithDefaults()
+	c.InventoryKV = c.InventoryKV.WithDefaults()
 	return c
 }
 
@@ -181,6 +207,15 @@ func (c Config) Validate() error {
 	if err := c.Labels.Validate("evaluator.labels"); err != nil {
 		return err
 	}
+	if err := c.API.WithDefaults().Validate("evaluator.api"); err != nil {
+		return err
+	}
+	if err := c.Silences.WithDefaults().Validate("evaluator.silences"); err != nil {
+		return err
+	}
+	if err := c.InventoryKV.WithDefaults().Validate("evaluator.inventory_kv"); err != nil {
+		return err
+	}
 	_, err := c.routes()
 	return err
 }
@@ -205,20 +240,24 @@ type Deps struct {
 	MeterProvider  metric.MeterProvider
 	// Now is the clock applied on every tick; defaults to time.Now.
 	Now func() time.Time
+	// Topology places the KV buckets (replicas, memory storage) like the
+	// streams; the zero value is one replica on file storage.
+	Topology events.Topology
 }
 
 // Service is a running evaluator. Create it with New, then call Run once.
 type Service struct {
-	cfg     Config
+	cfg     Config // owned by the processing goroutine once Run started
 	js      jetstream.JetStream
 	log     *slog.Logger
 	tracer  trace.Tracer
 	now     func() time.Time
 	metrics *metrics
+	topo    events.Topology
 
-	routes    *route.Tree
-	table     *labels.Table
-	inventory *labels.Inventory
+	routes  *route.Tree
+	table   *labels.Table
+	dynamic *labels.Dynamic // file inventory + KV inventory
 
 	ready   atomic.Pointer[error]
 	devices atomic.Int64
@@ -227,6 +266,8 @@ type Service struct {
 	// and whether the consumer had more messages after the last batch.
 	watermark int64
 	backlog   bool
+
+	ctl control
 }
 
 var (
@@ -248,14 +289,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Service{cfg: cfg, js: js, log: deps.Logger, now: deps.Now}
+	s := &Service{cfg: cfg, js: js, log: deps.Logger, now: deps.Now, topo: deps.Topology}
 	if s.routes, err = cfg.routes(); err != nil {
 		return nil, err
 	}
 	s.table = labels.NewTable()
-	if s.inventory, err = labels.LoadInventory(cfg.Labels.Inventory, s.table); err != nil {
+	inv, err := labels.LoadInventory(cfg.Labels.Inventory, s.table)
+	if err != nil {
 		return nil, fmt.Errorf("evaluator.labels.inventory: %w", err)
 	}
+	s.dynamic = labels.NewDynamic(s.table, inv)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -274,6 +317,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.metrics, err = newMetrics(mp, &s.devices); err != nil {
 		return nil, err
 	}
+	if err := s.ctl.init(cfg); err != nil {
+		return nil, err
+	}
 	s.setReady(errRecovering)
 	return s, nil
 }
@@ -284,23 +330,44 @@ func (s *Service) Ready() error { return *s.ready.Load() }
 
 func (s *Service) setReady(err error) { s.ready.Store(&err) }
 
+// trackerConfig is the tracker's part of cfg, with a labeler that reads the
+// service's label table and inventory.
+func (s *Service) trackerConfig(cfg Config, routes *route.Tree) (tracker.Config, error) {
+	l, err := labels.NewLabeler(cfg.Labels, s.table, s.dynamic.Inventory())
+	if err != nil {
+		return tracker.Config{}, err
+	}
+	return tracker.Config{Grace: cfg.Grace, Receivers: cfg.Receivers, Severity: cfg.Severity, Routes: routes, Labeler: l}, nil
+}
+
 func (s *Service) newTracker() (*tracker.Tracker, error) {
-	l, err := labels.NewLabeler(s.cfg.Labels, s.table, s.inventory)
+	tc, err := s.trackerConfig(s.cfg, s.routes)
 	if err != nil {
 		return nil, err
 	}
-	return tracker.New(tracker.Config{Grace: s.cfg.Grace, Receivers: s.cfg.Receivers, Severity: s.cfg.Severity,
-		Routes: s.routes, Labeler: l})
+	return tracker.New(tc)
 }
 
-// Run ensures the durable consumer, rebuilds the state, and processes
-// presence events until ctx ends. It returns nil on a clean stop.
+// Run ensures the durable consumer and the KV buckets, serves the API,
+// rebuilds the state, and processes presence events until ctx ends. It
+// returns nil on a clean stop.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.setReady(errStopped)
 	s.setReady(errRecovering)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	defer close(s.ctl.loopDone)
 	cons, err := events.EnsureConsumer(ctx, s.js, events.StreamPresence,
 		events.ConsumerConfig(events.ConsumerEvaluator, events.PresencePrefix+".>", s.cfg.AckWait, 4*s.cfg.FetchBatch))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := s.startSide(ctx, &wg); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -310,14 +377,43 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.applySilences(ctx, tr) // the set in force, before the replay
 	if err := s.rebuild(ctx, tr); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("recover state: %w", err)
 	}
+	s.startNodes(ctx, &wg)
 	s.setReady(nil)
 	s.log.Info("evaluating", "grace", s.cfg.Grace, "receivers", s.cfg.Receivers, "devices", tr.Len())
-	s.loop(ctx, cons, tr)
+	s.loop(ctx, cons, tr, &wg)
 	return nil
 }
+
+// NewTracker returns a fresh tracker for cfg (zero fields take
+// DefaultConfig's values), labelled with its rules and inventory file: what
+// the backtest replays events through.
+func (c Config) NewTracker() (*tracker.Tracker, error) {
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	routes, err := c.routes()
+	if err != nil {
+		return nil, err
+	}
+	table := labels.NewTable()
+	inv, err := labels.LoadInventory(c.Labels.Inventory, table)
+	if err != nil {
+		return nil, fmt.Errorf("evaluator.labels.inventory: %w", err)
+	}
+	l, err := labels.NewLabeler(c.Labels, table, inv)
+	if err != nil {
+		return nil, err
+	}
+	return tracker.New(tracker.Config{Grace: c.Grace, Receivers: c.Receivers, Severity: c.Severity, Routes: routes, Labeler: l})
+}
+
+// TickInterval is the config's tick (default applied).
+func (c Config) TickInterval() time.Duration { return c.withDefaults().Tick }

@@ -15,6 +15,7 @@ type metrics struct {
 	events    metric.Int64Counter
 	decisions metric.Int64Counter
 	blips     metric.Int64Counter
+	reloads   metric.Int64Counter
 }
 
 // Event outcomes.
@@ -43,6 +44,10 @@ func newMetrics(mp metric.MeterProvider, devices *atomic.Int64) (*metrics, error
 	if out.blips, err = m.Int64Counter("fleetwatch_evaluator_blips",
 		metric.WithDescription("Outages that ended within the grace period (no alert).")); err != nil {
 		return nil, fmt.Errorf("metric blips: %w", err)
+	}
+	if out.reloads, err = m.Int64Counter("fleetwatch_evaluator_reloads",
+		metric.WithDescription("Configs reloaded (SIGHUP) and applied.")); err != nil {
+		return nil, fmt.Errorf("metric reloads: %w", err)
 	}
 	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_devices",
 		metric.WithDescription("Devices tracked."),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -34,31 +35,91 @@ type outMsg struct {
 // see ctx, so it bounds how long stopping takes.
 const maxIdleWait = time.Second
 
-// loop fetches and applies batches, and applies a tick at least every
-// Config.Tick, until ctx ends. It is the only user of tr.
-func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker) {
-	ticker := time.NewTicker(s.cfg.Tick)
-	defer ticker.Stop()
+// fetched is what one fetch returned.
+type fetched struct {
+	msgs []jetstream.Msg
+	err  error
+}
+
+// fetch pulls batches from the consumer and hands them to the processing
+// goroutine, until ctx ends. It takes what is already there without waiting
+// (under load: full batches); when nothing is, it waits for the next
+// message, up to a tick, and hands it over alone. A fetch that waits to fill
+// a batch would hold a lone disconnect's decision until the wait ends.
+func (s *Service) fetch(ctx context.Context, cons jetstream.Consumer, out chan<- fetched, batch int, tick time.Duration) {
 	for ctx.Err() == nil {
-		// Take what is already there without waiting (under load: full
-		// batches); when nothing is, wait for the next message, up to a
-		// tick, and handle it alone. A fetch that waits to fill a batch
-		// would hold a lone disconnect's decision until the wait ends.
-		batch, err := cons.FetchNoWait(s.cfg.FetchBatch)
-		if err == nil && s.handleBatch(ctx, tr, batch) == 0 && ctx.Err() == nil {
-			batch, err = cons.Fetch(1, jetstream.FetchMaxWait(min(s.cfg.Tick, maxIdleWait)))
-			if err == nil {
-				s.handleBatch(ctx, tr, batch)
-			}
+		msgs, err := drain(cons.FetchNoWait(batch))
+		if err == nil && len(msgs) == 0 {
+			msgs, err = drain(cons.Fetch(1, jetstream.FetchMaxWait(min(tick, maxIdleWait))))
 		}
-		if err != nil {
-			s.log.Warn("fetch presence events", "err", err)
-			sleep(ctx, s.cfg.Tick)
+		if len(msgs) == 0 && err == nil {
+			continue
 		}
 		select {
+		case out <- fetched{msgs: msgs, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			sleep(ctx, tick)
+		}
+	}
+}
+
+// drain collects a fetch's messages; timeouts are not errors.
+func drain(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return msgs, err
+	}
+	return msgs, nil
+}
+
+// loop applies fetched batches, a tick at least every Config.Tick, and
+// whatever else must reach the tracker (API queries, reloads, silences,
+// inventory changes, node health), until ctx ends. It is the only user of
+// tr: everything that reads or changes the tracker runs here, between
+// batches.
+func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker, wg *sync.WaitGroup) {
+	batches := make(chan fetched)
+	fctx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.fetch(fctx, cons, batches, s.cfg.FetchBatch, s.cfg.Tick)
+	}()
+	ticker := time.NewTicker(s.cfg.Tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-batches:
+			if len(f.msgs) > 0 {
+				s.handleBatch(ctx, tr, f.msgs)
+			}
+			if f.err != nil {
+				s.log.Warn("fetch presence events", "err", f.err)
+			}
 		case <-ticker.C:
 			s.tick(ctx, tr)
-		default:
+		case req := <-s.ctl.requests:
+			req.fn(ctx, tr)
+			close(req.done)
+		case <-s.ctl.silencesChanged:
+			s.applySilences(ctx, tr)
+		case u := <-s.ctl.invUpdates:
+			s.applyInventory(tr, u)
+		case e := <-s.ctl.nodeEvents:
+			s.publishDecisions(ctx, tr.Apply(tracker.Node{NodeEvent: &e}))
+			s.devices.Store(int64(tr.Len()))
 		}
 	}
 }
@@ -66,7 +127,7 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 // handleBatch applies a batch, publishes its decisions, and acks the inputs
 // once every publish is acknowledged. It returns the number of messages the
 // batch held.
-func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch jetstream.MessageBatch) int {
+func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch []jetstream.Msg) int {
 	before := tr.Stats()
 	var (
 		out  []outMsg
@@ -74,7 +135,7 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 	)
 	n := 0
 	var pending uint64
-	for msg := range batch.Messages() {
+	for _, msg := range batch {
 		n++
 		if md, err := msg.Metadata(); err == nil {
 			pending = md.NumPending
@@ -99,9 +160,6 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch je
 		}
 		span.End()
 		done = append(done, msg)
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("fetch presence events", "err", err)
 	}
 	s.backlog = n > 0 && pending > 0
 	s.metrics.countApplied(ctx, before, tr.Stats())
@@ -144,7 +202,8 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, cause error
 // fires only once every event up to its due time has been applied, so a
 // reconnect still waiting in the queue is never reported as an outage.
 func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
-	now := s.now()
+	clock := s.now()
+	now := clock
 	if s.backlog && s.watermark > 0 && s.watermark < now.UnixMilli() {
 		now = time.UnixMilli(s.watermark)
 	}
@@ -157,6 +216,12 @@ func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
 		out = append(out, outMsg{ctx: tctx, alert: d.Alert})
 	}
 	s.publish(ctx, out)
+	if !s.ctl.windowsUntil.IsZero() && !clock.Before(s.ctl.windowsUntil) {
+		s.applySilencesAt(ctx, tr, clock) // a maintenance window ended: its next occurrence
+	}
+	if len(s.ctl.relabelLater) > 0 {
+		s.retryRelabel(tr)
+	}
 }
 
 // publish stores every alert in ALERTS, retrying with backoff until all are

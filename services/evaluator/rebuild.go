@@ -123,3 +123,78 @@ func replay(ctx context.Context, js jetstream.JetStream, stream string, headersO
 		}
 	}
 }
+
+// ReadPresence reads the PRESENCE events stored between from and to
+// (stream time, inclusive) in stream order, decoded and validated like the
+// live consumer does, and calls fn with batches of them. It stops at to, or
+// at the stream's last message when it started. Events that do not decode
+// are counted as skipped.
+func ReadPresence(ctx context.Context, js jetstream.JetStream, from, to time.Time, partitions int,
+	fn func([]events.PresenceEvent)) (read, skipped int, err error) {
+	st, err := js.Stream(ctx, events.StreamPresence)
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s: %w", events.StreamPresence, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s info: %w", events.StreamPresence, err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, 0, nil
+	}
+	last := info.State.LastSeq
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &from,
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("read %s: %w", events.StreamPresence, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, 0, fmt.Errorf("read %s: %w", events.StreamPresence, err)
+	}
+	defer it.Stop()
+	batch := make([]events.PresenceEvent, 0, 1024)
+	flush := func() {
+		if len(batch) > 0 {
+			fn(batch)
+			batch = batch[:0]
+		}
+	}
+	defer flush()
+	for {
+		nctx, cancel := context.WithTimeout(ctx, replayIdle)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return read, skipped, ctx.Err()
+			}
+			if nctx.Err() != nil {
+				return read, skipped, nil // nothing after from, or the tail expired
+			}
+			return read, skipped, fmt.Errorf("read %s: %w", events.StreamPresence, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return read, skipped, fmt.Errorf("read %s: %w", events.StreamPresence, err)
+		}
+		if md.Timestamp.After(to) {
+			return read, skipped, nil
+		}
+		e, err := decodePresence(m.Subject(), m.Data(), partitions)
+		if err != nil {
+			skipped++
+		} else {
+			read++
+			batch = append(batch, e)
+			if len(batch) == cap(batch) {
+				flush()
+			}
+		}
+		if md.Sequence.Stream >= last || md.NumPending == 0 {
+			return read, skipped, nil
+		}
+	}
+}

@@ -24,6 +24,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.Evaluator.Route == nil || len(cfg.Evaluator.Route.Routes) != 2 || len(cfg.Evaluator.Labels.ClientID) != 2 {
 		t.Fatalf("example routes and labels = %+v", cfg.Evaluator)
 	}
+	if e := cfg.Evaluator; e.API.Listen != "127.0.0.1:9480" || e.API.TokenEnv != "FLEETWATCH_EVALUATOR_API_TOKEN" ||
+		len(e.Silences.Windows) != 1 || e.Silences.Windows[0].TimeZone != "Asia/Shanghai" || e.InventoryKV.Bucket != "fleetwatch_inventory" {
+		t.Fatalf("example api, silences, inventory_kv = %+v %+v %+v", e.API, e.Silences, e.InventoryKV)
+	}
 }
 
 func TestConfigErrorsNameTheLine(t *testing.T) {
@@ -37,6 +41,12 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{"evaluator:\n  route:\n    routes:\n      - reciever: [a]\n", "cfg.yaml: yaml: unmarshal errors:\n  line 4: field reciever not found in type route.Config (check the key names and value types against the example in --help)"},
 		{"evaluator:\n  route:\n    routes:\n      - matchers: [site]\n", `cfg.yaml: evaluator.route.routes[0].matchers[0] "site": invalid matcher: no operator: write name=value, name!=value, name=~regexp or name!~regexp`},
 		{"evaluator:\n  labels:\n    client_id:\n      - prefix: a\n", "cfg.yaml: evaluator.labels.client_id[0].labels is empty: a prefix rule needs labels to add, e.g. {site: plant-7}"},
+		{"evaluator:\n  api:\n    listen: 9480\n", `cfg.yaml: evaluator.api.listen is "9480": use host:port, e.g. 127.0.0.1:9480`},
+		{"evaluator:\n  silences:\n    windows:\n      - {name: w, matchers: [a=b], start: '2:00', end: '03:00'}\n",
+			`cfg.yaml: evaluator.silences.windows[0].start "2:00" is not HH:MM: write HH:MM, e.g. 02:00`},
+		{"evaluator:\n  silences:\n    windows:\n      - {name: w, matchers: [a=b], start: '02:00', end: '03:00', time_zone: Asia/Nowhere}\n",
+			`cfg.yaml: evaluator.silences.windows[0].time_zone is "Asia/Nowhere": use an IANA zone name, e.g. Asia/Shanghai or UTC`},
+		{"evaluator:\n  inventory_kv:\n    bucket: a.b\n", `cfg.yaml: evaluator.inventory_kv.bucket is "a.b": use letters, digits, _ and -, e.g. fleetwatch_inventory`},
 	}
 	for _, tc := range tests {
 		err := stage.Load([]byte(tc.yaml), "cfg.yaml", defaultConfig())
