@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -345,7 +346,7 @@ func TestK8sManifests(t *testing.T) {
 			}
 			c := checkDeployment(t, l, d, configMaps, secrets)
 			configs = append(configs, c)
-			checkService(t, services[name], d)
+			checkService(t, services[name], d, c)
 		})
 	}
 	if len(configs) == len(stages) {
@@ -445,6 +446,16 @@ func checkDeployment(t *testing.T, l *schemaLoader, d *appsv1.Deployment, config
 	c := parseStageConfig(t, stage, "ConfigMap "+cm.Name+" "+key, []byte(text))
 	checkStageConfig(t, l, c)
 
+	if port := apiPort(t, c); port != 0 && containerPort(ctr, "api") != port {
+		t.Errorf("%s: evaluator.api.listen port %d, but the container's api port is %d", c.source, port, containerPort(ctr, "api"))
+	}
+	checkMountedFiles(t, pod, ctr, c, configMaps, secrets)
+	for _, m := range ctr.VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("volume %s is mounted writable", m.Name)
+		}
+	}
+
 	// Every secret the config reads from the environment is provided, from
 	// a Secret that has it.
 	for _, env := range envNames(&c.node) {
@@ -460,7 +471,10 @@ func checkDeployment(t *testing.T, l *schemaLoader, d *appsv1.Deployment, config
 	return c
 }
 
-func checkService(t *testing.T, svc *corev1.Service, d *appsv1.Deployment) {
+// checkService checks a stage's Service: it selects the stage's pods and
+// exposes the admin port, plus the evaluator's API port when the config
+// turns the API on; every port reaches a port of the container.
+func checkService(t *testing.T, svc *corev1.Service, d *appsv1.Deployment, c stageConfig) {
 	t.Helper()
 	if svc == nil {
 		t.Errorf("no Service %s for the admin port", d.Name)
@@ -474,9 +488,132 @@ func checkService(t *testing.T, svc *corev1.Service, d *appsv1.Deployment) {
 	if len(svc.Spec.Selector) == 0 {
 		t.Errorf("Service %s has no selector", svc.Name)
 	}
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != adminPort || resolvePort(d.Spec.Template.Spec.Containers[0], svc.Spec.Ports[0].TargetPort) != adminPort {
-		t.Errorf("Service %s ports %+v: want %d to the admin port", svc.Name, svc.Spec.Ports, adminPort)
+	ctr := d.Spec.Template.Spec.Containers[0]
+	want := map[string]int32{"admin": adminPort}
+	if port := apiPort(t, c); port != 0 {
+		want["api"] = port
 	}
+	got := map[string]int32{}
+	for _, p := range svc.Spec.Ports {
+		target := resolvePort(ctr, p.TargetPort)
+		if target == 0 {
+			t.Errorf("Service %s port %s targets %s, which is not a container port", svc.Name, p.Name, p.TargetPort.String())
+		}
+		if p.Port != target {
+			t.Errorf("Service %s port %s is %d but targets %d: keep them equal", svc.Name, p.Name, p.Port, target)
+		}
+		got[p.Name] = target
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("Service %s ports %v, want %v (admin, and the evaluator's api when evaluator.api.listen is set)", svc.Name, got, want)
+	}
+}
+
+// apiPort returns the port of evaluator.api.listen (0: the API is off, or
+// the config is not the evaluator's). The API must listen on every
+// interface, or the Service and the published compose port cannot reach it.
+func apiPort(t *testing.T, c stageConfig) int32 {
+	t.Helper()
+	if c.stage != "evaluator" {
+		return 0
+	}
+	listen, _ := c.get("evaluator", "api", "listen").(string)
+	if listen == "" {
+		return 0
+	}
+	host, port, err := net.SplitHostPort(listen)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || host != "0.0.0.0" || n < 1 || n > 65535 {
+		t.Errorf("%s: evaluator.api.listen %q, want 0.0.0.0:<port> (reached from outside the process)", c.source, listen)
+		return 0
+	}
+	return int32(n)
+}
+
+// fileSettings lists the *_file settings of a config (path → file).
+func fileSettings(n *yaml.Node) map[string]string {
+	out := map[string]string{}
+	var walk func(path string, n *yaml.Node)
+	walk = func(path string, n *yaml.Node) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(path, c)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(fmt.Sprintf("%s[%d]", path, i), c)
+			}
+		case yaml.MappingNode:
+			for i := 0; i < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := join(path, k.Value)
+				if strings.HasSuffix(k.Value, "_file") && v.Kind == yaml.ScalarNode && v.Value != "" {
+					out[p] = v.Value
+				}
+				walk(p, v)
+			}
+		}
+	}
+	walk("", n)
+	return out
+}
+
+// checkMountedFiles requires every *_file setting of the config to name a
+// file mounted into the container: from a Secret of secrets.yaml that has
+// the key, or from a ConfigMap.
+func checkMountedFiles(t *testing.T, pod corev1.PodSpec, ctr corev1.Container, c stageConfig, configMaps map[string]*corev1.ConfigMap, secrets map[string]*corev1.Secret) {
+	t.Helper()
+	for setting, file := range fileSettings(&c.node) {
+		vol, key, ok := mountedVolume(pod, ctr, file)
+		switch {
+		case !ok:
+			t.Errorf("%s: %s %s is not mounted into the container", c.source, setting, file)
+		case vol.Secret != nil:
+			if s := secrets[vol.Secret.SecretName]; s == nil || s.StringData[key] == "" {
+				t.Errorf("%s: %s %s comes from Secret %s key %s, which secrets.yaml does not define", c.source, setting, file, vol.Secret.SecretName, key)
+			}
+		case vol.ConfigMap != nil:
+			if cm := configMaps[vol.ConfigMap.Name]; cm == nil || cm.Data[key] == "" {
+				t.Errorf("%s: %s %s comes from ConfigMap %s key %s, which is not defined", c.source, setting, file, vol.ConfigMap.Name, key)
+			}
+		default:
+			t.Errorf("%s: %s %s comes from volume %s: use a Secret or a ConfigMap", c.source, setting, file, vol.Name)
+		}
+	}
+}
+
+// mountedVolume finds the volume and key (a Secret's or ConfigMap's item)
+// behind a file path in the container.
+func mountedVolume(pod corev1.PodSpec, c corev1.Container, file string) (corev1.Volume, string, bool) {
+	for _, m := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !ok {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			var items []corev1.KeyToPath
+			switch {
+			case v.Secret != nil:
+				items = v.Secret.Items
+			case v.ConfigMap != nil:
+				items = v.ConfigMap.Items
+			}
+			if len(items) == 0 {
+				return v, rel, true
+			}
+			for _, it := range items {
+				if it.Path == rel {
+					return v, it.Key, true
+				}
+			}
+			return v, "", false // the volume projects other items only
+		}
+	}
+	return corev1.Volume{}, "", false
 }
 
 func containerPort(c corev1.Container, name string) int32 {
@@ -734,7 +871,18 @@ func TestNATSHelmValues(t *testing.T) {
 	}
 
 	// JetStream reserves every stream's max_bytes on each replica at
-	// creation: the four streams must fit in one server's file store.
+	// creation: the streams (pkg/events Stream* constants) must fit in one
+	// server's file store, and leave room for the KV buckets, which reserve
+	// nothing but hold the notifier's records, silences and the inventory.
+	streams := 0
+	for name := range eventsConstants(t) {
+		if strings.HasPrefix(name, "Stream") {
+			streams++
+		}
+	}
+	if streams < 5 {
+		t.Fatalf("pkg/events declares %d Stream* constants, want at least 5 (PRESENCE, ALERTS, DELIVERIES, DEADLETTER, NODES)", streams)
+	}
 	size, err := resource.ParseQuantity(fmt.Sprint(dig(v, "config", "jetstream", "fileStore", "pvc", "size")))
 	if err != nil {
 		t.Fatalf("fileStore.pvc.size: %v", err)
@@ -754,8 +902,8 @@ func TestNATSHelmValues(t *testing.T) {
 			t.Errorf("%s: topology.max_bytes %v: set it, the default 1 GiB per stream is sized for development", c.source, c.get("topology", "max_bytes"))
 			continue
 		}
-		if need := int64(maxBytes) * 4; need > size.Value() {
-			t.Errorf("%s: 4 streams x max_bytes %d = %d bytes exceed the %s file store", c.source, maxBytes, need, size.String())
+		if need := int64(maxBytes) * int64(streams); need > size.Value()*9/10 {
+			t.Errorf("%s: %d streams x max_bytes %d = %d bytes leave less than a tenth of the %s file store for the KV buckets: lower max_bytes or raise the PVC size", c.source, streams, maxBytes, need, size.String())
 		}
 	}
 }
@@ -767,6 +915,13 @@ type composeFile struct {
 	XStage   map[string]any            `yaml:"x-stage"`
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]any            `yaml:"volumes"`
+	Secrets  map[string]composeSecret  `yaml:"secrets"`
+}
+
+// composeSecret is a top-level secret: a file on the host, mounted at
+// /run/secrets/<name> in the services that list it.
+type composeSecret struct {
+	File string `yaml:"file"`
 }
 
 type composeService struct {
@@ -782,6 +937,7 @@ type composeService struct {
 	EnvFile     []string                    `yaml:"env_file"`
 	Volumes     []string                    `yaml:"volumes"`
 	Ports       []string                    `yaml:"ports"`
+	Secrets     []string                    `yaml:"secrets"`
 	Ulimits     map[string]map[string]int   `yaml:"ulimits"`
 	DependsOn   map[string]composeDependsOn `yaml:"depends_on"`
 	Healthcheck *composeHealthcheck         `yaml:"healthcheck"`
@@ -917,6 +1073,26 @@ func TestCompose(t *testing.T) {
 			checkStageConfig(t, l, cfg)
 			configs = append(configs, cfg)
 
+			// The API port is published (on the loopback), and every file
+			// the config reads is a compose secret or a read-only mount.
+			if port := apiPort(t, cfg); port != 0 && !slices.Contains(s.Ports, fmt.Sprintf("127.0.0.1:%d:%d", port, port)) {
+				t.Errorf("ports %v: want 127.0.0.1:%d:%d for evaluator.api.listen", s.Ports, port, port)
+			}
+			for setting, file := range fileSettings(&cfg.node) {
+				if name, ok := strings.CutPrefix(file, "/run/secrets/"); ok {
+					if !slices.Contains(s.Secrets, name) {
+						t.Errorf("%s: %s %s, but the service does not list the secret %s", cfg.source, setting, file, name)
+					}
+					continue
+				}
+				if !slices.ContainsFunc(s.Volumes, func(v string) bool {
+					parts := strings.Split(v, ":")
+					return len(parts) == 3 && parts[2] == "ro" && (parts[1] == file || strings.HasPrefix(file, strings.TrimSuffix(parts[1], "/")+"/"))
+				}) {
+					t.Errorf("%s: %s %s is neither a compose secret (/run/secrets/<name>) nor a read-only mount", cfg.source, setting, file)
+				}
+			}
+
 			// Secrets the config reads from the environment come from the
 			// service's env_file, documented by its .example template.
 			env := envNames(&cfg.node)
@@ -952,6 +1128,26 @@ func TestCompose(t *testing.T) {
 	ignore, err := os.ReadFile(filepath.Join(composeDir, ".gitignore"))
 	if err != nil || !strings.Contains(string(ignore), "secrets/*.env") {
 		t.Errorf("compose/.gitignore must ignore secrets/*.env: %v", err)
+	}
+
+	// Secret files live under secrets/ and are git-ignored; every secret a
+	// service lists is defined.
+	ignored := strings.Fields(string(ignore))
+	for name, sec := range c.Secrets {
+		f := path.Clean(sec.File)
+		if !strings.HasPrefix(f, "secrets/") {
+			t.Errorf("secret %s: file %s: keep secrets under compose/secrets/", name, sec.File)
+		}
+		if !slices.ContainsFunc(ignored, func(pattern string) bool { ok, _ := path.Match(pattern, f); return ok }) {
+			t.Errorf("secret %s: file %s is not git-ignored: add it to compose/.gitignore", name, sec.File)
+		}
+	}
+	for svc, s := range c.Services {
+		for _, name := range s.Secrets {
+			if _, ok := c.Secrets[name]; !ok {
+				t.Errorf("%s: secret %s is not defined under the top-level secrets", svc, name)
+			}
+		}
 	}
 }
 
