@@ -2,9 +2,13 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,9 +21,22 @@ import (
 )
 
 // BenchmarkIngestThroughput measures MQTT message in → JetStream ack with
-// one ingest replica and emqxsim on this machine, next to the raw JetStream
-// rate of async publishes with Nats-Msg-Id of the same events, measured in
-// the same run (ratio = ingest / raw):
+// one ingest replica and emqxsim on this machine, next to two references
+// measured in the same run on the same machine:
+//
+//   - raw: JetStream async publishes with Nats-Msg-Id of as many presence
+//     events (ratio = ingest / raw);
+//   - mqtt_only (sys_broker): the broker delivering as many $SYS messages
+//     to a paho subscriber tuned like ingest's (persistent session, QoS 1,
+//     PUBACK in receive order) that does nothing else.
+//
+// Every rate comes with the CPU time the whole process (broker, ingest or
+// subscriber, NATS server) spent per message, which holds on a machine
+// shared with other work where rates do not, and cores = CPU per message ×
+// rate (about 2 on an idle 2-core machine: no serialisation point, the work
+// is CPU-bound). ceiling_events/s = NumCPU / (mqtt_only CPU + raw CPU) is
+// what any ingest could reach here with the broker and NATS in the same
+// process, before it parses or encodes anything.
 //
 //   - rule_paho: a paho publisher sends b.N distinct rule-engine
 //     client.connected events (QoS 1) to the rule source's topic;
@@ -37,6 +54,15 @@ func BenchmarkIngestThroughput(b *testing.B) {
 
 // window bounds the messages published and not yet received by ingest.
 const window = 4000
+
+// sysMessage is the i-th benchmark $SYS connected message under prefix.
+func sysMessage(prefix string, i int) (string, []byte) {
+	id := "bench-" + strconv.Itoa(i)
+	at := strconv.Itoa(1718000000000 + i)
+	return prefix + "/clients/" + id + "/connected", []byte(`{"clientid":"` + id +
+		`","username":"undefined","ipaddress":"10.0.0.1","sockport":1883,"protocol":"mqtt","proto_name":"MQTT",` +
+		`"proto_ver":5,"connected_at":` + at + `,"ts":` + at + `,"keepalive":60,"clean_start":true,"expiry_interval":0}`)
+}
 
 func benchIngest(b *testing.B, viaPaho bool) {
 	ns := natstest.Start(b)
@@ -64,7 +90,6 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	cfg.MQTT.Broker = broker.Addr()
 	cfg.MQTT.ClientID = "fleetwatch-ingest-bench"
 	cfg.Rule.Enabled = true
-	cfg.MaxInFlight = 1024
 	svc, err := ingest.New(cfg, ingest.Deps{NATS: nc, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -79,7 +104,7 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	base := svc.Stats().Published
 
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b)
 	var last paho.Token
 	for i := range b.N {
 		// Stay within the broker's per-subscriber queue (mochi drops
@@ -96,10 +121,8 @@ func benchIngest(b *testing.B, viaPaho bool) {
 				`,"event":"client.connected","timestamp":`+at+`,"node":"emqx@bench","conn_props":{}}`)
 			continue
 		}
-		err := broker.Publish("$SYS/brokers/emqx@bench/clients/"+id+"/connected", []byte(`{"clientid":"`+id+
-			`","username":"undefined","ipaddress":"10.0.0.1","sockport":1883,"protocol":"mqtt","proto_name":"MQTT",`+
-			`"proto_ver":5,"connected_at":`+at+`,"ts":`+at+`,"keepalive":60,"clean_start":true,"expiry_interval":0}`), 1)
-		if err != nil {
+		topic, payload := sysMessage("$SYS/brokers/emqx@bench", i)
+		if err := broker.Publish(topic, payload, 1); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -114,17 +137,76 @@ func benchIngest(b *testing.B, viaPaho bool) {
 		time.Sleep(time.Millisecond)
 	}
 	ingestRate := float64(b.N) / time.Since(start).Seconds()
+	ingestCPU := (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(b.N)
 	b.StopTimer()
 
-	rawRate := rawPublishRate(b, nc, b.N)
+	rawRate, rawCPU := rawPublishRate(b, nc, b.N)
 	b.ReportMetric(ingestRate, "events/s")
+	b.ReportMetric(ingestCPU, "cpu_us/event")
+	b.ReportMetric(ingestCPU*ingestRate/1e6, "cores")
 	b.ReportMetric(rawRate, "raw_js_msgs/s")
+	b.ReportMetric(rawCPU, "raw_cpu_us/msg")
 	b.ReportMetric(ingestRate/rawRate, "ratio")
+	if !viaPaho {
+		mqttRate, mqttCPU := mqttOnlyRate(b, broker, b.N)
+		b.ReportMetric(mqttRate, "mqtt_only_msgs/s")
+		b.ReportMetric(mqttCPU, "mqtt_only_cpu_us/msg")
+		b.ReportMetric(float64(runtime.NumCPU())*1e6/(mqttCPU+rawCPU), "ceiling_events/s")
+	}
+}
+
+// mqttOnlyRate has the broker deliver n $SYS-like messages (on a topic
+// ingest does not subscribe) to a paho subscriber tuned like ingest's that
+// only acknowledges them; it returns msgs/s and CPU µs/msg.
+func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64) {
+	b.Helper()
+	var got atomic.Int64
+	opts := ingest.TuneClient(paho.NewClientOptions().AddBroker(broker.Addr()).SetClientID("bench-mqtt-only").
+		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).SetAutoReconnect(false).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { m.Ack(); got.Add(1) }))
+	sub := paho.NewClient(opts)
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("mqtt-only subscriber connect: %v", tok.Error())
+	}
+	defer sub.Disconnect(0)
+	if tok := sub.Subscribe("bench/mqtt-only/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("mqtt-only subscribe: %v", tok.Error())
+	}
+	start, cpu0 := time.Now(), cpuTime(b)
+	for i := range n {
+		for i%500 == 0 && int64(i)-got.Load() > window {
+			time.Sleep(100 * time.Microsecond)
+		}
+		topic, payload := sysMessage("bench/mqtt-only", i)
+		if err := broker.Publish(topic, payload, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for got.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			b.Fatalf("mqtt-only subscriber got %d of %d within 2 min", got.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds(), (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(n)
+}
+
+// cpuTime is the CPU time (user and system) this process used so far: the
+// broker, ingest and the NATS server all run in it. CPU per event holds on
+// a machine shared with other work, where rates do not.
+func cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rawPublishRate publishes n presence events asynchronously with
-// Nats-Msg-Id and waits for every ack.
-func rawPublishRate(b *testing.B, nc *nats.Conn, n int) float64 {
+// Nats-Msg-Id and waits for every ack; it returns msgs/s and CPU µs/msg.
+func rawPublishRate(b *testing.B, nc *nats.Conn, n int) (float64, float64) {
 	b.Helper()
 	js, err := nc.JetStream(nats.PublishAsyncMaxPending(4096))
 	if err != nil {
@@ -144,9 +226,13 @@ func rawPublishRate(b *testing.B, nc *nats.Conn, n int) float64 {
 		m.Header.Set(events.HeaderMsgID, ev.ID)
 		msgs[i] = m
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b)
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		_, err := js.PublishMsgAsync(m)
+		for errors.Is(err, nats.ErrTooManyStalledMsgs) { // a busy machine: wait on
+			_, err = js.PublishMsgAsync(m)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -155,5 +241,5 @@ func rawPublishRate(b *testing.B, nc *nats.Conn, n int) float64 {
 	case <-time.After(2 * time.Minute):
 		b.Fatal("raw publishes not acknowledged within 2 min")
 	}
-	return float64(n) / time.Since(start).Seconds()
+	return float64(n) / time.Since(start).Seconds(), (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(n)
 }

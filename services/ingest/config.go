@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
+	"github.com/fleetwatch/fleetwatch/services/ingest/sparkplug"
 )
 
 // ExampleConfig is config.example.yaml: a working config file for a local
@@ -32,7 +33,8 @@ var DefaultTopics = []string{
 // Config is the ingest stage's section of the config file. Sources are
 // enabled independently; several may run at once (all MQTT sources share
 // one connection, in which a topic belongs to the first source, in the
-// order health, sys, aws_iot, rule, last_will, whose filters match it).
+// order health, sys, aws_iot, rule, last_will, sparkplug, whose filters
+// match it).
 type Config struct {
 	// MQTT says how to reach the broker. Its Topics are the $SYS source's
 	// filters.
@@ -46,6 +48,8 @@ type Config struct {
 	AWSIoT AWSIoTConfig `yaml:"aws_iot"`
 	// LastWill is the Last-Will/birth status convention.
 	LastWill lastwill.Config `yaml:"last_will"`
+	// Sparkplug is Sparkplug B edge nodes' NBIRTH / NDEATH.
+	Sparkplug sparkplug.Config `yaml:"sparkplug"`
 	// Webhook is the HTTP endpoint for EMQX web hooks / HTTP actions.
 	Webhook WebhookConfig `yaml:"webhook"`
 	// Health tracks EMQX nodes by their $SYS heartbeat.
@@ -58,8 +62,13 @@ type Config struct {
 	Partitions int `yaml:"partitions"`
 	// PublishTimeout bounds one JetStream publish attempt (default 5s).
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
-	// MaxInFlight bounds the MQTT messages being published to JetStream at
-	// once (default 256). Beyond it, messages wait unacknowledged.
+	// MaxInFlight bounds the inputs received and not yet acknowledged:
+	// MQTT messages between receipt and PUBACK (publishes to JetStream run
+	// asynchronously within it), webhook requests being stored (default
+	// 1024). At the bound, paho's delivery waits and TCP pushes back to the
+	// broker, which keeps the messages in the session. Keep it at or above
+	// the broker's inflight window for the ingest session (EMQX
+	// mqtt.max_inflight).
 	MaxInFlight int `yaml:"max_in_flight"`
 }
 
@@ -162,7 +171,21 @@ type HealthConfig struct {
 	SilentAfter time.Duration `yaml:"silent_after"`
 	// CheckInterval is how often silence is checked (default 5s).
 	CheckInterval time.Duration `yaml:"check_interval"`
+	// Bucket is the JetStream KV bucket where ingest records the nodes it
+	// has heard (default fleetwatch_ingest_nodes), so that a node already
+	// down when ingest starts is reported silent too: each recorded node
+	// not heard within SilentAfter from the start is. "" records nothing:
+	// only nodes heard since the start are watched.
+	Bucket string `yaml:"bucket"`
+	// Replicas of the bucket (default 1; 3 in a production cluster).
+	Replicas int `yaml:"replicas"`
+	// ForgetAfter drops a node silent that long from the bucket (default
+	// 168h): a decommissioned node stops being tracked.
+	ForgetAfter time.Duration `yaml:"forget_after"`
 }
+
+// DefaultNodesBucket is the default HealthConfig.Bucket.
+const DefaultNodesBucket = "fleetwatch_ingest_nodes"
 
 // ReconcileConfig is the periodic reconciliation against EMQX's REST API
 // (GET /api/v5/clients, paged). It also runs when a silent node is back.
@@ -243,10 +266,11 @@ func DefaultConfig() Config {
 			KeepAlive:            30 * time.Second,
 			MaxReconnectInterval: 10 * time.Second,
 		},
-		Sys:      SysConfig{Enabled: true},
-		Rule:     RuleConfig{Topics: append([]string(nil), DefaultRuleTopics...)},
-		AWSIoT:   AWSIoTConfig{Topics: append([]string(nil), DefaultAWSIoTTopics...), Node: "aws-iot"},
-		LastWill: lastwill.DefaultConfig(),
+		Sys:       SysConfig{Enabled: true},
+		Rule:      RuleConfig{Topics: append([]string(nil), DefaultRuleTopics...)},
+		AWSIoT:    AWSIoTConfig{Topics: append([]string(nil), DefaultAWSIoTTopics...), Node: "aws-iot"},
+		LastWill:  lastwill.DefaultConfig(),
+		Sparkplug: sparkplug.DefaultConfig(),
 		Webhook: WebhookConfig{
 			Listen:       "127.0.0.1:8480",
 			Path:         "/emqx/webhook",
@@ -258,6 +282,9 @@ func DefaultConfig() Config {
 			Topics:        append([]string(nil), DefaultHealthTopics...),
 			SilentAfter:   90 * time.Second,
 			CheckInterval: 5 * time.Second,
+			Bucket:        DefaultNodesBucket,
+			Replicas:      1,
+			ForgetAfter:   7 * 24 * time.Hour,
 		},
 		Reconcile: ReconcileConfig{
 			Interval:   5 * time.Minute,
@@ -267,13 +294,13 @@ func DefaultConfig() Config {
 		},
 		Partitions:     events.DefaultPartitions,
 		PublishTimeout: 5 * time.Second,
-		MaxInFlight:    256,
+		MaxInFlight:    1024,
 	}
 }
 
 // usesMQTT reports whether any enabled source needs the MQTT connection.
 func (c Config) usesMQTT() bool {
-	return c.Sys.Enabled || c.Rule.Enabled || c.AWSIoT.Enabled || c.LastWill.Enabled || c.Health.Enabled
+	return c.Sys.Enabled || c.Rule.Enabled || c.AWSIoT.Enabled || c.LastWill.Enabled || c.Sparkplug.Enabled || c.Health.Enabled
 }
 
 var brokerSchemes = map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true}
@@ -284,7 +311,7 @@ func tlsScheme(s string) bool { return s == "ssl" || s == "tls" || s == "mqtts" 
 // the field and say how to fix it; they never contain a secret.
 func (c Config) Validate() error {
 	if !c.usesMQTT() && !c.Webhook.Enabled {
-		return errors.New("ingest: no source is enabled: enable ingest.sys (the default), ingest.rule, ingest.aws_iot, ingest.last_will or ingest.webhook")
+		return errors.New("ingest: no source is enabled: enable ingest.sys (the default), ingest.rule, ingest.aws_iot, ingest.last_will, ingest.sparkplug or ingest.webhook")
 	}
 	if c.usesMQTT() {
 		if err := c.MQTT.validate(c.Sys.Enabled); err != nil {
@@ -300,7 +327,7 @@ func (c Config) Validate() error {
 	case c.PublishTimeout <= 0:
 		return fmt.Errorf("ingest.publish_timeout is %s: use a positive duration such as 5s", c.PublishTimeout)
 	case c.MaxInFlight < 1:
-		return fmt.Errorf("ingest.max_in_flight is %d: use a positive number such as 256", c.MaxInFlight)
+		return fmt.Errorf("ingest.max_in_flight is %d: use a positive number such as 1024", c.MaxInFlight)
 	}
 	return nil
 }
@@ -385,6 +412,14 @@ func (c Config) validateSources() error {
 			return err
 		}
 	}
+	if c.Sparkplug.Enabled {
+		if err := c.Sparkplug.Validate("ingest.sparkplug"); err != nil {
+			return err
+		}
+		if err := validFilters("ingest.sparkplug.topics", c.Sparkplug.Topics); err != nil {
+			return err
+		}
+	}
 	if c.Health.Enabled {
 		if len(c.Health.Topics) == 0 {
 			return fmt.Errorf("ingest.health.topics is empty: use %s", DefaultHealthTopics[0])
@@ -397,6 +432,12 @@ func (c Config) validateSources() error {
 			return fmt.Errorf("ingest.health.silent_after is %s: use a duration above EMQX's heartbeat interval, e.g. 90s", c.Health.SilentAfter)
 		case c.Health.CheckInterval <= 0:
 			return fmt.Errorf("ingest.health.check_interval is %s: use a positive duration such as 5s", c.Health.CheckInterval)
+		case c.Health.Bucket != "" && !validBucket(c.Health.Bucket):
+			return fmt.Errorf("ingest.health.bucket %q is not a KV bucket name: use letters, digits, '_' and '-', e.g. %s", c.Health.Bucket, DefaultNodesBucket)
+		case c.Health.Bucket != "" && (c.Health.Replicas < 1 || c.Health.Replicas > 5):
+			return fmt.Errorf("ingest.health.replicas is %d: use 1 (single server) to 5 (usually 3 in a cluster)", c.Health.Replicas)
+		case c.Health.Bucket != "" && c.Health.ForgetAfter < c.Health.SilentAfter:
+			return fmt.Errorf("ingest.health.forget_after is %s: use at least silent_after (%s), e.g. 168h", c.Health.ForgetAfter, c.Health.SilentAfter)
 		}
 	}
 	if c.Webhook.Enabled {
@@ -433,6 +474,16 @@ func (w WebhookConfig) validate() error {
 	return nil
 }
 
+// validBucket reports whether name is a valid JetStream KV bucket name.
+func validBucket(name string) bool {
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return name != ""
+}
+
 func validFilters(key string, filters []string) error {
 	for _, t := range filters {
 		if err := validFilter(t); err != nil {
@@ -466,7 +517,7 @@ func validFilter(f string) error {
 // with the shared group applied.
 func (c Config) filters() map[string]byte {
 	out := map[string]byte{}
-	for _, r := range c.routes(nil) {
+	for _, r := range c.routes(nil, nil) {
 		for _, t := range r.filters {
 			if c.MQTT.SharedGroup != "" && r.shared {
 				t = "$share/" + c.MQTT.SharedGroup + "/" + t

@@ -3,7 +3,9 @@ package ingest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -157,5 +159,148 @@ func TestNodeEventsAreStored(t *testing.T) {
 	}
 	if got := msg.Header.Get(events.HeaderMsgID); got != ev.ID {
 		t.Fatalf("Nats-Msg-Id %q, want the event id %q", got, ev.ID)
+	}
+}
+
+// knownNodeRecords reads the known-nodes bucket: node → silent.
+func knownNodeRecords(t *testing.T, js jetstream.JetStream) (map[string]bool, error) {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), ingest.DefaultNodesBucket)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(t.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for key := range lister.Keys() {
+		e, err := kv.Get(t.Context(), key)
+		if err != nil {
+			return nil, err
+		}
+		var rec struct {
+			Node   string `json:"node"`
+			Silent bool   `json:"silent"`
+		}
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			return nil, err
+		}
+		out[rec.Node] = rec.Silent
+	}
+	return out, nil
+}
+
+// TestNodeAlreadyDownAtStart: the nodes a run heard are recorded; the next
+// run reports the one it does not hear within silent_after of its start as
+// silent, with the last heartbeat the first run heard, does not report
+// again the one recorded silent, and reports that one back when heard.
+func TestNodeAlreadyDownAtStart(t *testing.T) {
+	e := newEnv(t)
+	now := &clock{}
+	t0 := time.UnixMilli(1718000000000)
+	now.Set(t0.UnixMilli())
+	rec := &nodeRecorder{}
+	e.deps = func(d *ingest.Deps) { d.Now, d.NodePublisher = now.Now, rec }
+	cfg := e.config()
+	cfg.Health.Enabled = true
+	cfg.Health.SilentAfter = time.Minute
+	cfg.Health.CheckInterval = 10 * time.Millisecond
+	svc, stop := e.start(cfg)
+
+	for node, mark := range map[string]string{"emqx@a": "1000", "emqx@b": "2000"} {
+		if err := e.broker.Publish("$SYS/brokers/"+node+"/uptime", []byte(mark), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.eventually("both nodes heard", func() error {
+		if n := svc.Nodes(); len(n) != 2 {
+			return fmt.Errorf("nodes %+v", n)
+		}
+		return nil
+	})
+	aLast := t0.Add(30 * time.Second)
+	now.Set(aLast.UnixMilli())
+	if err := e.broker.Publish("$SYS/brokers/emqx@a/uptime", []byte("31000"), 1); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("a heard again", func() error {
+		if n := svc.Nodes(); !n[0].LastHeard.Equal(aLast) {
+			return fmt.Errorf("nodes %+v", n)
+		}
+		return nil
+	})
+	now.Set(t0.Add(61 * time.Second).UnixMilli())
+	e.eventually("b silent, both recorded", func() error {
+		got, err := knownNodeRecords(t, e.js)
+		if err != nil {
+			return err
+		}
+		if want := map[string]bool{"emqx@a": false, "emqx@b": true}; !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("records %v, want %v", got, want)
+		}
+		return nil
+	})
+	stop()
+	if got := rec.get(); len(got) != 1 || got[0].Node != "emqx@b" || got[0].Kind != nodewatch.KindSilent {
+		t.Fatalf("first run's changes %+v, want emqx@b silent", got)
+	}
+
+	// The second run hears nothing at first.
+	start := t0.Add(10 * time.Minute)
+	now.Set(start.UnixMilli())
+	rec2 := &nodeRecorder{}
+	e.deps = func(d *ingest.Deps) { d.Now, d.NodePublisher = now.Now, rec2 }
+	svc2, _ := e.start(cfg)
+	// Only a and b matter: the broker's own node is heard live, through
+	// the $SYS events of ingest's own connection.
+	ab := func(changes []nodewatch.Change) []nodewatch.Change {
+		return slices.DeleteFunc(changes, func(c nodewatch.Change) bool { return c.Node != "emqx@a" && c.Node != "emqx@b" })
+	}
+	e.eventually("recorded nodes known", func() error {
+		var a, b *nodewatch.Status
+		for _, n := range svc2.Nodes() {
+			switch n.Node {
+			case "emqx@a":
+				a = &n
+			case "emqx@b":
+				b = &n
+			}
+		}
+		if a == nil || b == nil || a.Silent || !b.Silent || !a.LastHeard.Equal(aLast) {
+			return fmt.Errorf("nodes %+v", svc2.Nodes())
+		}
+		return nil
+	})
+	now.Set(start.Add(59 * time.Second).UnixMilli())
+	time.Sleep(50 * time.Millisecond) // a few checks
+	if got := ab(rec2.get()); len(got) != 0 {
+		t.Fatalf("changes within silent_after of the start: %+v", got)
+	}
+	now.Set(start.Add(time.Minute).UnixMilli())
+	e.eventually("a reported silent", func() error {
+		if len(ab(rec2.get())) == 0 {
+			return errors.New("nothing reported")
+		}
+		return nil
+	})
+	want := []nodewatch.Change{{Node: "emqx@a", Kind: nodewatch.KindSilent, At: now.Now(), LastHeard: aLast, Mark: "31000"}}
+	if got := ab(rec2.get()); !changesEqual(got, want) {
+		t.Fatalf("changes %+v\nwant %+v", got, want)
+	}
+	backAt := start.Add(2 * time.Minute)
+	now.Set(backAt.UnixMilli())
+	if err := e.broker.Publish("$SYS/brokers/emqx@b/uptime", []byte("999000"), 1); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("b reported back", func() error {
+		if len(ab(rec2.get())) != 2 {
+			return fmt.Errorf("changes %+v", rec2.get())
+		}
+		return nil
+	})
+	wantBack := nodewatch.Change{Node: "emqx@b", Kind: nodewatch.KindBack, At: backAt, LastHeard: t0, Mark: "999000"}
+	if got := ab(rec2.get())[1]; !changesEqual([]nodewatch.Change{got}, []nodewatch.Change{wantBack}) {
+		t.Fatalf("back %+v\nwant %+v", got, wantBack)
 	}
 }

@@ -1,6 +1,7 @@
 // Package ingest is fleetwatch's first stage: it takes device presence from
 // EMQX ($SYS v4/v5, rule-engine $events, v4 web hooks and v5 HTTP actions),
-// AWS IoT lifecycle events and the Last-Will/birth convention, turns each
+// AWS IoT lifecycle events, the Last-Will/birth convention and Sparkplug B
+// edge nodes' NBIRTH/NDEATH, turns each
 // input into a validated events.PresenceEvent and stores it in the PRESENCE
 // stream; an input it cannot parse goes, raw and with the reason, to the
 // DEADLETTER stream. Optionally it watches EMQX nodes (heartbeats) and
@@ -36,6 +37,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
 	"github.com/fleetwatch/fleetwatch/services/ingest/nodewatch"
+	"github.com/fleetwatch/fleetwatch/services/ingest/sparkplug"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -110,12 +112,16 @@ type Service struct {
 
 	routes     []route
 	watcher    *nodewatch.Watcher // nil when health is off
+	known      *knownNodes        // nil when health is off or keeps no bucket
 	nodePub    NodePublisher
 	pending    []nodewatch.Change // node changes not yet published (health loop only)
 	webhook    *webhook           // nil when the webhook is off
 	reconciler *reconciler        // nil when reconciliation is off
 
 	inflight chan struct{} // semaphore of MaxInFlight
+	acks     *ackQueue     // MQTT messages not yet acknowledged, in receive order
+	pub      *publisher    // asynchronous JetStream publishes of the MQTT path
+	bgCtx    context.Context
 
 	nodeMu sync.Mutex // guards pending
 
@@ -152,6 +158,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:      deps.Logger,
 		now:      deps.Now,
 		inflight: make(chan struct{}, cfg.MaxInFlight),
+		acks:     newAckQueue(cfg.MaxInFlight),
+		bgCtx:    context.Background(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -183,9 +191,21 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("ingest.%w", err)
 		}
 	}
-	s.routes = cfg.routes(lw)
+	var sp *sparkplug.Parser
+	if cfg.Sparkplug.Enabled {
+		if sp, err = sparkplug.New(cfg.Sparkplug, brokerHost(cfg.MQTT.Broker)); err != nil {
+			return nil, fmt.Errorf("ingest.%w", err)
+		}
+	}
+	s.routes = cfg.routes(lw, sp)
+	if s.pub, err = newPublisher(s); err != nil {
+		return nil, fmt.Errorf("ingest: jetstream: %w", err)
+	}
 	if cfg.Health.Enabled {
 		s.watcher = nodewatch.New(cfg.Health.SilentAfter)
+		if cfg.Health.Bucket != "" {
+			s.known = &knownNodes{s: s, written: map[string]writtenNode{}}
+		}
 		s.nodePub = deps.NodePublisher
 		if s.nodePub == nil {
 			s.nodePub = streamNodes{js: s.js, log: s.log}
@@ -253,8 +273,12 @@ func (s *Service) checkNodes(ctx context.Context) {
 	}
 }
 
-// healthLoop checks node silence every CheckInterval until ctx ends.
+// healthLoop checks node silence every CheckInterval until ctx ends, and
+// keeps the known nodes' records.
 func (s *Service) healthLoop(ctx context.Context) {
+	if s.known != nil {
+		s.known.sync(ctx)
+	}
 	t := time.NewTicker(s.cfg.Health.CheckInterval)
 	defer t.Stop()
 	for {
@@ -263,6 +287,9 @@ func (s *Service) healthLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.checkNodes(ctx)
+			if s.known != nil {
+				s.known.sync(ctx)
+			}
 		}
 	}
 }
@@ -366,6 +393,8 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	ackerStop, ackerDone := make(chan struct{}), make(chan struct{})
+	go func() { s.acker(ackerStop); close(ackerDone) }()
 	var client paho.Client
 	if s.cfg.usesMQTT() {
 		client = paho.NewClient(s.clientOptions())
@@ -398,8 +427,11 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-time.After(s.cfg.PublishTimeout):
 		s.log.Warn("stopping with messages in flight: they stay unacknowledged in the mqtt session")
 		cancelWork()
+		s.pub.close()
 		<-drained
 	}
+	close(ackerStop)
+	<-ackerDone
 	if client != nil {
 		client.Disconnect(250)
 	}

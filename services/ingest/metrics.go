@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -16,7 +17,11 @@ type metrics struct {
 	inFlight      metric.Int64UpDownCounter
 	nodes         metric.Int64Counter
 	reconciled    metric.Int64Counter
+
+	attrs sync.Map // outcomeKey → metric.AddOption, built once per pair
 }
+
+type outcomeKey struct{ outcome, source string }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
 	var out metrics
@@ -34,7 +39,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	if out.inFlight, err = m.Int64UpDownCounter("fleetwatch_ingest_in_flight",
-		metric.WithDescription("Inputs being stored right now (bounded by ingest.max_in_flight; beyond it they wait unacknowledged)")); err != nil {
+		metric.WithDescription("Inputs received and not yet acknowledged (bounded by ingest.max_in_flight; beyond it the broker keeps them)")); err != nil {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	if out.nodes, err = m.Int64Counter("fleetwatch_ingest_node_changes",
@@ -46,6 +51,17 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
 	return &out, nil
+}
+
+// outcome is the attribute set of fleetwatch_ingest_events for one outcome
+// and source, built once: the hot path adds without allocating.
+func (m *metrics) outcome(outcome, source string) metric.AddOption {
+	k := outcomeKey{outcome, source}
+	if o, ok := m.attrs.Load(k); ok {
+		return o.(metric.AddOption)
+	}
+	o, _ := m.attrs.LoadOrStore(k, outcomeAttrs(outcome, source))
+	return o.(metric.AddOption)
 }
 
 func outcomeAttrs(outcome, source string) metric.AddOption {

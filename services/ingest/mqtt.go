@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -12,8 +11,9 @@ import (
 const subscribeTimeout = 10 * time.Second
 
 // clientOptions configures paho: QoS 1 into a persistent session, manual
-// acknowledgement, handlers in their own goroutines (a blocked handler must
-// not stall paho's reader and with it the keepalive), reconnect forever.
+// acknowledgement, messages handed over in receive order on one goroutine
+// (so that PUBACKs can follow that order; the handler never waits for
+// JetStream, only for a free slot of max_in_flight), reconnect forever.
 func (s *Service) clientOptions() *paho.ClientOptions {
 	m := s.cfg.MQTT
 	opts := paho.NewClientOptions().
@@ -21,7 +21,7 @@ func (s *Service) clientOptions() *paho.ClientOptions {
 		SetClientID(m.ClientID).
 		SetCleanSession(false).
 		SetAutoAckDisabled(true).
-		SetOrderMatters(false).
+		SetOrderMatters(true).
 		SetKeepAlive(m.KeepAlive).
 		SetConnectTimeout(m.ConnectTimeout).
 		SetAutoReconnect(true).
@@ -31,7 +31,9 @@ func (s *Service) clientOptions() *paho.ClientOptions {
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(s.onConnectionLost).
-		SetConnectionNotificationHandler(s.onNotification)
+		SetConnectionNotificationHandler(s.onNotification).
+		SetCustomOpenConnectionFn(openConn).
+		SetStore(noStore{})
 	if m.Username != "" {
 		opts.SetUsername(m.Username)
 		opts.SetPassword(s.password)
@@ -111,8 +113,11 @@ func (s *Service) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 	}
 }
 
-// onMessage runs in its own goroutine per message (OrderMatters false). It
-// acknowledges the message only when process says it is stored.
+// onMessage runs on paho's delivery goroutine, one message at a time in
+// receive order (OrderMatters true). It parses the message and starts its
+// publish without waiting for JetStream: the message is acknowledged by the
+// acker once its fate is durable (see pipeline.go). It waits only for a
+// slot of max_in_flight.
 func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	s.mu.Lock()
 	if s.stopping {
@@ -121,15 +126,12 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-
-	select {
-	case s.inflight <- struct{}{}:
-	case <-s.workCtx.Done():
+	if !s.acquire() {
+		s.wg.Done()
 		return
 	}
-	s.metrics.inFlight.Add(s.workCtx, 1)
-	defer func() { <-s.inflight; s.metrics.inFlight.Add(context.Background(), -1) }()
+	it := &item{m: m}
+	s.acks.push(it)
 
 	topic := m.Topic()
 	r := match(s.routes, topic)
@@ -137,18 +139,21 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	case r == nil:
 		// A filter no enabled source claims: left in the persistent
 		// session by an earlier configuration. Counted, not stored.
+		s.metrics.events.Add(s.bgCtx, 1, s.metrics.outcome(outcomeIgnored, SourceUnrouted))
 		s.ignored.Add(1)
-		s.metrics.events.Add(s.workCtx, 1, outcomeAttrs(outcomeIgnored, SourceUnrouted))
 		s.log.Debug("mqtt message on a topic no enabled source claims; ignored", "topic", topic)
-		m.Ack()
+		s.acks.complete(it, true)
 	case r.heartbeat:
 		s.heartbeats.Add(1)
 		s.heard(heartbeatNode(topic), string(m.Payload()))
-		m.Ack()
+		s.acks.complete(it, true)
 	default:
 		in := input{source: r.source, topic: topic, payload: m.Payload(), retained: m.Retained()}
-		if s.process(s.workCtx, in, r.parse, r.emqxNode).stored {
-			m.Ack()
+		s.prepare(s.workCtx, in, r.parse, r.emqxNode, &it.p)
+		if it.p.msg == nil {
+			s.acks.complete(it, it.p.res.stored)
+			return
 		}
+		s.pub.publish(it)
 	}
 }

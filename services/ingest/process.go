@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -46,68 +47,106 @@ type result struct {
 	stored bool
 }
 
+// prepared is one input parsed and ready to store: an event or a dead
+// letter (msg), or nothing to store (msg nil, res final).
+type prepared struct {
+	in   input
+	ctx  context.Context // carries span
+	span trace.Span
+	ev   events.PresenceEvent // when an event
+	dead bool                 // msg is a dead letter
+	// reason is why the input is dead-lettered.
+	reason string
+	msg    *nats.Msg
+	// res is the result when msg is nil.
+	res result
+}
+
+func (p *prepared) what() string {
+	if p.dead {
+		return "publish dead letter"
+	}
+	return "publish presence event"
+}
+
 // process turns one input into a stored event, an ignored input or a dead
-// letter. trackNode records the event's node as heard (EMQX sources).
+// letter, and waits until it is stored (or ctx ends). trackNode records the
+// event's node as heard (EMQX sources).
 func (s *Service) process(ctx context.Context, in input, parse parseFunc, trackNode bool) result {
+	p := &prepared{}
+	s.prepare(ctx, in, parse, trackNode, p)
+	if p.msg == nil {
+		return p.res
+	}
+	var ack *jetstream.PubAck
+	if !s.retry(p.ctx, p.what(), p.msg.Subject, func(ctx context.Context) error {
+		a, err := s.js.PublishMsg(ctx, p.msg)
+		ack = a
+		return err
+	}) {
+		p.span.End()
+		return result{}
+	}
+	return s.settle(p, ack)
+}
+
+// prepare parses in and builds, in p, the message that stores it. An
+// ignored input is settled here (p.msg nil); otherwise the caller publishes
+// p.msg and passes JetStream's ack to settle.
+func (s *Service) prepare(ctx context.Context, in input, parse parseFunc, trackNode bool, p *prepared) {
 	received := s.now()
-	s.received.Add(1)
 	s.metrics.received.Add(ctx, 1)
-	ctx, span := s.tracer.Start(ctx, "ingest presence", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("messaging.system", transport(in.source)),
+	s.received.Add(1)
+	ctx, span := s.tracer.Start(ctx, "ingest presence", trace.WithSpanKind(trace.SpanKindConsumer))
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(attribute.String("messaging.system", transport(in.source)),
 			attribute.String("messaging.destination.name", in.topic),
-			attribute.String("fleetwatch.source", in.source)))
-	defer span.End()
+			attribute.String("fleetwatch.source", in.source))
+	}
+	*p = prepared{in: in, ctx: ctx, span: span}
 
 	ev, err := parse(in, received)
 	if errors.Is(err, errIgnored) {
+		s.metrics.events.Add(ctx, 1, s.metrics.outcome(outcomeIgnored, in.source))
 		s.ignored.Add(1)
-		s.metrics.events.Add(ctx, 1, outcomeAttrs(outcomeIgnored, in.source))
-		span.SetAttributes(attribute.String("fleetwatch.outcome", outcomeIgnored))
-		s.log.Debug("input ignored", "source", in.source, "topic", in.topic, "reason", err)
-		return result{outcome: outcomeIgnored, reason: err.Error(), stored: true}
+		if recording {
+			span.SetAttributes(attribute.String("fleetwatch.outcome", outcomeIgnored))
+		}
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("input ignored", "source", in.source, "topic", in.topic, "reason", err)
+		}
+		span.End()
+		p.res = result{outcome: outcomeIgnored, reason: err.Error(), stored: true}
+		return
 	}
 	if err != nil {
-		span.SetStatus(codes.Error, "dead-lettered")
-		span.SetAttributes(attribute.String("fleetwatch.outcome", outcomeDeadLettered))
-		return s.deadLetter(ctx, in, err)
+		p.deadLetter(err)
+		return
 	}
-	span.SetAttributes(attribute.String("fleetwatch.event_id", ev.ID), attribute.String("fleetwatch.kind", string(ev.Kind)))
+	if recording {
+		span.SetAttributes(attribute.String("fleetwatch.event_id", ev.ID), attribute.String("fleetwatch.kind", string(ev.Kind)))
+	}
 	if trackNode {
 		s.heard(ev.Node, "")
 	}
+	p.ev = ev
+	p.msg = s.eventMsg(ctx, &p.ev)
+}
 
-	ack, ok := s.publishEvent(ctx, ev)
-	if !ok {
-		return result{}
-	}
-	if s.reconciler != nil {
-		s.reconciler.stored(ev)
-	}
-	outcome := outcomePublished
-	if ack.Duplicate {
-		outcome = outcomeDuplicate
-		s.duplicates.Add(1)
-	} else {
-		s.published.Add(1)
-	}
-	s.metrics.events.Add(ctx, 1, outcomeAttrs(outcome, in.source))
-	span.SetAttributes(attribute.String("fleetwatch.outcome", outcome))
-	s.log.Debug("presence event stored", "device", ev.DeviceID, "kind", ev.Kind, "id", ev.ID, "outcome", outcome)
-	return result{outcome: outcome, id: ev.ID, stored: true}
+// eventMsg is the JetStream message of ev: its subject, its JSON, its id
+// as Nats-Msg-Id and the trace context of ctx.
+func (s *Service) eventMsg(ctx context.Context, ev *events.PresenceEvent) *nats.Msg {
+	msg := &nats.Msg{Subject: ev.Subject(s.cfg.Partitions), Data: appendEvent(make([]byte, 0, 512), ev),
+		Header: nats.Header{events.HeaderMsgID: []string{ev.ID}}}
+	telemetry.Inject(ctx, msg)
+	return msg
 }
 
 // publishEvent stores ev with its id as Nats-Msg-Id, retrying until
 // JetStream acknowledges or ctx ends (ok false).
 func (s *Service) publishEvent(ctx context.Context, ev events.PresenceEvent) (*jetstream.PubAck, bool) {
-	data, err := json.Marshal(ev)
-	if err != nil { // cannot happen for a PresenceEvent
-		s.log.Error("encode presence event", "err", err)
-		return nil, false
-	}
-	msg := nats.NewMsg(ev.Subject(s.cfg.Partitions))
-	msg.Data = data
-	msg.Header.Set(events.HeaderMsgID, ev.ID)
-	telemetry.Inject(ctx, msg)
+	msg := s.eventMsg(ctx, &ev)
 	var ack *jetstream.PubAck
 	ok := s.retry(ctx, "publish presence event", msg.Subject, func(ctx context.Context) error {
 		a, err := s.js.PublishMsg(ctx, msg)
@@ -117,6 +156,58 @@ func (s *Service) publishEvent(ctx context.Context, ev events.PresenceEvent) (*j
 	return ack, ok
 }
 
+// deadLetter makes p store its input in DEADLETTER with cause as the reason.
+func (p *prepared) deadLetter(cause error) {
+	in := p.in
+	p.dead = true
+	p.reason = cause.Error()
+	payload := in.payload
+	if len(payload) > maxDeadLetterPayload {
+		p.reason += fmt.Sprintf(" (payload truncated to %d of %d bytes)", maxDeadLetterPayload, len(payload))
+		payload = payload[:maxDeadLetterPayload]
+	}
+	p.msg = events.DeadLetter{Stage: Stage, Source: in.source, Topic: in.topic, Reason: p.reason, Payload: payload}.Msg()
+}
+
+// settle accounts for a stored input once JetStream acknowledged it.
+func (s *Service) settle(p *prepared, ack *jetstream.PubAck) result {
+	defer p.span.End()
+	ctx, in := p.ctx, p.in
+	// Metrics before the Stats counters: whoever sees a counter move
+	// (tests do) finds the metric there too.
+	if p.dead {
+		s.metrics.events.Add(ctx, 1, s.metrics.outcome(outcomeDeadLettered, in.source))
+		s.deadLettered.Add(1)
+		if p.span.IsRecording() {
+			p.span.SetStatus(codes.Error, "dead-lettered")
+			p.span.SetAttributes(attribute.String("fleetwatch.outcome", outcomeDeadLettered))
+		}
+		s.log.Warn("input dead-lettered", "source", in.source, "topic", in.topic, "reason", p.reason)
+		return result{outcome: outcomeDeadLettered, reason: p.reason, stored: true}
+	}
+	ev := p.ev
+	if s.reconciler != nil {
+		s.reconciler.stored(ev)
+	}
+	outcome := outcomePublished
+	if ack != nil && ack.Duplicate {
+		outcome = outcomeDuplicate
+	}
+	s.metrics.events.Add(ctx, 1, s.metrics.outcome(outcome, in.source))
+	if outcome == outcomeDuplicate {
+		s.duplicates.Add(1)
+	} else {
+		s.published.Add(1)
+	}
+	if p.span.IsRecording() {
+		p.span.SetAttributes(attribute.String("fleetwatch.outcome", outcome))
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("presence event stored", "device", ev.DeviceID, "kind", ev.Kind, "id", ev.ID, "outcome", outcome)
+	}
+	return result{outcome: outcome, id: ev.ID, stored: true}
+}
+
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
 func transport(source string) string {
@@ -124,26 +215,6 @@ func transport(source string) string {
 		return "http"
 	}
 	return "mqtt"
-}
-
-// deadLetter stores a rejected input with the reason in DEADLETTER.
-func (s *Service) deadLetter(ctx context.Context, in input, cause error) result {
-	reason := cause.Error()
-	payload := in.payload
-	if len(payload) > maxDeadLetterPayload {
-		reason += fmt.Sprintf(" (payload truncated to %d of %d bytes)", maxDeadLetterPayload, len(payload))
-		payload = payload[:maxDeadLetterPayload]
-	}
-	dl := events.DeadLetter{Stage: Stage, Source: in.source, Topic: in.topic, Reason: reason, Payload: payload}
-	if !s.retry(ctx, "publish dead letter", events.DeadLetterSubject(Stage, in.source), func(ctx context.Context) error {
-		return events.PublishDeadLetter(ctx, s.js, dl)
-	}) {
-		return result{}
-	}
-	s.deadLettered.Add(1)
-	s.metrics.events.Add(ctx, 1, outcomeAttrs(outcomeDeadLettered, in.source))
-	s.log.Warn("input dead-lettered", "source", in.source, "topic", in.topic, "reason", reason)
-	return result{outcome: outcomeDeadLettered, reason: reason, stored: true}
 }
 
 // retry calls publish until it succeeds, with exponential backoff and

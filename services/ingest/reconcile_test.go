@@ -57,6 +57,14 @@ func TestReconcile(t *testing.T) {
 	if ev := forgotten.nextEvent(); ev.Kind != events.KindConnected {
 		t.Fatalf("got %+v", ev)
 	}
+	// The stream may have the event before ingest has JetStream's ack
+	// (and with it the device tracked as connected): wait for the ack.
+	e.eventually("the connect acknowledged", func() error {
+		if n := svc.Stats().Published; n != 1 {
+			return fmt.Errorf("published %d", n)
+		}
+		return nil
+	})
 	now.Set(1718000600000)
 	svc.ReconcileNow()
 	e.eventually("a reconcile pass", func() error {

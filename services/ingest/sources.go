@@ -9,6 +9,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/ingest/awsiot"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqx"
 	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
+	"github.com/fleetwatch/fleetwatch/services/ingest/sparkplug"
 )
 
 // Sources named in dead letters (Fleetwatch-Source) and metrics.
@@ -21,6 +22,8 @@ const (
 	SourceAWSIoT = "aws_iot"
 	// SourceLastWill is the Last-Will/birth status convention.
 	SourceLastWill = "last_will"
+	// SourceSparkplug is Sparkplug B edge nodes' NBIRTH / NDEATH.
+	SourceSparkplug = "sparkplug_b"
 	// SourceEMQXWebhook is the HTTP endpoint (v4 web hook, v5 HTTP action).
 	SourceEMQXWebhook = "emqx_webhook"
 	// SourceUnrouted is an MQTT message whose topic no source claims (a
@@ -55,9 +58,9 @@ type route struct {
 	emqxNode  bool // events name an EMQX node (tracked by health)
 }
 
-// routes lists the enabled MQTT sources in dispatch order. lw may be nil
-// when only the filters are needed.
-func (c Config) routes(lw *lastwill.Parser) []route {
+// routes lists the enabled MQTT sources in dispatch order. lw and sp may
+// be nil when only the filters are needed.
+func (c Config) routes(lw *lastwill.Parser, sp *sparkplug.Parser) []route {
 	var out []route
 	if c.Health.Enabled {
 		// Not shared: every replica must hear every heartbeat, or a
@@ -91,6 +94,16 @@ func (c Config) routes(lw *lastwill.Parser) []route {
 			r.parse = func(in input, rcv time.Time) (events.PresenceEvent, error) {
 				ev, err := lw.Parse(in.topic, in.payload, in.retained, rcv)
 				return ev, ignoring(err, lastwill.ErrNotPresence)
+			}
+		}
+		out = append(out, r)
+	}
+	if c.Sparkplug.Enabled {
+		r := route{source: SourceSparkplug, filters: c.Sparkplug.Topics, shared: true}
+		if sp != nil {
+			r.parse = func(in input, rcv time.Time) (events.PresenceEvent, error) {
+				ev, err := sp.Parse(in.topic, in.payload, rcv)
+				return ev, ignoring(err, sparkplug.ErrNotPresence)
 			}
 		}
 		out = append(out, r)

@@ -33,15 +33,17 @@ func TestTopicMatches(t *testing.T) {
 
 func TestRoutesAndFilters(t *testing.T) {
 	c := DefaultConfig()
-	c.Rule.Enabled, c.AWSIoT.Enabled, c.LastWill.Enabled, c.Health.Enabled = true, true, true, true
+	c.Rule.Enabled, c.AWSIoT.Enabled, c.LastWill.Enabled, c.Sparkplug.Enabled, c.Health.Enabled = true, true, true, true, true
 	c.MQTT.SharedGroup = "fw"
-	routes := c.routes(nil)
+	routes := c.routes(nil, nil)
 	for topic, want := range map[string]string{
 		"$SYS/brokers/n/uptime":                "health",
 		"$SYS/brokers/n/clients/d/connected":   SourceEMQXSys,
 		"$aws/events/presence/connected/d":     SourceAWSIoT,
 		"fleetwatch/presence/d":                SourceEMQXRule,
 		"devices/d/status":                     SourceLastWill,
+		"spBv1.0/g/NBIRTH/e":                   SourceSparkplug,
+		"spBv1.0/g/NDEATH/e":                   SourceSparkplug,
 		"$SYS/brokers/n/gateway/coap/clients/": SourceEMQXSys,
 	} {
 		if r := match(routes, topic); r == nil || r.source != want {
@@ -58,6 +60,8 @@ func TestRoutesAndFilters(t *testing.T) {
 		"$share/fw/$aws/events/presence/+/#":           1,
 		"$share/fw/fleetwatch/presence/#":              1,
 		"$share/fw/devices/+/status":                   1,
+		"$share/fw/spBv1.0/+/NBIRTH/+":                 1,
+		"$share/fw/spBv1.0/+/NDEATH/+":                 1,
 	}
 	if got := c.filters(); !reflect.DeepEqual(got, want) {
 		t.Errorf("filters = %v\nwant %v", got, want)

@@ -16,6 +16,8 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/ingest/awsiot"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqx"
 	"github.com/fleetwatch/fleetwatch/services/ingest/lastwill"
+	"github.com/fleetwatch/fleetwatch/services/ingest/sparkplug"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 type fixture struct {
@@ -356,4 +358,67 @@ func TestSameEventViaSysAndWebhookStoredOnce(t *testing.T) {
 	if info.State.Msgs != 3 {
 		t.Fatalf("PRESENCE holds %d messages, want 3", info.State.Msgs)
 	}
+}
+
+// sparkplugPayload is a Sparkplug B Payload with a timestamp (0: none) and
+// the bdSeq metric (Int64, long_value), in protobuf wire format.
+func sparkplugPayload(timestamp, bdSeq uint64) []byte {
+	var m []byte
+	m = protowire.AppendTag(m, 1, protowire.BytesType)
+	m = protowire.AppendString(m, "bdSeq")
+	m = protowire.AppendTag(m, 4, protowire.VarintType)
+	m = protowire.AppendVarint(m, 4)
+	m = protowire.AppendTag(m, 11, protowire.VarintType)
+	m = protowire.AppendVarint(m, bdSeq)
+	var p []byte
+	if timestamp != 0 {
+		p = protowire.AppendTag(p, 1, protowire.VarintType)
+		p = protowire.AppendVarint(p, timestamp)
+	}
+	p = protowire.AppendTag(p, 2, protowire.BytesType)
+	return protowire.AppendBytes(p, m)
+}
+
+// TestSparkplugSource: an edge node registers its NDEATH as the Will,
+// publishes its NBIRTH, and loses its connection; the broker publishes the
+// Will. Both are stored with the session's bdSeq as connection identity;
+// the edge node's data messages are not subscribed.
+func TestSparkplugSource(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Sys.Enabled = false
+	cfg.Sparkplug.Enabled = true
+	svc, _ := e.start(cfg)
+	sub := e.subscribe(events.StreamPresence, events.PresenceSubject("plant-1/line-4", events.DefaultPartitions))
+
+	var sock io.Closer
+	edge := e.device("line-4-edge", func(o *paho.ClientOptions) {
+		o.SetBinaryWill("spBv1.0/plant-1/NDEATH/line-4", sparkplugPayload(1718000000050, 5), 1, false)
+		o.SetCustomOpenConnectionFn(rawConn(&sock))
+	})
+	for _, m := range []struct {
+		topic   string
+		payload []byte
+	}{
+		{"spBv1.0/plant-1/NBIRTH/line-4", sparkplugPayload(1718000000100, 5)},
+		{"spBv1.0/plant-1/NDATA/line-4", sparkplugPayload(1718000000200, 5)},
+	} {
+		if tok := edge.Publish(m.topic, 1, false, m.payload); !tok.WaitTimeout(wait) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", m.topic, tok.Error())
+		}
+	}
+	base := events.PresenceEvent{DeviceID: "plant-1/line-4", Node: strings.TrimPrefix(e.broker.Addr(), "tcp://"),
+		Protocol: "mqtt", ConnVersion: 6, Source: sparkplug.Source}
+	want := base
+	want.Kind, want.BrokerTSMS, want.ConnectedAtMS = events.KindConnected, 1718000000100, 1718000000100
+	if got := sub.nextEvent(); got != fixtureEvent(t, want) {
+		t.Fatalf("NBIRTH: got %+v\nwant %+v", got, fixtureEvent(t, want))
+	}
+	_ = sock.Close() // the broker publishes the Will: NDEATH
+	want = base
+	want.Kind, want.Reason, want.RawReason, want.BrokerTSMS = events.KindDisconnected, events.ReasonOther, "NDEATH", receivedMS
+	if got := sub.nextEvent(); got != fixtureEvent(t, want) {
+		t.Fatalf("NDEATH: got %+v\nwant %+v", got, fixtureEvent(t, want))
+	}
+	e.waitStats(svc, ingest.Stats{Received: 2, Published: 2})
 }

@@ -46,6 +46,18 @@ type payload struct {
 	DisconnectReason          json.RawMessage `json:"disconnectReason"`
 }
 
+// members lists p's fields for field.Object, with their JSON names (an
+// array, so that neither it nor p needs the heap).
+func (p *payload) members() [7]field.Member {
+	return [7]field.Member{
+		{Key: "clientId", Val: &p.ClientID}, {Key: "timestamp", Val: &p.Timestamp},
+		{Key: "eventType", Val: &p.EventType}, {Key: "ipAddress", Val: &p.IPAddress},
+		{Key: "versionNumber", Val: &p.VersionNumber},
+		{Key: "clientInitiatedDisconnect", Val: &p.ClientInitiatedDisconnect},
+		{Key: "disconnectReason", Val: &p.DisconnectReason},
+	}
+}
+
 // Parse turns one lifecycle message into a validated event. node names the
 // AWS IoT endpoint in the event. The kind comes from eventType (it must
 // agree with the topic), the client id from clientId, the broker time from
@@ -86,8 +98,12 @@ func parse(data []byte, kind events.Kind) (events.PresenceEvent, error) {
 		return ev, errors.New("not a JSON object")
 	}
 	var p payload
-	if err := json.Unmarshal(data, &p); err != nil {
-		return ev, fmt.Errorf("invalid JSON: %v", err)
+	if m := p.members(); !field.Object(data, m[:]) {
+		var q payload
+		if err := json.Unmarshal(data, &q); err != nil {
+			return ev, fmt.Errorf("invalid JSON: %v", err)
+		}
+		p = q
 	}
 	eventType, err := field.String(p.EventType, "eventType", false)
 	if err != nil {

@@ -128,10 +128,30 @@ func decode(payload []byte, sentinel error) (rulePayload, error) {
 	if !field.IsObject(payload) {
 		return p, fmt.Errorf("%w: not a JSON object", sentinel)
 	}
-	if err := json.Unmarshal(payload, &p); err != nil {
-		return p, fmt.Errorf("%w: invalid JSON: %v", sentinel, err)
+	if m := p.members(); !field.Object(payload, m[:]) {
+		var q rulePayload
+		if err := json.Unmarshal(payload, &q); err != nil {
+			return rulePayload{}, fmt.Errorf("%w: invalid JSON: %v", sentinel, err)
+		}
+		p = q
 	}
 	return p, nil
+}
+
+// members lists p's fields for field.Object, with their JSON names (an
+// array, so that neither it nor p needs the heap).
+func (p *rulePayload) members() [18]field.Member {
+	return [18]field.Member{
+		{Key: "event", Val: &p.Event}, {Key: "action", Val: &p.Action}, {Key: "node", Val: &p.Node},
+		{Key: "clientid", Val: &p.ClientID}, {Key: "username", Val: &p.Username},
+		{Key: "peername", Val: &p.Peername}, {Key: "ipaddress", Val: &p.IPAddress},
+		{Key: "proto_name", Val: &p.ProtoName}, {Key: "proto_ver", Val: &p.ProtoVer},
+		{Key: "keepalive", Val: &p.Keepalive}, {Key: "connected_at", Val: &p.ConnectedAt},
+		{Key: "disconnected_at", Val: &p.DisconnectedAt}, {Key: "timestamp", Val: &p.Timestamp},
+		{Key: "reason", Val: &p.Reason}, {Key: "conn_props", Val: &p.ConnProps},
+		{Key: "disconn_props", Val: &p.DisconnProps}, {Key: "receive_maximum", Val: &p.ReceiveMaximum},
+		{Key: "client_attrs", Val: &p.ClientAttrs},
+	}
 }
 
 func (p rulePayload) ruleEvent(receivedAt time.Time, sentinel error) (events.PresenceEvent, error) {

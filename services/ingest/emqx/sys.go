@@ -104,6 +104,18 @@ type sysPayload struct {
 	Reason         json.RawMessage `json:"reason"`
 }
 
+// members lists p's fields for field.Object, with their JSON names (an
+// array, so that neither it nor p needs the heap).
+func (p *sysPayload) members() [11]field.Member {
+	return [11]field.Member{
+		{Key: "clientid", Val: &p.ClientID}, {Key: "username", Val: &p.Username},
+		{Key: "ipaddress", Val: &p.IPAddress}, {Key: "protocol", Val: &p.Protocol},
+		{Key: "proto_name", Val: &p.ProtoName}, {Key: "proto_ver", Val: &p.ProtoVer},
+		{Key: "connected_at", Val: &p.ConnectedAt}, {Key: "disconnected_at", Val: &p.DisconnectedAt},
+		{Key: "ts", Val: &p.TS}, {Key: "keepalive", Val: &p.Keepalive}, {Key: "reason", Val: &p.Reason},
+	}
+}
+
 // ParseSys turns one EMQX $SYS presence message (v4 or v5/6 payload) into a
 // validated event. receivedAt is when ingest received it.
 //
@@ -126,8 +138,12 @@ func ParseSys(topic string, payload []byte, receivedAt time.Time) (events.Presen
 		return events.PresenceEvent{}, payloadErr("not a JSON object")
 	}
 	var p sysPayload
-	if err := json.Unmarshal(payload, &p); err != nil {
-		return events.PresenceEvent{}, payloadErr("invalid JSON: %v", err)
+	if m := p.members(); !field.Object(payload, m[:]) {
+		var q sysPayload
+		if err := json.Unmarshal(payload, &q); err != nil {
+			return events.PresenceEvent{}, payloadErr("invalid JSON: %v", err)
+		}
+		p = q
 	}
 	ev, err := p.event(t)
 	if err != nil {

@@ -46,6 +46,8 @@ type Status struct {
 	Node      string
 	LastHeard time.Time
 	Silent    bool
+	// Mark is the node's last heartbeat payload ("" when none was heard).
+	Mark string
 }
 
 // Watcher tracks nodes. It is safe for concurrent use.
@@ -60,6 +62,10 @@ type node struct {
 	lastHeard time.Time
 	mark      string
 	silent    bool
+	// since, for a node known from before (Seed) and not heard since, is
+	// when watching began: its silence counts from then, not from
+	// lastHeard.
+	since time.Time
 }
 
 // New returns a watcher for which a node is silent after silentAfter
@@ -94,6 +100,20 @@ func (w *Watcher) Heard(nodeName, mark string, at time.Time) (Change, bool) {
 	return Change{Node: nodeName, Kind: KindBack, At: at, LastHeard: prev, Mark: n.mark}, true
 }
 
+// Seed makes the watcher know a node from before it started (a previous
+// run's record), as of now: unless it is heard within the threshold from
+// now, it is reported silent, with lastHeard and mark as recorded; one
+// recorded as silent is not reported again, and is reported back when
+// heard. A node already heard is left as it is.
+func (w *Watcher) Seed(nodeName string, lastHeard time.Time, mark string, silent bool, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.nodes[nodeName]; ok {
+		return
+	}
+	w.nodes[nodeName] = &node{lastHeard: lastHeard, mark: mark, silent: silent, since: now}
+}
+
 // Check returns the nodes that fell silent since the last Check (each
 // silence is reported once), in node order.
 func (w *Watcher) Check(now time.Time) []Change {
@@ -101,7 +121,7 @@ func (w *Watcher) Check(now time.Time) []Change {
 	defer w.mu.Unlock()
 	var out []Change
 	for name, n := range w.nodes {
-		if n.silent || now.Sub(n.lastHeard) < w.silentAfter {
+		if n.silent || now.Sub(n.lastHeard) < w.silentAfter || now.Sub(n.since) < w.silentAfter {
 			continue
 		}
 		n.silent = true
@@ -125,7 +145,7 @@ func (w *Watcher) Nodes() []Status {
 	defer w.mu.Unlock()
 	out := make([]Status, 0, len(w.nodes))
 	for name, n := range w.nodes {
-		out = append(out, Status{Node: name, LastHeard: n.lastHeard, Silent: n.silent})
+		out = append(out, Status{Node: name, LastHeard: n.lastHeard, Silent: n.silent, Mark: n.mark})
 	}
 	slices.SortFunc(out, func(a, b Status) int {
 		if a.Node < b.Node {

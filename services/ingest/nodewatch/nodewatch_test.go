@@ -40,7 +40,7 @@ func TestSilentAndBack(t *testing.T) {
 	if _, back := w.Heard("n1", "", at(151)); back {
 		t.Fatal("back reported twice")
 	}
-	wantNodes := []nodewatch.Status{{Node: "n1", LastHeard: at(151)}, {Node: "n2", LastHeard: at(0), Silent: true}}
+	wantNodes := []nodewatch.Status{{Node: "n1", LastHeard: at(151), Mark: "150000"}, {Node: "n2", LastHeard: at(0), Silent: true}}
 	if got := w.Nodes(); !reflect.DeepEqual(got, wantNodes) {
 		t.Fatalf("Nodes = %+v\nwant %+v", got, wantNodes)
 	}
@@ -57,5 +57,36 @@ func TestOldSignDoesNotRewind(t *testing.T) {
 	}
 	if got := w.Check(at(110)); len(got) != 1 || !got[0].LastHeard.Equal(at(100)) {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+// TestSeed: nodes known from a previous run are reported silent when not
+// heard within the threshold from the start, with their recorded last
+// sign; one recorded silent is not reported again but comes back; a node
+// heard before it is seeded keeps what was heard.
+func TestSeed(t *testing.T) {
+	w := nodewatch.New(90 * time.Second)
+	w.Heard("live", "7", at(1000))
+	w.Seed("live", at(0), "1", true, at(1000))
+	w.Seed("quiet", at(500), "500000", false, at(1000))
+	w.Seed("down", at(200), "200000", true, at(1000))
+	w.Seed("skewed", at(1050), "", false, at(1000)) // recorded by a replica whose clock is ahead
+	if got := w.Check(at(1089)); got != nil {
+		t.Fatalf("Check before the threshold from the start = %+v", got)
+	}
+	want := []nodewatch.Change{
+		{Node: "live", Kind: nodewatch.KindSilent, At: at(1090), LastHeard: at(1000), Mark: "7"},
+		{Node: "quiet", Kind: nodewatch.KindSilent, At: at(1090), LastHeard: at(500), Mark: "500000"},
+	}
+	if got := w.Check(at(1090)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(1090s) = %+v\nwant %+v", got, want)
+	}
+	want = []nodewatch.Change{{Node: "skewed", Kind: nodewatch.KindSilent, At: at(1140), LastHeard: at(1050)}}
+	if got := w.Check(at(1140)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(1140s) = %+v\nwant %+v", got, want)
+	}
+	got, back := w.Heard("down", "1200000", at(1200))
+	if wantBack := (nodewatch.Change{Node: "down", Kind: nodewatch.KindBack, At: at(1200), LastHeard: at(200), Mark: "1200000"}); !back || got != wantBack {
+		t.Fatalf("Heard(down) = %+v, %v\nwant %+v", got, back, wantBack)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unicode/utf8"
 )
 
 // SecondsBelow: times below this many milliseconds are seconds (EMQX 4.0.x):
@@ -42,14 +43,71 @@ func String(raw json.RawMessage, name string, absent bool) (string, error) {
 	if !Present(raw) {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", fmt.Errorf("%s is %s, want a string", name, Kind(raw))
+	s, ok := plainString(raw)
+	if !ok {
+		var err error
+		if s, err = jsonString(raw); err != nil {
+			return "", fmt.Errorf("%s is %s, want a string", name, Kind(raw))
+		}
 	}
 	if absent && s == "undefined" {
 		return "", nil
 	}
 	return s, nil
+}
+
+// jsonString decodes a JSON string with encoding/json (kept apart so that
+// the fast path does not allocate the result on the heap).
+func jsonString(raw json.RawMessage) (string, error) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
+
+// plainString decodes a JSON string that needs no unescaping: no escapes,
+// no control characters, valid UTF-8 (encoding/json would replace invalid
+// bytes). Anything else reports false for encoding/json to decode.
+func plainString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	ascii := true
+	for _, c := range in {
+		switch {
+		case c == '"' || c == '\\' || c < 0x20:
+			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
+}
+
+// plainInt decodes a JSON integer of at most 18 digits (no fraction, no
+// exponent), which cannot overflow. Anything else reports false.
+func plainInt(raw json.RawMessage) (int64, bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if raw[0] == '-' {
+		v = -v
+	}
+	return v, true
 }
 
 // Bool decodes an optional JSON boolean.
@@ -70,6 +128,9 @@ func Bool(raw json.RawMessage, name string) (v, ok bool, err error) {
 func Int(raw json.RawMessage, name string) (int64, bool, error) {
 	if !Present(raw) {
 		return 0, false, nil
+	}
+	if v, ok := plainInt(raw); ok {
+		return v, true, nil
 	}
 	if raw[0] == '"' {
 		return 0, false, fmt.Errorf("%s is a string, want an integer", name)
