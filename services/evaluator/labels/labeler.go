@@ -21,11 +21,17 @@ const (
 	Node = "node"
 	// Reason is the normalised disconnect reason of the device's outage.
 	Reason = "reason"
+	// AlertName is the kind of the alert being routed (device_offline,
+	// device_flapping, group_outage, node_silent): visible to route
+	// matchers, group_by and silences, never part of a device's labels.
+	AlertName = "alertname"
 )
 
 // Reserved reports whether a label name is implicit and may not be set by
 // rules or the inventory.
-func Reserved(name string) bool { return name == DeviceID || name == Node || name == Reason }
+func Reserved(name string) bool {
+	return name == DeviceID || name == Node || name == Reason || name == AlertName
+}
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
@@ -152,6 +158,8 @@ func checkName(n string) error {
 	switch {
 	case !ValidName(n):
 		return errors.New("is not a label name: use letters, digits and _, not starting with a digit")
+	case n == AlertName:
+		return fmt.Errorf("is implicit (%s is the alert kind, set by the evaluator): pick another name", AlertName)
 	case Reserved(n):
 		return fmt.Errorf("is implicit (%s, %s and %s are set by the evaluator): pick another name", DeviceID, Node, Reason)
 	}

@@ -136,6 +136,7 @@ func TestConfigValidate(t *testing.T) {
 		{"regex without output", Config{ClientID: []ClientIDRule{{Regex: "^a"}}}, "l.client_id[0]: the regex has no named capture and labels is empty: add (?P<name>…) or labels"},
 		{"reserved capture", Config{ClientID: []ClientIDRule{{Regex: "^(?P<node>a)"}}}, `l.client_id[0].regex capture "node" is implicit (device_id, node and reason are set by the evaluator): pick another name`},
 		{"bad label name", Config{ClientID: []ClientIDRule{{Prefix: "a", Labels: map[string]string{"site-id": "x"}}}}, `l.client_id[0].labels: "site-id" is not a label name: use letters, digits and _, not starting with a digit`},
+		{"alertname", Config{Username: "alertname"}, `l.username "alertname" is implicit (alertname is the alert kind, set by the evaluator): pick another name`},
 		{"username", Config{Username: "device_id"}, `l.username "device_id" is implicit (device_id, node and reason are set by the evaluator): pick another name`},
 		{"cidr", Config{Subnets: []SubnetRule{{CIDR: "10.0.0.0", Labels: map[string]string{"a": "b"}}}}, `l.subnets[0].cidr "10.0.0.0" is not a network: use e.g. 10.1.0.0/16`},
 		{"subnet labels", Config{Subnets: []SubnetRule{{CIDR: "10.0.0.0/8"}}}, "l.subnets[0].labels is empty: add the labels of this network, e.g. {site: plant-7}"},

@@ -51,6 +51,9 @@ type Config struct {
 	// After also joins the tier's group, notified with the tier's severity
 	// to the route's receivers plus the tier's. [] turns inherited ones off.
 	Escalations []Escalation `yaml:"escalations"`
+	// Flap turns on flap suppression (RFC 2439 damping) for the route's
+	// devices; a device uses the settings of the first route it matches.
+	Flap *FlapConfig `yaml:"flap"`
 	// Routes are the children, tried in order.
 	Routes []Config `yaml:"routes"`
 }
@@ -83,6 +86,8 @@ type Defaults struct {
 	Grace time.Duration
 	// Severity is the root's severity (default warning).
 	Severity string
+	// Flap is the root's flap suppression (nil: off).
+	Flap *FlapConfig
 }
 
 // Route is a compiled node of the tree.
@@ -103,7 +108,9 @@ type Route struct {
 	Severity                                 string
 	// Escalations are sorted by After.
 	Escalations []Tier
-	Routes      []*Route
+	// Flap is the route's flap suppression (nil: off).
+	Flap   *Flap
+	Routes []*Route
 }
 
 // Tier is a compiled escalation.
@@ -134,6 +141,9 @@ type Tree struct {
 	UniformGrace bool
 	// Escalates says some route has escalation tiers.
 	Escalates bool
+	// UniformFlap says every route has the same flap settings (Root.Flap),
+	// so a device's do not depend on its labels.
+	UniformFlap bool
 	// PerDevice says routing or grouping reads the device_id label (a
 	// matcher, group_by, or group_by [...]), so results cannot be shared
 	// between devices with the same other labels.
@@ -160,6 +170,11 @@ func New(cfg Config, d Defaults, prefix string) (*Tree, error) {
 	if err := parent.setGroupBy(d.GroupBy); err != nil {
 		return nil, fmt.Errorf("%s defaults: %w", prefix, err)
 	}
+	flap, err := compileFlap(d.Flap, nil, prefix+" defaults: flap")
+	if err != nil {
+		return nil, err
+	}
+	parent.Flap = flap
 	t := &Tree{}
 	root, err := t.compile(cfg, parent, "root", prefix)
 	if err != nil {
@@ -169,10 +184,13 @@ func New(cfg Config, d Defaults, prefix string) (*Tree, error) {
 		return nil, fmt.Errorf("%s.receivers is empty: name at least one receiver, e.g. [default]", prefix)
 	}
 	t.Root = root
-	t.UniformGrace = true
+	t.UniformGrace, t.UniformFlap = true, true
 	for _, r := range t.All {
 		if r.Grace != root.Grace || !reflect.DeepEqual(r.KeepaliveGrace, root.KeepaliveGrace) {
 			t.UniformGrace = false
+		}
+		if !reflect.DeepEqual(r.Flap, root.Flap) {
+			t.UniformFlap = false
 		}
 		if len(r.Escalations) > 0 {
 			t.Escalates = true
@@ -202,6 +220,7 @@ func (t *Tree) compile(cfg Config, parent *Route, id, field string) (*Route, err
 		KeepaliveGrace: parent.KeepaliveGrace,
 		Severity:       parent.Severity,
 		Escalations:    parent.Escalations,
+		Flap:           parent.Flap,
 	}
 	t.All = append(t.All, r)
 	if len(cfg.Receivers) > 0 {
@@ -301,6 +320,11 @@ func (t *Tree) compile(cfg Config, parent *Route, id, field string) (*Route, err
 			return nil, fmt.Errorf("%s: escalation %d after %s is not longer than the grace %s: raise after or lower grace", field, i, e.After, r.Grace)
 		}
 	}
+	flap, err := compileFlap(cfg.Flap, r.Flap, field+".flap")
+	if err != nil {
+		return nil, err
+	}
+	r.Flap = flap
 	if r.RepeatInterval > 0 && r.RepeatInterval < r.GroupInterval {
 		return nil, fmt.Errorf("%s.repeat_interval %s is shorter than group_interval %s: use at least the group interval, e.g. 4h", field, r.RepeatInterval, r.GroupInterval)
 	}

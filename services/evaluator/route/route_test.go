@@ -265,3 +265,55 @@ routes:
 		t.Fatalf("plain tree: %v %+v", err, plain)
 	}
 }
+
+func TestFlapSettings(t *testing.T) {
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(`
+flap: {}
+routes:
+  - matchers: [site=a]
+    flap: {penalty: 500, half_life: 1m, suppress: 2000, reuse: 400, max_penalty: 4000}
+  - matchers: [site=b]
+    flap: {disabled: true}
+  - matchers: [site=c]
+`))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := New(c, defaults, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Flap{Penalty: 1000, HalfLife: 5 * time.Minute, Suppress: 3000, Reuse: 750, MaxPenalty: 12000}
+	for i, want := range []*Flap{&def, {Penalty: 500, HalfLife: time.Minute, Suppress: 2000, Reuse: 400, MaxPenalty: 4000}, nil, &def} {
+		if got := tree.All[i].Flap; !reflect.DeepEqual(got, want) {
+			t.Errorf("route %s flap %+v, want %+v", tree.All[i].ID, got, want)
+		}
+	}
+	if tree.UniformFlap {
+		t.Error("uniform with three different settings")
+	}
+	if plain, _ := New(Config{}, defaults, "r"); plain.Root.Flap != nil || !plain.UniformFlap {
+		t.Errorf("default tree flap %+v uniform %v", plain.Root.Flap, plain.UniformFlap)
+	}
+	withDefault, err := New(Config{}, Defaults{Receivers: []string{"a"}, Grace: time.Second, Flap: &FlapConfig{Suppress: 5000}}, "r")
+	if err != nil || withDefault.Root.Flap.Suppress != 5000 || withDefault.Root.Flap.Penalty != 1000 {
+		t.Fatalf("defaults flap %+v, %v", withDefault.Root.Flap, err)
+	}
+	for _, tc := range []struct {
+		f    FlapConfig
+		want string
+	}{
+		{FlapConfig{Disabled: true, Penalty: 1}, "r.flap.disabled is set with other settings: remove them or disabled"},
+		{FlapConfig{Penalty: -1}, "r.flap.penalty is -1: use 1 to 1073741824 (or leave it out for the default)"},
+		{FlapConfig{HalfLife: time.Millisecond}, "r.flap.half_life is 1ms: use 1s to 24h, e.g. 5m"},
+		{FlapConfig{Reuse: 3000}, "r.flap: reuse 3000 is not below suppress 3000: lower reuse or raise suppress"},
+		{FlapConfig{Suppress: 20000}, "r.flap: suppress 20000 is above max_penalty 12000: a device could never be suppressed, raise max_penalty"},
+		{FlapConfig{Penalty: 5000, MaxPenalty: 4000, Suppress: 3000}, "r.flap: penalty 5000 is above max_penalty 4000: lower penalty or raise max_penalty"},
+	} {
+		if _, err := New(Config{Flap: &tc.f}, defaults, "r"); err == nil || err.Error() != tc.want {
+			t.Errorf("flap %+v: %v, want %q", tc.f, err, tc.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
 )
 
 // fuzzOps turns arbitrary bytes into tracker inputs, 6 bytes per input:
@@ -149,11 +150,15 @@ func invariant(s DeviceState) error {
 		return fmt.Errorf("offline device must be pending xor alerting: %+v", s)
 	case !s.Online && s.HandedOver:
 		return fmt.Errorf("offline and handed over: %+v", s)
+	case s.Flapping && s.Alerting:
+		return fmt.Errorf("alerting while flapping: %+v", s)
+	case s.Inhibited && !s.Alerting:
+		return fmt.Errorf("inhibited without alerting: %+v", s)
 	}
 	return nil
 }
 
-func mustJSON(t *testing.T, v any) string {
+func mustJSON(t testing.TB, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -214,6 +219,75 @@ func FuzzApplyGrouped(f *testing.F) {
 		tr.Apply(Tick{Now: time.UnixMilli(1<<50 + 3_600_000)})
 		if tr.Groups() != 0 {
 			t.Fatalf("%d groups left after every device recovered", tr.Groups())
+		}
+	})
+}
+
+// fuzzRichOps extends fuzzOps: after every 6-byte input, a seventh byte
+// may add a node health change (silent or back, of n1 or n2) or replace the
+// silences.
+func fuzzRichOps(data []byte) []Input {
+	var in []Input
+	for len(data) >= 7 {
+		in = append(in, fuzzOps(data[:6])...)
+		x := data[6]
+		data = data[7:]
+		at := t0 + int64(x)*1000
+		switch x % 8 {
+		case 0, 1:
+			st := events.NodeSilent
+			if x%8 == 1 {
+				st = events.NodeBack
+			}
+			in = append(in, Node{&events.NodeEvent{Node: []string{"n1", "n2"}[x>>7], Status: st, LastSeenMS: at, AtMS: at + 5}})
+		case 2:
+			in = append(in, Silences{Active: []silence.Silence{
+				{ID: "s", Matchers: []string{`device_id=~"a|b"`}, StartsAt: time.UnixMilli(t0), EndsAt: time.UnixMilli(at + 1), ExpireWhenResolved: x&16 != 0},
+				{ID: "t", Matchers: []string{`alertname!="device_offline"`}, StartsAt: time.UnixMilli(t0), EndsAt: time.UnixMilli(at + 1)},
+			}})
+		}
+	}
+	return in
+}
+
+// FuzzApplyRich runs fuzzed inputs, node health changes and silences
+// through the rich config (flap suppression, correlation, grouping,
+// escalations): decisions are deterministic and valid, the device
+// invariants hold, and a snapshot taken at the end restores a tracker that
+// decides like the original.
+func FuzzApplyRich(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 100, 2, 4, 0, 3, 232, 0, 0, 1, 0, 0x80, 0, 5, 0, 5, 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := fuzzRichOps(data)
+		tr, twin := richTracker(t), richTracker(t)
+		for i, x := range in {
+			got := tr.Apply(x)
+			if a, b := mustJSON(t, got), mustJSON(t, twin.Apply(x)); a != b {
+				t.Fatalf("input %d: not deterministic:\n%s\n%s", i, a, b)
+			}
+			for _, d := range got {
+				if err := d.Alert.Validate(); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+			}
+			for _, s := range tr.Devices() {
+				if err := invariant(s); err != nil {
+					t.Fatalf("input %d: %v", i, err)
+				}
+			}
+		}
+		snap, err := tr.MarshalSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := richTracker(t)
+		if err := back.RestoreSnapshot(snap); err != nil {
+			t.Fatal(err)
+		}
+		end := Tick{Now: time.UnixMilli(t0 + 1e8)}
+		if a, b := mustJSON(t, tr.Apply(end)), mustJSON(t, back.Apply(end)); a != b {
+			t.Fatalf("the restored tracker decides otherwise:\n%s\n%s", a, b)
 		}
 	})
 }

@@ -17,22 +17,36 @@ import (
 // every group_interval when devices join or recover, and every
 // repeat_interval when nothing changed. One notification lists the new, the
 // recovered and the still-firing devices. A group's episode ends with a
-// resolved notification when its last device recovers.
+// resolved notification when its last device recovers (or is dropped: the
+// devices of a group_outage that ended, which get their own alerts).
+//
+// Groups are of one kind: device_offline (a route's group, or one of its
+// escalation tiers, or the inhibited copy of either for the devices folded
+// into a group_outage), device_flapping, or group_outage.
 type group struct {
-	key       string
+	key       string // the groups map key, also the AlertEvent's GroupKey
+	fp        string // t.fingerprint(kind, key)
+	kind      events.AlertKind
 	route     *route.Route
+	tier      int // escalation tier (0: the route's group)
 	labels    map[string]string
 	receivers []string
 	severity  events.Severity
-	// firing holds the alerting devices, by id (the tracker's map key).
-	firing map[string]member
+	// inhibitedBy is, for an inhibited copy, the fingerprint of the
+	// group_outage that covers its devices.
+	inhibitedBy string
+	// topo is, for a group_outage, 1 + its topology group.
+	topo uint32
+	// firing holds the alerting devices, by slot.
+	firing memberSet
 	// resolved holds notified devices that recovered since the last flush.
-	resolved map[string]member
+	resolved memberSet
 	start    int64  // episode start: min since at the first notification
 	seq      uint32 // notifications sent in this episode
 	notified bool   // a firing notification was sent in this episode
 	last     int64  // time of the last notification
 	next     int64  // scheduled flush (0: none)
+	dropped  int64  // the last time a device was dropped (not recovered)
 }
 
 // member is a device in a group.
@@ -40,7 +54,8 @@ type member struct {
 	since, until int64
 	node, reason uint32
 	labels       labels.Set
-	notified     bool // listed as firing in a notification
+	count        uint16 // device_flapping: the device's disconnect count
+	notified     bool   // listed as firing in a notification
 }
 
 // groupTimer is a scheduled flush; stale ones (next changed, group gone)
@@ -57,29 +72,50 @@ func (a groupTimer) before(b groupTimer) bool {
 	return a.key < b.key
 }
 
-// labelsOf returns the label lookup of a device: its label set plus the
-// implicit labels.
-func (t *Tracker) labelsOf(id string, d *device) func(string) string {
+// groupHeap is a binary min-heap of group timers.
+type groupHeap = minHeap[groupTimer]
+
+// targetKind says which alert of a device is being routed.
+type targetKind uint8
+
+const (
+	kindOffline targetKind = iota
+	kindFlap
+)
+
+func (k targetKind) alertKind() events.AlertKind {
+	if k == kindFlap {
+		return events.AlertDeviceFlapping
+	}
+	return events.AlertDeviceOffline
+}
+
+// labelsOf returns the label lookup of a device's alert of kind k: its label
+// set plus the implicit labels.
+func (t *Tracker) labelsOf(slot uint32, d *device, k targetKind) func(string) string {
 	return func(name string) string {
 		switch name {
 		case labels.DeviceID:
-			return id
+			return t.ids.get(t.devs[slot].id)
 		case labels.Node:
 			return t.nodes.name(d.node)
 		case labels.Reason:
 			return t.reasons.name(d.reason)
+		case labels.AlertName:
+			return string(k.alertKind())
 		}
 		return t.table.Get(d.labels, name)
 	}
 }
 
-// allLabels returns every label of a device, implicit ones included.
-func (t *Tracker) allLabels(id string, d *device) map[string]string {
+// allLabels returns every label of a device, implicit ones (but alertname)
+// included.
+func (t *Tracker) allLabels(d *device) map[string]string {
 	m := t.table.Map(d.labels)
 	if m == nil {
 		m = make(map[string]string, 3)
 	}
-	m[labels.DeviceID] = id
+	m[labels.DeviceID] = t.ids.get(d.id)
 	if n := t.nodes.name(d.node); n != "" {
 		m[labels.Node] = n
 	}
@@ -89,13 +125,21 @@ func (t *Tracker) allLabels(id string, d *device) map[string]string {
 	return m
 }
 
-// target is a group an alerting device belongs to: a route's group, or one
-// of its escalation tiers (tier > 0).
+// target is a group an alert belongs to.
 type target struct {
-	route  *route.Route
-	tier   int // 0: the route's group; i: Escalations[i-1]
-	key    string
-	labels map[string]string
+	route     *route.Route
+	kind      events.AlertKind
+	key       string
+	fp        string // t.fingerprint(kind, key), when computed
+	labels    map[string]string
+	receivers []string
+	severity  events.Severity
+	// tier is the escalation tier (0: the route's group); tiers are the
+	// keys of the route's escalation tier groups (of a tier 0 target).
+	tier        int
+	tiers       []string
+	inhibitedBy string
+	topo        uint32
 }
 
 // targetKey is what routing and grouping depend on when they do not read
@@ -103,50 +147,99 @@ type target struct {
 type targetKey struct {
 	labels       labels.Set
 	node, reason uint32
+	kind         targetKind
 }
 
 // maxTargetCache bounds the routing cache; it is cleared when full.
 const maxTargetCache = 1 << 16
 
-// targets returns the route groups of a device (tiers not included). The
-// result must not be modified.
-func (t *Tracker) targets(id string, d *device) []target {
+// targets returns the route groups of a device's alert of kind k (tiers
+// not included). The result must not be modified.
+func (t *Tracker) targets(slot uint32, d *device, k targetKind) []target {
 	if t.routes.PerDevice {
-		return t.computeTargets(id, d)
+		return t.computeTargets(slot, d, k)
 	}
-	k := targetKey{labels: d.labels, node: d.node, reason: d.reason}
-	if tg, ok := t.targetCache[k]; ok {
+	ck := targetKey{labels: d.labels, node: d.node, reason: d.reason, kind: k}
+	if tg, ok := t.targetCache[ck]; ok {
 		return tg
 	}
 	if len(t.targetCache) >= maxTargetCache {
 		clear(t.targetCache)
 	}
-	tg := t.computeTargets(id, d)
-	t.targetCache[k] = tg
+	tg := t.computeTargets(slot, d, k)
+	t.targetCache[ck] = tg
 	return tg
 }
 
-func (t *Tracker) computeTargets(id string, d *device) []target {
-	get := t.labelsOf(id, d)
+func (t *Tracker) computeTargets(slot uint32, d *device, k targetKind) []target {
+	get := t.labelsOf(slot, d, k)
 	routes := t.routes.Match(get)
 	out := make([]target, 0, len(routes))
 	for _, r := range routes {
 		var gl map[string]string
 		if r.GroupByAll {
-			gl = t.allLabels(id, d)
+			gl = t.allLabels(d)
 		} else {
 			gl = r.GroupLabels(get, nil)
 		}
-		out = append(out, target{route: r, key: r.GroupKey(gl), labels: gl})
+		key := r.GroupKey(gl)
+		if k == kindFlap {
+			key = string(events.AlertDeviceFlapping) + ":" + key
+		}
+		tg := target{route: r, kind: k.alertKind(), key: key, fp: t.fingerprint(k.alertKind(), key), labels: gl,
+			receivers: r.Receivers, severity: events.Severity(r.Severity)}
+		if k == kindOffline {
+			tg.tiers = tierKeys(r, key)
+		}
+		out = append(out, tg)
+	}
+	return out
+}
+
+// tierKeys returns the keys of the escalation tier groups of a route group.
+func tierKeys(r *route.Route, key string) []string {
+	if len(r.Escalations) == 0 {
+		return nil
+	}
+	out := make([]string, len(r.Escalations))
+	for i, e := range r.Escalations {
+		out[i] = key + "@" + strconv.Itoa(i+1) + ":" + e.After.String()
 	}
 	return out
 }
 
 // tierTarget is the group of escalation tier i (from 1) of a route group.
 func tierTarget(base target, i int) target {
-	base.tier = i
-	base.key += "@" + strconv.Itoa(i) + ":" + base.route.Escalations[i-1].After.String()
+	tier := base.route.Escalations[i-1]
+	base.key, base.tier, base.fp = base.tiers[i-1], i, ""
+	base.receivers, base.severity = tier.Receivers, events.Severity(tier.Severity)
+	base.tiers = nil
 	return base
+}
+
+// offlineTargets returns the device_offline groups of a device: its route
+// groups, or their inhibited copies when its alert is folded.
+func (t *Tracker) offlineTargets(slot uint32, d *device) []target {
+	var tgs []target
+	if t.routes.PerDevice && d.flags&flagAlerting != 0 {
+		// Routing reads the device id, so nothing is shared between
+		// devices: keep an alerting device's targets until it leaves.
+		var ok bool
+		if tgs, ok = t.alertTargets[slot]; !ok {
+			tgs = t.computeTargets(slot, d, kindOffline)
+			t.alertTargets[slot] = tgs
+		}
+	} else {
+		tgs = t.targets(slot, d, kindOffline)
+	}
+	if d.fold == 0 {
+		return tgs
+	}
+	og := t.topo.groupOf(t, d, int(d.fold-1))
+	if og == nil {
+		return tgs
+	}
+	return t.inhibitedTargets(tgs, og)
 }
 
 // group returns the group of a target, creating it when create is set.
@@ -155,28 +248,52 @@ func (t *Tracker) group(tg target, create bool) *group {
 	if g != nil || !create {
 		return g
 	}
-	g = &group{key: tg.key, route: tg.route, labels: tg.labels, firing: map[string]member{}, resolved: map[string]member{},
-		receivers: tg.route.Receivers, severity: events.Severity(tg.route.Severity)}
-	if tg.tier > 0 {
-		tier := tg.route.Escalations[tg.tier-1]
-		g.receivers, g.severity = tier.Receivers, events.Severity(tier.Severity)
+	if n := len(t.free); n > 0 {
+		g = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		g = &group{}
 	}
+	if tg.fp == "" {
+		tg.fp = t.fingerprint(tg.kind, tg.key)
+	}
+	g.key, g.fp, g.kind, g.route, g.tier, g.labels = tg.key, tg.fp, tg.kind, tg.route, tg.tier, tg.labels
+	g.receivers, g.severity, g.inhibitedBy, g.topo = tg.receivers, tg.severity, tg.inhibitedBy, tg.topo
 	t.groups[tg.key] = g
 	return g
 }
 
-// join adds an alerting device to its route groups and schedules their
-// flush. A device marked notified (recovery) counts as already announced.
-func (t *Tracker) join(id string, d *device, now int64, notified bool) {
-	for _, tg := range t.targets(id, d) {
-		t.joinGroup(t.group(tg, true), id, d, now, notified)
+// deleteGroup ends a group and keeps it for reuse.
+func (t *Tracker) deleteGroup(g *group) {
+	delete(t.groups, g.key)
+	g.firing.reset()
+	g.resolved.reset()
+	*g = group{firing: g.firing, resolved: g.resolved}
+	if len(t.free) < 1024 {
+		t.free = append(t.free, g)
 	}
 }
 
-func (t *Tracker) joinGroup(g *group, id string, d *device, now int64, notified bool) {
-	m := member{since: d.since, node: d.node, reason: d.reason, labels: d.labels, notified: notified}
-	delete(g.resolved, id)
-	g.firing[id] = m
+// join adds an alerting device to its device_offline groups (and, folded,
+// to its group_outage) and schedules their flush. A device marked notified
+// (recovery) counts as already announced.
+func (t *Tracker) join(slot uint32, d *device, now int64, notified bool) {
+	for _, tg := range t.offlineTargets(slot, d) {
+		t.joinGroup(t.group(tg, true), slot, d, now, notified)
+	}
+	if d.fold != 0 {
+		if og := t.topo.groupOf(t, d, int(d.fold-1)); og != nil {
+			for _, tg := range t.outageTargets(og) {
+				t.joinGroup(t.group(tg, true), slot, d, now, notified)
+			}
+		}
+	}
+}
+
+func (t *Tracker) joinGroup(g *group, slot uint32, d *device, now int64, notified bool) {
+	m := member{since: d.since, node: d.node, reason: d.reason, labels: d.labels, count: d.flapCount, notified: notified}
+	g.resolved.del(slot)
+	g.firing.put(slot, m)
 	if notified {
 		if !g.notified {
 			g.notified, g.start, g.seq, g.last = true, d.since, 1, now
@@ -189,9 +306,9 @@ func (t *Tracker) joinGroup(g *group, id string, d *device, now int64, notified 
 
 // escalate joins the escalation tiers a firing device has reached by now,
 // and queues a timer for the next one.
-func (t *Tracker) escalate(id string, d *device, now int64) {
+func (t *Tracker) escalate(slot uint32, d *device, now int64) {
 	next := int64(0)
-	for _, tg := range t.targets(id, d) {
+	for _, tg := range t.offlineTargets(slot, d) {
 		for i, e := range tg.route.Escalations {
 			due := satAdd(d.since, e.After.Milliseconds())
 			if due > now {
@@ -201,56 +318,99 @@ func (t *Tracker) escalate(id string, d *device, now int64) {
 				break
 			}
 			g := t.group(tierTarget(tg, i+1), true)
-			if _, in := g.firing[id]; !in {
+			if _, in := g.firing.get(slot); !in {
 				t.stats.Escalated++
-				t.joinGroup(g, id, d, now, false)
+				t.joinGroup(g, slot, d, now, false)
 			}
 		}
 	}
 	if next != 0 {
-		t.timers.push(timer{due: next, since: -d.since, device: id})
+		t.timers.push(timer{due: next, since: d.since, slot: slot, kind: timerEscalate})
 	}
 }
 
 // leave records that an alerting device recovered at until.
-func (t *Tracker) leave(id string, d *device, until, now int64) {
-	for _, tg := range t.targets(id, d) {
-		t.leaveGroup(t.group(tg, false), id, until, now)
-		for i := range tg.route.Escalations {
-			t.leaveGroup(t.group(tierTarget(tg, i+1), false), id, until, now)
+func (t *Tracker) leave(slot uint32, d *device, until, now int64) {
+	t.leaveAll(slot, d, until, now, false)
+}
+
+// leaveAll takes an alerting device out of every group it is in: as
+// recovered at until, or dropped (its alert moves elsewhere).
+func (t *Tracker) leaveAll(slot uint32, d *device, until, now int64, drop bool) {
+	for _, tg := range t.offlineTargets(slot, d) {
+		t.leaveOrDrop(t.group(tg, false), slot, until, now, drop)
+		for i := range tg.tiers {
+			t.leaveOrDrop(t.groups[tg.tiers[i]], slot, until, now, drop)
 		}
+	}
+	if d.fold != 0 {
+		if og := t.topo.groupOf(t, d, int(d.fold-1)); og != nil {
+			for _, tg := range t.outageTargets(og) {
+				t.leaveOrDrop(t.group(tg, false), slot, until, now, drop)
+			}
+		}
+		d.fold = 0
+	}
+	if t.routes.PerDevice {
+		delete(t.alertTargets, slot)
 	}
 }
 
-func (t *Tracker) leaveGroup(g *group, id string, until, now int64) {
+func (t *Tracker) leaveOrDrop(g *group, slot uint32, until, now int64, drop bool) {
+	if drop {
+		t.dropGroup(g, slot, until, now)
+	} else {
+		t.leaveGroup(g, slot, until, now)
+	}
+}
+
+func (t *Tracker) leaveGroup(g *group, slot uint32, until, now int64) {
 	if g == nil {
 		return
 	}
-	m, ok := g.firing[id]
+	m, ok := g.firing.del(slot)
 	if !ok {
 		return
 	}
-	delete(g.firing, id)
 	if !m.notified {
 		// Never announced: nothing to take back.
-		if len(g.firing) == 0 && len(g.resolved) == 0 && !g.notified {
-			delete(t.groups, g.key)
+		if g.firing.len() == 0 && g.resolved.len() == 0 && !g.notified {
+			t.deleteGroup(g)
 		}
 		return
 	}
 	m.until = until
-	g.resolved[id] = m
+	g.resolved.put(slot, m)
 	t.schedule(g, now)
 }
 
-// graceMS returns a device's grace: the shortest of its routes'.
-func (t *Tracker) grace(id string, d *device) int64 {
+// dropGroup takes a device out of a group, at until, without reporting it
+// recovered.
+func (t *Tracker) dropGroup(g *group, slot uint32, until, now int64) {
+	if g == nil {
+		return
+	}
+	if _, ok := g.firing.del(slot); !ok {
+		return
+	}
+	if g.firing.len() == 0 && g.resolved.len() == 0 && !g.notified {
+		t.deleteGroup(g)
+		return
+	}
+	g.dropped = max(g.dropped, until)
+	if g.firing.len() == 0 {
+		t.schedule(g, now)
+	}
+}
+
+// grace returns a device's grace (ms): the shortest of its routes'.
+func (t *Tracker) grace(slot uint32, d *device) int64 {
 	ka := int(d.keepalive)
 	if t.routes.UniformGrace {
 		return max(1, t.routes.Root.GraceFor(ka).Milliseconds())
 	}
 	g := int64(0)
-	for _, r := range t.routes.Match(t.labelsOf(id, d)) {
+	for _, r := range t.routes.Match(t.labelsOf(slot, d, kindOffline)) {
 		if v := r.GraceFor(ka).Milliseconds(); g == 0 || v < g {
 			g = v
 		}
@@ -293,11 +453,11 @@ func (t *Tracker) flushDue(out []Decision, now int64) []Decision {
 func (t *Tracker) flush(out []Decision, g *group, now int64) []Decision {
 	repeat := g.route.RepeatInterval.Milliseconds()
 	switch {
-	case len(g.firing) == 0:
-		if g.notified && len(g.resolved) > 0 {
+	case g.firing.len() == 0:
+		if g.notified {
 			out = t.notify(out, g, events.StatusResolved, now)
 		}
-		delete(t.groups, g.key)
+		t.deleteGroup(g)
 		return out
 	case !g.hasNews() && (repeat == 0 || now < satAdd(g.last, repeat)):
 		// Nothing new since the last notification: wait for the repeat.
@@ -314,10 +474,10 @@ func (t *Tracker) flush(out []Decision, g *group, now int64) []Decision {
 // hasNews reports whether devices joined or recovered since the last
 // notification.
 func (g *group) hasNews() bool {
-	if len(g.resolved) > 0 {
+	if g.resolved.len() > 0 {
 		return true
 	}
-	for _, m := range g.firing {
+	for _, m := range g.firing.all {
 		if !m.notified {
 			return true
 		}
@@ -325,12 +485,18 @@ func (g *group) hasNews() bool {
 	return false
 }
 
+// entry is a device listed in a notification.
+type entry struct {
+	slot uint32
+	m    member
+}
+
 // notify appends one notification of g per receiver and marks what it
 // announced.
 func (t *Tracker) notify(out []Decision, g *group, status events.AlertStatus, now int64) []Decision {
 	if !g.notified {
 		g.start = 0
-		for _, m := range g.firing {
+		for _, m := range g.firing.all {
 			if g.start == 0 || m.since < g.start {
 				g.start = m.since
 			}
@@ -338,106 +504,174 @@ func (t *Tracker) notify(out []Decision, g *group, status events.AlertStatus, no
 		g.seq = 0
 	}
 	g.seq++
-	type entry struct {
-		id string
-		m  member
-		st events.AlertStatus
-	}
-	fresh := make([]entry, 0, len(g.firing))
-	still := make([]entry, 0, len(g.firing))
-	for id, m := range g.firing {
+	fresh, still, recovered := t.scratch[0][:0], t.scratch[1][:0], t.scratch[2][:0]
+	for slot, m := range g.firing.all {
 		if m.notified {
-			still = append(still, entry{id, m, events.StatusFiring})
+			still = append(still, entry{slot, m})
 		} else {
-			fresh = append(fresh, entry{id, m, events.StatusFiring})
+			fresh = append(fresh, entry{slot, m})
 		}
 	}
-	recovered := make([]entry, 0, len(g.resolved))
 	ends := int64(0)
-	for id, m := range g.resolved {
-		recovered = append(recovered, entry{id, m, events.StatusResolved})
+	for slot, m := range g.resolved.all {
+		recovered = append(recovered, entry{slot, m})
 		ends = max(ends, m.until)
 	}
 	bySince := func(a, b entry) int {
 		if a.m.since != b.m.since {
 			return cmpInt(a.m.since, b.m.since)
 		}
-		return strings.Compare(a.id, b.id)
+		return strings.Compare(t.ids.get(t.devs[a.slot].id), t.ids.get(t.devs[b.slot].id))
 	}
-	slices.SortFunc(fresh, bySince)
-	slices.SortFunc(still, bySince)
-	slices.SortFunc(recovered, func(a, b entry) int {
+	byUntil := func(a, b entry) int {
 		if a.m.until != b.m.until {
 			return cmpInt(a.m.until, b.m.until)
 		}
-		return strings.Compare(a.id, b.id)
-	})
+		return strings.Compare(t.ids.get(t.devs[a.slot].id), t.ids.get(t.devs[b.slot].id))
+	}
 	total := len(fresh) + len(recovered) + len(still)
-	list := make([]events.AlertDevice, 0, min(total, events.MaxAlertDevices))
-	for _, part := range [][]entry{fresh, recovered, still} {
-		for _, e := range part {
-			if len(list) == events.MaxAlertDevices {
-				break
+	flaps := 0
+	if g.kind == events.AlertDeviceFlapping {
+		for _, part := range [3][]entry{fresh, recovered, still} {
+			for _, e := range part {
+				flaps += int(e.m.count)
 			}
+		}
+	}
+	// Only the listed devices need sorting: the first MaxAlertDevices of
+	// new, recovered, still firing.
+	room := events.MaxAlertDevices
+	lf := smallest(fresh, room, bySince)
+	room -= len(lf)
+	lr := smallest(recovered, room, byUntil)
+	room -= len(lr)
+	ls := smallest(still, room, bySince)
+	list := make([]events.AlertDevice, 0, len(lf)+len(lr)+len(ls))
+	for pi, part := range [3][]entry{lf, lr, ls} {
+		st := events.StatusFiring
+		if pi == 1 {
+			st = events.StatusResolved
+		}
+		for _, e := range part {
 			ad := events.AlertDevice{
-				DeviceID: e.id, Status: e.st, Node: t.nodes.name(e.m.node),
+				DeviceID: t.ids.get(t.devs[e.slot].id), Status: st, Node: t.nodes.name(e.m.node),
 				Reason: events.Reason(t.reasons.name(e.m.reason)), SinceMS: e.m.since, Labels: t.table.Map(e.m.labels),
 			}
-			if e.st == events.StatusResolved {
+			if st == events.StatusResolved {
 				ad.UntilMS = e.m.until
 			}
 			list = append(list, ad)
 		}
 	}
+	silenced, silenceIDs := false, []string(nil)
+	if len(t.silences) > 0 {
+		silenced, silenceIDs = t.silenceGroup(g, fresh, still, recovered, now)
+	}
 	for _, e := range fresh {
 		e.m.notified = true
-		g.firing[e.id] = e.m
+		g.firing.put(e.slot, e.m)
 	}
-	clear(g.resolved)
+	t.scratch = [3][]entry{fresh, still, recovered}
+	g.resolved.reset()
 	g.notified, g.last = true, now
 
-	fp := groupFingerprint(g.key)
 	var endsAt int64
 	if status == events.StatusResolved {
-		endsAt = max(ends, g.start)
+		endsAt = max(ends, g.start, g.dropped)
 	}
-	for _, r := range g.receivers {
-		a, err := events.NewAlertEvent(events.AlertEvent{
-			ID:           notificationID(r, fp, status, g.start, endsAt, g.seq),
-			Fingerprint:  fp,
-			Receiver:     r,
-			Status:       status,
-			Kind:         events.AlertDeviceOffline,
-			Severity:     g.severity,
-			GroupKey:     g.key,
-			GroupLabels:  g.labels,
-			Devices:      list,
-			DevicesTotal: total,
-			StartsAtMS:   g.start,
-			EndsAtMS:     endsAt,
-			CreatedAtMS:  now,
-		})
+	a := events.AlertEvent{
+		Fingerprint:   g.fp,
+		Status:        status,
+		Kind:          g.kind,
+		Severity:      g.severity,
+		GroupKey:      g.key,
+		GroupLabels:   g.labels,
+		Devices:       list,
+		DevicesTotal:  total,
+		StartsAtMS:    g.start,
+		EndsAtMS:      endsAt,
+		CreatedAtMS:   now,
+		Silenced:      silenced,
+		SilenceIDs:    silenceIDs,
+		Inhibited:     g.inhibitedBy != "",
+		InhibitedBy:   g.inhibitedBy,
+		NewTotal:      len(fresh),
+		ResolvedTotal: len(recovered),
+		FiringTotal:   len(fresh) + len(still),
+		Tier:          g.tier,
+	}
+	switch g.kind {
+	case events.AlertDeviceFlapping:
+		a.FlapCount = flaps
+	case events.AlertGroupOutage:
+		a.KnownTotal = int(t.topo.groups[g.topo-1].known)
+	}
+	return t.emit(out, a, g.receivers, g.seq, len(fresh), len(recovered), len(fresh)+len(still))
+}
+
+// emit appends the notification a once per receiver.
+func (t *Tracker) emit(out []Decision, a events.AlertEvent, receivers []string, seq uint32, fresh, recovered, firing int) []Decision {
+	for _, r := range receivers {
+		a.Receiver = r
+		a.ID = t.notificationID(r, a.Fingerprint, a.Status, a.StartsAtMS, a.EndsAtMS, seq)
+		v, err := events.NewAlertEvent(a)
 		if err != nil {
 			t.stats.Rejected++
 			continue
 		}
 		t.stats.Notifications++
-		out = append(out, Decision{Alert: a, New: len(fresh), Resolved: len(recovered), Firing: len(fresh) + len(still)})
+		if v.Silenced {
+			t.stats.Silenced++
+		}
+		if v.Inhibited {
+			t.stats.Inhibited++
+		}
+		out = append(out, Decision{Alert: v, New: fresh, Resolved: recovered, Firing: firing})
 	}
 	return out
 }
 
-// groupFingerprint is the stable fingerprint of a group's notifications.
-func groupFingerprint(key string) string {
-	return events.ContentID(string(events.AlertDeviceOffline), key)
+// smallest returns the k smallest entries of es by cmp, sorted; it
+// reorders es (keeping its elements). It costs about len(es) comparisons
+// when k is much smaller than len(es).
+func smallest(es []entry, k int, cmp func(a, b entry) int) []entry {
+	if k <= 0 {
+		return nil
+	}
+	if len(es) <= k {
+		slices.SortFunc(es, cmp)
+		return es
+	}
+	h := es[:k] // a max-heap of the k smallest so far
+	for i := k/2 - 1; i >= 0; i-- {
+		siftDown(h, i, cmp)
+	}
+	for i := k; i < len(es); i++ {
+		if cmp(es[i], h[0]) < 0 {
+			es[i], h[0] = h[0], es[i]
+			siftDown(h, 0, cmp)
+		}
+	}
+	slices.SortFunc(h, cmp)
+	return h
 }
 
-// notificationID is a notification's idempotency key: the group episode
-// (fingerprint and start) and the notification's sequence number in it, so
-// that repeats and updates get distinct ids and a replay derives the same.
-func notificationID(receiver, fp string, status events.AlertStatus, start, end int64, seq uint32) string {
-	return events.ContentID("alert.v1", receiver, fp, string(status),
-		strconv.FormatInt(start, 10), strconv.FormatInt(end, 10), strconv.FormatUint(uint64(seq), 10))
+// siftDown restores the max-heap property of h below i.
+func siftDown(h []entry, i int, cmp func(a, b entry) int) {
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h) && cmp(h[l], h[m]) > 0 {
+			m = l
+		}
+		if r < len(h) && cmp(h[r], h[m]) > 0 {
+			m = r
+		}
+		if m == i {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
 
 func cmpInt(a, b int64) int {
@@ -449,6 +683,3 @@ func cmpInt(a, b int64) int {
 	}
 	return 0
 }
-
-// groupHeap is a binary min-heap of group timers.
-type groupHeap = minHeap[groupTimer]

@@ -19,6 +19,16 @@ import (
 // documents.
 func routedTracker(t testing.TB, labelsYAML, routesYAML string) *Tracker {
 	t.Helper()
+	tr, err := New(routedConfig(t, labelsYAML, routesYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// routedConfig is the tracker config of routedTracker.
+func routedConfig(t testing.TB, labelsYAML, routesYAML string) Config {
+	t.Helper()
 	var lc labels.Config
 	var rc route.Config
 	for _, d := range []struct {
@@ -39,11 +49,7 @@ func routedTracker(t testing.TB, labelsYAML, routesYAML string) *Tracker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := New(Config{Grace: grace, Severity: events.SeverityWarning, Routes: tree, Labeler: l})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr
+	return Config{Grace: grace, Severity: events.SeverityWarning, Routes: tree, Labeler: l}
 }
 
 // gsum summarises a group notification: receiver, status, group key, the
@@ -232,7 +238,7 @@ func TestGroupListIsCapped(t *testing.T) {
 	}
 	got := tr.Apply(at(100_000))
 	if len(got) != 1 || len(got[0].Alert.Devices) != events.MaxAlertDevices || got[0].Alert.DevicesTotal != 150 ||
-		got[0].New != 150 || got[0].Alert.Devices[99].DeviceID != "a-099" {
+		got[0].New != 150 || got[0].Alert.NewTotal != 150 || got[0].Alert.FiringTotal != 150 || got[0].Alert.Devices[99].DeviceID != "a-099" {
 		t.Fatalf("capped notification: %d decisions, %d listed", len(got), len(got[0].Alert.Devices))
 	}
 }
@@ -363,6 +369,9 @@ escalations:
 	for i, want := range []events.Severity{"warning", "warning", "critical", "critical", "warning", "warning", "critical", "critical"} {
 		if all[i].Alert.Severity != want {
 			t.Fatalf("notification %d severity %s, want %s", i, all[i].Alert.Severity, want)
+		}
+		if tier := []int{0, 1, 2, 2, 0, 1, 2, 2}[i]; all[i].Alert.Tier != tier {
+			t.Fatalf("notification %d tier %d, want %d", i, all[i].Alert.Tier, tier)
 		}
 	}
 	// The resolved notifications carry the outage: 2 hours.

@@ -34,6 +34,22 @@
 // tick's Now for notifications flushed by a tick, and the reconnect's
 // ReceivedAtMS (else its broker time) for those flushed at once by an
 // event, so that a replay derives byte-identical notifications.
+//
+// Around that core (one file each): flap suppression (flap.go: an RFC 2439
+// decaying penalty per device, one device_flapping alert, offline alerts
+// held until it calms down), node health (node.go: Node inputs, one
+// node_silent alert per node, the timers of its devices held while it is
+// silent), mass-outage correlation (correlate.go: per topology group
+// counters, one group_outage alert, member alerts folded into inhibited
+// copies of their groups), silences (silences.go: Silences inputs, matched
+// notifications decided with Silenced, silences that expire when what they
+// matched recovered) and snapshots (snapshot.go: the whole state in a
+// versioned binary format, restored exactly).
+//
+// Memory: a device is 56 bytes without pointers in one slice (the garbage
+// collector never scans it), its id's bytes in an arena, and an 8-byte
+// entry in an open-addressing index (index.go); timers are 24 bytes in a
+// 4-ary heap.
 package tracker
 
 import (
@@ -62,12 +78,19 @@ type Config struct {
 	// per-device groups (group_by [device_id]) without waits or repeats: one
 	// firing and one resolved notification per outage and receiver.
 	Routes *route.Tree
+	// Flap is the flap suppression of the default routes (when Routes is
+	// nil; a routing tree sets its own); nil turns it off.
+	Flap *route.FlapConfig
 	// Labeler labels devices; nil gives them only the implicit labels
-	// (device_id, node, reason).
+	// (device_id, node and reason).
 	Labeler *labels.Labeler
+	// Correlation folds mass outages into group_outage alerts; zero: off.
+	Correlation Correlation
+	// NodeSeverity is the severity of node_silent alerts (default warning).
+	NodeSeverity events.Severity
 }
 
-// Input is what Apply consumes: an Event or a Tick.
+// Input is what Apply consumes: an Event, a Tick, a Silences or a Node.
 type Input interface{ isInput() }
 
 // Event applies one presence event. It holds a pointer, so passing it as an
@@ -89,8 +112,9 @@ type Tick struct {
 type Silences struct {
 	// Now is the evaluator's clock when the set was read.
 	Now time.Time
-	// Active is every known silence, compiled; the tracker checks each
-	// one's time range itself.
+	// Active is every known silence; the tracker compiles its own copy and
+	// checks each one's time range itself, against the time of each
+	// decision. Invalid ones are ignored (Stats.SilencesInvalid).
 	Active []silence.Silence
 }
 
@@ -109,12 +133,14 @@ func (Node) isInput()     {}
 // Decision is something the tracker decided and its owner must publish.
 type Decision struct {
 	// Alert is the notification to publish on events.AlertSubject(Alert.Receiver)
-	// with Alert.ID as Nats-Msg-Id.
+	// with Alert.ID as Nats-Msg-Id. Silenced and inhibited alerts are
+	// published too (recorded), and not delivered by the notifier.
 	Alert events.AlertEvent
 	// New, Resolved and Firing count the devices of the notification that
 	// are newly firing, recovered since the group's last notification, and
 	// firing (new and still firing), uncapped: "12 new offline, 3 recovered,
-	// 140 still down" is New=12, Resolved=3, Firing-New=140.
+	// 140 still down" is New=12, Resolved=3, Firing-New=140. The alert
+	// carries them as NewTotal, ResolvedTotal and FiringTotal.
 	New, Resolved, Firing int
 }
 
@@ -137,18 +163,37 @@ type Stats struct {
 	// Blips are outages that ended within the grace period.
 	Blips uint64
 	// Unalerted are outages longer than the grace period that ended before a
-	// tick noticed them.
+	// tick noticed them (or while they were held).
 	Unalerted uint64
 	// Fired and Resolved count outages that were alerted and recovered.
 	Fired    uint64
 	Resolved uint64
 	// Rejected counts alerts that events.NewAlertEvent refused (a bug).
 	Rejected uint64
-	// Notifications counts the group notifications decided (one per
-	// receiver).
+	// Notifications counts the notifications decided (one per receiver).
 	Notifications uint64
+	// Silenced and Inhibited count the notifications among them decided
+	// silenced or inhibited (recorded, not delivered).
+	Silenced  uint64
+	Inhibited uint64
 	// Escalated counts devices that reached an escalation tier.
 	Escalated uint64
+	// Flapping counts flapping episodes begun; Calmed those that ended.
+	Flapping uint64
+	Calmed   uint64
+	// Held counts timers held because the device's node was silent.
+	Held uint64
+	// Correlated counts mass outages detected (a topology group crossing
+	// its threshold); Folded the device alerts folded into one.
+	Correlated uint64
+	Folded     uint64
+	// NodesSilent counts node_silent episodes; NodeEvents every node event
+	// applied.
+	NodesSilent uint64
+	NodeEvents  uint64
+	// SilencesInvalid counts silences of Silences inputs that did not
+	// compile.
+	SilencesInvalid uint64
 	// Ticks is every tick applied.
 	Ticks uint64
 }
@@ -170,10 +215,21 @@ type DeviceState struct {
 	// HandedOver says the current connection ended by a session takeover and
 	// its successor has not been seen yet (the device counts as online).
 	HandedOver bool
-	// Pending says the device is offline and its grace period is running.
+	// Pending says the device is offline and its offline alert has not
+	// fired: its grace period is running, or the alert is held (flapping,
+	// silent node).
 	Pending bool
 	// Alerting says a firing alert was decided and not resolved yet.
 	Alerting bool
+	// Unknown says the device's node is silent: its true state is unknown
+	// (the state above is the last one known).
+	Unknown bool
+	// Flapping says the device is in a flapping episode; FlapCount is its
+	// recent disconnect count (kept after the episode until the next one).
+	Flapping  bool
+	FlapCount int
+	// Inhibited says its alert is folded into a group_outage.
+	Inhibited bool
 }
 
 type connState uint8
@@ -187,37 +243,67 @@ const (
 type flag uint8
 
 const (
-	flagPending  flag = 1 << iota // offline, grace running
+	flagPending  flag = 1 << iota // offline, not fired (grace running or held)
 	flagAlerting                  // offline, firing decided
+	flagFlapping                  // in a flapping episode
 )
 
-// device is the per-device state: 32 bytes, plus the map's key.
+// device is the per-device state: 56 bytes without pointers in the device
+// slice, plus its id's bytes in the arena and its index entry.
 type device struct {
+	id     idRef      // the device id, in the arena
 	connAt int64      // connected_at of the current connection (0: unknown)
 	since  int64      // online: connAt; offline: disconnect broker time
 	node   uint32     // interned node of the current connection
 	reason uint32     // interned reason of the current outage (0: none)
 	labels labels.Set // interned labels (implicit ones aside)
+	// penalty is the flap penalty at flapAt (unix seconds).
+	penalty uint32
+	flapAt  uint32
 	// keepalive of the current connection in seconds (0: unknown).
 	keepalive uint16
+	// flapCount counts the disconnects of the current flapping episode (or
+	// since the penalty was last below the reuse limit).
+	flapCount uint16
 	state     connState
 	flags     flag
+	// fold is 1 + the index of the topology key whose group_outage the
+	// device's alert is folded into (0: none).
+	fold uint8
 }
 
 // Tracker holds the state of every device. Create it with New.
 type Tracker struct {
-	routes  *route.Tree
-	labeler *labels.Labeler
-	table   *labels.Table
+	routes       *route.Tree
+	labeler      *labels.Labeler
+	table        *labels.Table
+	nodeSeverity events.Severity
 
-	devices map[string]device
+	index   deviceIndex // device id → slot in devs
+	ids     idArena     // the device ids' bytes
+	devs    []device
 	timers  timerHeap
 	groups  map[string]*group
 	gtimers groupHeap
+	// flapGroups lists the device_flapping groups of each flapping device.
+	flapGroups map[uint32][]string
+	// alertTargets keeps the targets of alerting devices when routing
+	// reads the device id (a cache: not part of the state).
+	alertTargets map[uint32][]target
+	// out is the decisions' slice Apply returns, reused.
+	out []Decision
+	// scratch holds notify's lists between calls; ids2 hashes ids.
+	scratch [3][]entry
+	ids2    idHasher
+	// free holds emptied groups for reuse.
+	free []*group
 	// targetCache memoizes targets when they do not depend on the device id.
 	targetCache map[targetKey][]target
 	nodes       interner
+	nodeInfo    []nodeState // by interned node
 	reasons     interner
+	topo        topology
+	silences    []*silenceState
 	stats       Stats
 }
 
@@ -239,68 +325,109 @@ func New(cfg Config) (*Tracker, error) {
 			}
 		}
 	}
-	switch cfg.Severity {
-	case events.SeverityInfo, events.SeverityWarning, events.SeverityCritical:
-	default:
+	if !validSeverity(cfg.Severity) {
 		return nil, fmt.Errorf("%w: severity %q is not info, warning or critical", ErrConfig, cfg.Severity)
 	}
+	if cfg.NodeSeverity == "" {
+		cfg.NodeSeverity = events.SeverityWarning
+	}
+	if !validSeverity(cfg.NodeSeverity) {
+		return nil, fmt.Errorf("%w: node severity %q is not info, warning or critical", ErrConfig, cfg.NodeSeverity)
+	}
+	if err := cfg.Correlation.Validate("correlation"); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	t := &Tracker{
-		routes:      cfg.Routes,
-		labeler:     cfg.Labeler,
-		devices:     make(map[string]device),
-		groups:      make(map[string]*group),
-		targetCache: make(map[targetKey][]target),
-		nodes:       newInterner(),
-		reasons:     newInterner(),
+		routes:       cfg.Routes,
+		labeler:      cfg.Labeler,
+		nodeSeverity: cfg.NodeSeverity,
+		index:        newDeviceIndex(),
+		groups:       make(map[string]*group),
+		flapGroups:   make(map[uint32][]string),
+		alertTargets: make(map[uint32][]target),
+		targetCache:  make(map[targetKey][]target),
+		nodes:        newInterner(),
+		reasons:      newInterner(),
 	}
 	if t.routes == nil {
-		tree, err := DefaultRoutes(cfg.Receivers, cfg.Grace, cfg.Severity)
+		tree, err := route.New(route.Config{}, route.Defaults{Receivers: cfg.Receivers, GroupBy: []string{labels.DeviceID},
+			Grace: cfg.Grace, Severity: string(cfg.Severity), Flap: cfg.Flap}, "routes")
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		t.routes = tree
 	}
 	if t.labeler == nil {
 		l, err := labels.NewLabeler(labels.Config{}, labels.NewTable(), nil)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		t.labeler = l
 	}
 	t.table = t.labeler.Table()
+	t.topo = newTopology(cfg.Correlation)
 	return t, nil
 }
 
+func validSeverity(s events.Severity) bool {
+	return s == events.SeverityInfo || s == events.SeverityWarning || s == events.SeverityCritical
+}
+
 // Apply feeds one input to the tracker and returns what it decided, in a
-// deterministic order. A nil Event is ignored.
+// deterministic order. A nil Event or Node is ignored.
+//
+// The returned slice is reused by the next call to Apply: copy the
+// decisions (or what they hold) that must outlive it. A busy tick decides
+// hundreds of notifications, and a fresh slice for each was a large part of
+// the tracker's allocations.
 func (t *Tracker) Apply(in Input) []Decision {
+	clear(t.out)
+	t.out = t.out[:0]
 	switch in := in.(type) {
 	case Event:
 		if in.PresenceEvent == nil {
 			return nil
 		}
-		out := t.applyEvent(in.PresenceEvent)
-		if len(t.gtimers) > 0 {
-			out = t.flushDue(out, createdAt(in.PresenceEvent))
+		t.applyEvent(in.PresenceEvent)
+		if len(t.gtimers) == 0 {
+			return nil
 		}
-		return out
+		return t.result(t.flushDue(t.out, createdAt(in.PresenceEvent)))
 	case Tick:
 		now := in.Now.UnixMilli()
-		return t.flushDue(t.tick(now), now)
+		t.tick(now)
+		return t.result(t.flushDue(t.out, now))
+	case Silences:
+		t.setSilences(in.Active)
+		return nil
+	case Node:
+		if in.NodeEvent == nil {
+			return nil
+		}
+		return t.result(t.applyNode(in.NodeEvent))
 	}
 	return nil
 }
 
+// result keeps the decisions' slice for reuse, and returns nil for none.
+func (t *Tracker) result(out []Decision) []Decision {
+	t.out = out
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
 // DefaultRoutes is the routing tree used when Config.Routes is nil: every
 // alert to receivers after grace, one group per device, no waits, no
-// repeats.
+// repeats, no flap suppression.
 func DefaultRoutes(receivers []string, grace time.Duration, severity events.Severity) (*route.Tree, error) {
 	return route.New(route.Config{}, route.Defaults{Receivers: receivers, GroupBy: []string{labels.DeviceID},
 		Grace: grace, Severity: string(severity)}, "routes")
 }
 
 // Len is the number of devices tracked.
-func (t *Tracker) Len() int { return len(t.devices) }
+func (t *Tracker) Len() int { return len(t.devs) }
 
 // PendingTimers is the number of timers queued, stale ones included.
 func (t *Tracker) PendingTimers() int { return len(t.timers) }
@@ -314,35 +441,35 @@ func (t *Tracker) Groups() int { return len(t.groups) }
 // Labels returns a device's labels, implicit ones included (nil when the
 // device is unknown).
 func (t *Tracker) Labels(id string) map[string]string {
-	d, ok := t.devices[id]
+	slot, _, ok := t.index.lookup(t.devs, &t.ids, id)
 	if !ok {
 		return nil
 	}
-	return t.allLabels(id, &d)
+	return t.allLabels(&t.devs[slot])
 }
 
 // Device returns the state of one device.
 func (t *Tracker) Device(id string) (DeviceState, bool) {
-	d, ok := t.devices[id]
+	slot, _, ok := t.index.lookup(t.devs, &t.ids, id)
 	if !ok {
 		return DeviceState{}, false
 	}
-	return t.view(id, d), true
+	return t.view(&t.devs[slot]), true
 }
 
 // Devices returns the state of every device, sorted by id.
 func (t *Tracker) Devices() []DeviceState {
-	out := make([]DeviceState, 0, len(t.devices))
-	for id, d := range t.devices {
-		out = append(out, t.view(id, d))
+	out := make([]DeviceState, 0, len(t.devs))
+	for i := range t.devs {
+		out = append(out, t.view(&t.devs[i]))
 	}
 	slices.SortFunc(out, func(a, b DeviceState) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 	return out
 }
 
-func (t *Tracker) view(id string, d device) DeviceState {
+func (t *Tracker) view(d *device) DeviceState {
 	return DeviceState{
-		DeviceID:      id,
+		DeviceID:      t.ids.get(d.id),
 		Online:        d.state != stateOffline,
 		Node:          t.nodes.name(d.node),
 		ConnectedAtMS: d.connAt,
@@ -351,6 +478,10 @@ func (t *Tracker) view(id string, d device) DeviceState {
 		HandedOver:    d.state == stateHandedOver,
 		Pending:       d.flags&flagPending != 0,
 		Alerting:      d.flags&flagAlerting != 0,
+		Unknown:       t.silent(d.node),
+		Flapping:      d.flags&flagFlapping != 0,
+		FlapCount:     int(d.flapCount),
+		Inhibited:     d.fold != 0,
 	}
 }
 
@@ -364,19 +495,23 @@ func (t *Tracker) view(id string, d device) DeviceState {
 // outage opened: exact for per-device groups (the default); in a group of
 // several devices, a device that joined an open episode is not recognised,
 // fires again after the restart and is announced once more (at least once).
+// A snapshot (MarshalSnapshot) restores everything exactly instead.
 func (t *Tracker) MarkAlerted(deviceID string, sent func(id string) bool) bool {
-	d, ok := t.devices[deviceID]
-	if !ok || d.state != stateOffline || d.flags&flagPending == 0 {
+	slot, _, ok := t.index.lookup(t.devs, &t.ids, deviceID)
+	if !ok {
 		return false
 	}
-	for _, tg := range t.targets(deviceID, &d) {
-		fp := groupFingerprint(tg.key)
-		for _, rc := range tg.route.Receivers {
-			if sent(notificationID(rc, fp, events.StatusFiring, d.since, 0, 1)) {
-				d.flags = flagAlerting
-				t.devices[deviceID] = d
+	d := &t.devs[slot]
+	if d.state != stateOffline || d.flags&flagPending == 0 {
+		return false
+	}
+	for _, tg := range t.targets(slot, d, kindOffline) {
+		fp := t.fingerprint(tg.kind, tg.key)
+		for _, rc := range tg.receivers {
+			if sent(t.notificationID(rc, fp, events.StatusFiring, d.since, 0, 1)) {
+				d.flags = d.flags&^flagPending | flagAlerting
 				t.stats.Fired++
-				t.join(deviceID, &d, d.since, true)
+				t.join(slot, d, d.since, true)
 				return true
 			}
 		}
@@ -384,13 +519,10 @@ func (t *Tracker) MarkAlerted(deviceID string, sent func(id string) bool) bool {
 	return false
 }
 
-// Alerting returns the firing alerts of every device currently alerting,
-// sorted by device id, with CreatedAtMS = now. Recovery uses it to re-send
-// the ones a crash kept from being published.
-//
-// For each group that announced its devices, it returns the group's first
-// notification of the episode again (same id), listing its announced
-// devices.
+// Alerting returns, with CreatedAtMS = now, the first notification of the
+// current episode of every group that announced its devices, sorted by group
+// key, with the same ids as the first time. Recovery uses it to re-send the
+// ones a crash kept from being published.
 func (t *Tracker) Alerting(now time.Time) []Decision {
 	keys := make([]string, 0, len(t.groups))
 	for k, g := range t.groups {
@@ -405,15 +537,15 @@ func (t *Tracker) Alerting(now time.Time) []Decision {
 		// Re-announce: pretend the announced devices are new to this
 		// (first) notification.
 		saved := g.firing
-		g.firing = make(map[string]member, len(saved))
-		for id, m := range saved {
+		g.firing = memberSet{}
+		for slot, m := range saved.all {
 			if m.notified {
 				m.notified = false
-				g.firing[id] = m
+				g.firing.put(slot, m)
 			}
 		}
 		resolved := g.resolved
-		g.resolved = map[string]member{}
+		g.resolved = memberSet{}
 		g.notified, g.seq = false, 0
 		last := g.last
 		out = t.notify(out, g, events.StatusFiring, now.UnixMilli())
@@ -438,7 +570,7 @@ func (a connKey) newer(b connKey) bool {
 }
 
 func valid(e *events.PresenceEvent) bool {
-	return e.DeviceID != "" && e.Node != "" && e.BrokerTSMS > 0 && e.ConnectedAtMS >= 0 &&
+	return e.DeviceID != "" && len(e.DeviceID) <= maxIDLen && e.Node != "" && e.BrokerTSMS > 0 && e.ConnectedAtMS >= 0 &&
 		(e.Kind == events.KindConnected || e.Kind == events.KindDisconnected)
 }
 
@@ -452,48 +584,34 @@ func createdAt(e *events.PresenceEvent) int64 {
 	return e.BrokerTSMS
 }
 
-func (t *Tracker) applyEvent(e *events.PresenceEvent) []Decision {
+func (t *Tracker) applyEvent(e *events.PresenceEvent) {
 	t.stats.Events++
 	if !valid(e) {
 		t.stats.Invalid++
-		return nil
+		return
 	}
-	d, known := t.devices[e.DeviceID]
-	id := e.DeviceID
+	slot, h, known := t.index.lookup(t.devs, &t.ids, e.DeviceID)
 	if !known {
-		id = strings.Clone(e.DeviceID)
+		t.addDevice(e, h)
+		return
 	}
-	var out []Decision
+	d := &t.devs[slot]
+	now := createdAt(e)
 	if e.Kind == events.KindConnected {
 		k := connKey{connAt: e.ConnectedAtMS, node: e.Node}
 		if k.connAt == 0 {
 			k.connAt = e.BrokerTSMS
 		}
+		cur := t.key(d)
 		switch {
-		case !known:
-			d = device{connAt: k.connAt, since: k.connAt, node: t.nodes.intern(k.node), state: stateOnline, labels: t.labeler.Labels(e),
-				keepalive: keepalive(e)}
-		case k == t.key(d):
+		case k == cur:
 			t.stats.Duplicates++
-			return nil
-		case !k.newer(t.key(d)):
+		case !k.newer(cur):
 			t.stats.Stale++
-			return nil
 		default:
-			out = t.connect(out, id, &d, k, createdAt(e))
-			d.labels = t.labeler.Relabel(d.labels, e)
-			d.keepalive = keepalive(e)
+			t.connect(slot, d, k, e, now)
 		}
-		t.devices[id] = d
-		return out
-	}
-
-	if !known {
-		// The first news of this device ends a connection we never saw open.
-		d = device{connAt: e.ConnectedAtMS, since: e.ConnectedAtMS, node: t.nodes.intern(e.Node), state: stateOnline, labels: t.labeler.Labels(e)}
-		t.end(id, &d, e)
-		t.devices[id] = d
-		return nil
+		return
 	}
 	cur := t.key(d)
 	if e.ConnectedAtMS == 0 {
@@ -502,66 +620,113 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) []Decision {
 		switch {
 		case e.Node != cur.node || e.BrokerTSMS < cur.connAt:
 			t.stats.Stale++
-			return nil
 		case d.state != stateOnline:
 			t.stats.Duplicates++
-			return nil
+		default:
+			t.end(slot, d, e, now)
 		}
-		t.end(id, &d, e)
-		t.devices[id] = d
-		return nil
+		return
 	}
 	k := connKey{connAt: e.ConnectedAtMS, node: e.Node}
 	switch {
 	case k == cur:
 		if d.state != stateOnline {
 			t.stats.Duplicates++
-			return nil
+			return
 		}
 	case k.newer(cur):
 		// A newer connection whose connect we have not seen: it opened and
 		// ended, in that order.
-		out = t.connect(out, id, &d, k, createdAt(e))
+		t.connect(slot, d, k, e, now)
 	default:
 		t.stats.Stale++
-		return nil
+		return
 	}
-	t.end(id, &d, e)
-	t.devices[id] = d
-	return out
+	t.end(slot, d, e, now)
 }
 
-func (t *Tracker) key(d device) connKey {
+// addDevice tracks a device first seen in e (its id hashing to h):
+// connected, or a connection that ended (its connect never seen).
+func (t *Tracker) addDevice(e *events.PresenceEvent, h uint32) {
+	id := t.ids.store(e.DeviceID)
+	slot := uint32(len(t.devs))
+	connAt := e.ConnectedAtMS
+	if e.Kind == events.KindConnected && connAt == 0 {
+		connAt = e.BrokerTSMS
+	}
+	t.devs = append(t.devs, device{id: id, connAt: connAt, since: connAt, node: t.nodes.intern(e.Node),
+		state: stateOnline, labels: t.labeler.Labels(e)})
+	t.index.insert(h, slot)
+	d := &t.devs[slot]
+	t.node(d.node).devices++
+	t.topoJoin(d, 1)
+	if e.Kind == events.KindConnected {
+		d.keepalive = keepalive(e)
+		return
+	}
+	t.end(slot, d, e, createdAt(e))
+}
+
+func (t *Tracker) key(d *device) connKey {
 	return connKey{connAt: d.connAt, node: t.nodes.name(d.node)}
 }
 
-// connect makes k the current, open connection of d.
-func (t *Tracker) connect(out []Decision, id string, d *device, k connKey, created int64) []Decision {
+// connect makes k, opened by e (a connect, or a disconnect of a connection
+// whose connect was not seen), the current, open connection of d.
+func (t *Tracker) connect(slot uint32, d *device, k connKey, e *events.PresenceEvent, now int64) {
 	if d.state == stateOffline {
-		switch {
-		case d.flags&flagAlerting != 0:
-			t.stats.Resolved++
-			t.leave(id, d, max(k.connAt, d.since), created)
-		case k.connAt-d.since < t.grace(id, d):
-			t.stats.Blips++
-		default:
-			t.stats.Unalerted++
-		}
-		d.flags = 0
-		d.reason = 0
-		d.since = k.connAt
+		t.recover(slot, d, k.connAt, now)
 	} else {
 		t.stats.Supersedes++
-		d.since = k.connAt
 	}
+	d.since = k.connAt
 	d.connAt = k.connAt
-	d.node = t.nodes.intern(k.node)
 	d.state = stateOnline
-	return out
+	oldNode, oldLabels := d.node, d.labels
+	if t.nodes.name(d.node) != k.node {
+		d.node = t.nodes.intern(k.node)
+	}
+	if e.Kind == events.KindConnected {
+		d.labels = t.labeler.Relabel(d.labels, e)
+		d.keepalive = keepalive(e)
+	}
+	if d.node != oldNode || d.labels != oldLabels {
+		t.node(oldNode).devices--
+		t.node(d.node).devices++
+		if t.topo.on {
+			nd := *d
+			d.node, d.labels = oldNode, oldLabels
+			t.topoJoin(d, -1)
+			d.node, d.labels = nd.node, nd.labels
+			t.topoJoin(d, 1)
+		}
+	}
+}
+
+// recover ends the outage of d: the device is back at connAt.
+func (t *Tracker) recover(slot uint32, d *device, connAt, now int64) {
+	until := max(connAt, d.since)
+	switch {
+	case d.flags&flagAlerting != 0:
+		t.stats.Resolved++
+		t.leave(slot, d, until, now)
+	case connAt-d.since < t.grace(slot, d):
+		t.stats.Blips++
+	default:
+		t.stats.Unalerted++
+	}
+	if t.topo.on {
+		t.topoUp(slot, d, until, now)
+	}
+	if len(t.silences) > 0 {
+		t.silenceRecovered(slot)
+	}
+	d.flags &^= flagPending | flagAlerting
+	d.reason = 0
 }
 
 // end closes the current connection of d with disconnect e.
-func (t *Tracker) end(id string, d *device, e *events.PresenceEvent) {
+func (t *Tracker) end(slot uint32, d *device, e *events.PresenceEvent, now int64) {
 	if e.Reason.IsSessionHandover() {
 		t.stats.Handovers++
 		d.state = stateHandedOver
@@ -570,36 +735,69 @@ func (t *Tracker) end(id string, d *device, e *events.PresenceEvent) {
 	t.stats.Outages++
 	d.state = stateOffline
 	d.since = e.BrokerTSMS
-	d.reason = t.reasons.intern(string(e.Reason))
-	d.flags = flagPending
-	t.timers.push(timer{due: satAdd(d.since, t.grace(id, d)), since: d.since, device: id})
+	if t.reasons.name(d.reason) != string(e.Reason) {
+		d.reason = t.reasons.intern(string(e.Reason))
+	}
+	d.flags = d.flags&flagFlapping | flagPending
+	t.timers.push(timer{due: satAdd(d.since, t.grace(slot, d)), since: d.since, slot: slot, kind: timerGrace})
+	if t.topo.on {
+		t.topoDown(slot, d)
+	}
+	t.flap(slot, d, now)
 }
 
-func (t *Tracker) tick(now int64) []Decision {
+func (t *Tracker) tick(now int64) {
 	t.stats.Ticks++
-	var out []Decision
 	for len(t.timers) > 0 && t.timers[0].due <= now {
-		tm := t.timers.pop()
-		d, ok := t.devices[tm.device]
-		if tm.since < 0 {
-			// An escalation check of an alerting outage.
-			if ok && d.state == stateOffline && d.flags&flagAlerting != 0 && d.since == -tm.since {
-				t.escalate(tm.device, &d, now)
-			}
-			continue
+		t.runTimer(t.timers.pop(), now)
+	}
+}
+
+// runTimer acts on a due timer, unless it is stale.
+func (t *Tracker) runTimer(tm timer, now int64) {
+	d := &t.devs[tm.slot]
+	switch tm.kind {
+	case timerGrace:
+		if d.state != stateOffline || d.flags&flagPending == 0 || d.since != tm.since {
+			return // the outage ended or was already alerted
 		}
-		if !ok || d.state != stateOffline || d.flags&flagPending == 0 || d.since != tm.since {
-			continue // the outage ended or was already alerted
+		if d.flags&flagFlapping != 0 {
+			return // held: calm reports it
 		}
-		d.flags = flagAlerting
-		t.devices[tm.device] = d
-		t.stats.Fired++
-		t.join(tm.device, &d, now, false)
-		if t.routes.Escalates {
-			t.escalate(tm.device, &d, now)
+		if t.silent(d.node) {
+			t.hold(d.node, tm)
+			return
+		}
+		t.fire(tm.slot, d, now)
+	case timerEscalate:
+		if d.state != stateOffline || d.flags&flagAlerting == 0 || d.since != tm.since {
+			return
+		}
+		if t.silent(d.node) {
+			t.hold(d.node, tm)
+			return
+		}
+		t.escalate(tm.slot, d, now)
+	case timerCalm:
+		t.calmTimer(tm.slot, d, now)
+	}
+}
+
+// fire alerts the outage of d: it joins its groups, or, inside a mass
+// outage, the group_outage and the inhibited copies of its groups.
+func (t *Tracker) fire(slot uint32, d *device, now int64) {
+	d.flags = d.flags&^flagPending | flagAlerting
+	t.stats.Fired++
+	if t.topo.on {
+		d.fold = t.foldKey(d)
+		if d.fold != 0 {
+			t.stats.Folded++
 		}
 	}
-	return out
+	t.join(slot, d, now, false)
+	if t.routes.Escalates {
+		t.escalate(slot, d, now)
+	}
 }
 
 // keepalive returns the event's keepalive, clamped to 16 bits.

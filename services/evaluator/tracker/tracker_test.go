@@ -409,7 +409,7 @@ func TestAlertFields(t *testing.T) {
 		Severity: events.SeverityCritical, GroupKey: key, GroupLabels: map[string]string{"device_id": "dev/1 ü"},
 		Devices: []events.AlertDevice{{DeviceID: "dev/1 ü", Status: events.StatusFiring, Node: "emqx@10.0.0.1",
 			Reason: events.ReasonKeepaliveTimeout, SinceMS: t0 + 10_000}},
-		DevicesTotal: 1, StartsAtMS: t0 + 10_000, CreatedAtMS: t0 + 41_234,
+		DevicesTotal: 1, StartsAtMS: t0 + 10_000, CreatedAtMS: t0 + 41_234, NewTotal: 1, FiringTotal: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +426,7 @@ func TestAlertFields(t *testing.T) {
 		Severity: events.SeverityCritical, GroupKey: key, GroupLabels: map[string]string{"device_id": "dev/1 ü"},
 		Devices: []events.AlertDevice{{DeviceID: "dev/1 ü", Status: events.StatusResolved, Node: "emqx@10.0.0.1",
 			Reason: events.ReasonKeepaliveTimeout, SinceMS: t0 + 10_000, UntilMS: t0 + 95_000}},
-		DevicesTotal: 1, StartsAtMS: t0 + 10_000, EndsAtMS: t0 + 95_000, CreatedAtMS: back.ReceivedAtMS,
+		DevicesTotal: 1, StartsAtMS: t0 + 10_000, EndsAtMS: t0 + 95_000, CreatedAtMS: back.ReceivedAtMS, ResolvedTotal: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -564,7 +564,7 @@ func TestTimerHeapOrder(t *testing.T) {
 	var h timerHeap
 	dues := []int64{5, 3, 9, 1, 1, 7, 3, 0, 8, 2}
 	for i, d := range dues {
-		h.push(timer{due: d, device: fmt.Sprint(9 - i)})
+		h.push(timer{due: d, slot: uint32(9 - i)})
 	}
 	var prev timer
 	for i := 0; len(h) > 0; i++ {
