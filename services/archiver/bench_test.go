@@ -3,9 +3,11 @@ package archiver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -20,17 +22,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// benchEvents is the number of presence events per round
-// (FLEETWATCH_BENCH_EVENTS overrides it).
-func benchEvents(b *testing.B) int {
-	if s := os.Getenv("FLEETWATCH_BENCH_EVENTS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("FLEETWATCH_BENCH_EVENTS=%q: want a positive number", s)
-		}
-		return n
+// benchSetting reads a positive number from the environment variable
+// name, or returns def.
+func benchSetting(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
 	}
-	return 200_000
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return n
 }
 
 // benchPresence returns n valid presence events of 10,000 devices:
@@ -86,18 +89,25 @@ func rawInsert(ctx context.Context, conn driver.Conn, db string, evs []events.Pr
 // BenchmarkArchiverVsRawInsert measures, in one run on one ClickHouse, the
 // archiver's rate from JetStream into ClickHouse (fetch, decode, validate,
 // insert, ack: from start until the durable consumer has acked every
-// message) and the raw clickhouse-go batch insert rate of the same rows.
-// Run it with -benchtime=1x; each iteration is a full round.
+// message), the raw clickhouse-go batch insert rate of the same rows, and
+// two raw JetStream rates from the same stream: fetch and explicitly ack
+// every message, nothing else (what the archiver does besides its work),
+// and fetch without acks (delivery alone). Run it with -benchtime=1x; each iteration is a full
+// round. FLEETWATCH_BENCH_EVENTS, FLEETWATCH_BENCH_BATCH (batch size of
+// both, default 5000) and FLEETWATCH_BENCH_INFLIGHT (the archiver's
+// inflight_batches, default its default) change the run;
+// FLEETWATCH_BENCH_CPUPROFILE writes a CPU profile of the archiver phase.
 func BenchmarkArchiverVsRawInsert(b *testing.B) {
 	ch := chtest.Open(b)
-	n := benchEvents(b)
+	n := benchSetting(b, "FLEETWATCH_BENCH_EVENTS", 200_000)
 	evs := benchPresence(b, n)
 	payloads := make([][]byte, n)
 	for i, e := range evs {
 		payloads[i], _ = json.Marshal(e)
 	}
-	const batchSize = 5000
-	var rawTotal, archTotal time.Duration
+	batchSize := benchSetting(b, "FLEETWATCH_BENCH_BATCH", 5000)
+	inflight := benchSetting(b, "FLEETWATCH_BENCH_INFLIGHT", archiver.DefaultConfig().InflightBatches)
+	var rawTotal, jsTotal, jsNoAckTotal, archTotal time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		srv := natstest.Start(b)
@@ -122,22 +132,32 @@ func BenchmarkArchiverVsRawInsert(b *testing.B) {
 		}
 		rawTotal += time.Since(start)
 
+		start = time.Now()
+		rawConsume(b, js, n, batchSize, true)
+		jsTotal += time.Since(start)
+		start = time.Now()
+		rawConsume(b, js, n, batchSize, false)
+		jsNoAckTotal += time.Since(start)
+
 		cfg := archiver.DefaultConfig()
 		cfg.ClickHouse.Addr = []string{chtest.Addr()}
 		cfg.ClickHouse.Database = archDB
 		cfg.Streams = []string{archiver.StreamPresence}
 		cfg.BatchSize = batchSize
 		cfg.BatchWait = 200 * time.Millisecond
+		cfg.InflightBatches = inflight
 		svc, err := archiver.New(cfg, archiver.Deps{NATS: nc, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(b.Context())
 		done := make(chan error, 1)
+		stopProfile := startCPUProfile(b, i)
 		start = time.Now()
 		go func() { done <- svc.Run(ctx) }()
 		waitAcked(b, js, n)
 		archTotal += time.Since(start)
+		stopProfile()
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)
@@ -152,16 +172,83 @@ func BenchmarkArchiverVsRawInsert(b *testing.B) {
 		b.StartTimer()
 	}
 	rows := float64(n * b.N)
-	raw, arch := rows/rawTotal.Seconds(), rows/archTotal.Seconds()
+	raw, rawJS, rawJSNoAck, arch := rows/rawTotal.Seconds(), rows/jsTotal.Seconds(), rows/jsNoAckTotal.Seconds(), rows/archTotal.Seconds()
 	b.ReportMetric(arch, "archiver_rows/s")
 	b.ReportMetric(raw, "raw_rows/s")
+	b.ReportMetric(rawJS, "raw_js_msgs/s")
+	b.ReportMetric(rawJSNoAck, "raw_js_noack_msgs/s")
 	b.ReportMetric(arch/raw, "ratio")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("\n%-34s %12s\n%-34s %12.0f\n%-34s %12.0f\n%-34s %12.3f\n(%d events per round, batches of %d, %d round(s))",
+	b.Logf("\n%-42s %12s\n%-42s %12.0f\n%-42s %12.0f\n%-42s %12.0f\n%-42s %12.0f\n%-42s %12.3f\n%-42s %12.3f\n"+
+		"(%d events per round, batches of %d, %d in flight, %d round(s))",
 		"measure", "value",
 		"archiver JetStream→ClickHouse rows/s", arch,
 		"raw clickhouse-go batch rows/s", raw,
-		"ratio archiver/raw", arch/raw, n, batchSize, b.N)
+		"raw JetStream fetch + explicit ack msgs/s", rawJS,
+		"raw JetStream fetch, no ack msgs/s", rawJSNoAck,
+		"ratio archiver/raw clickhouse-go", arch/raw,
+		"ratio archiver/raw JetStream (acked)", arch/rawJS, n, batchSize, inflight, b.N)
+}
+
+// rawConsume is the JetStream baseline: a durable pull consumer of its own
+// on the same stream fetches batches and, with ack, acks every message
+// explicitly, as the archiver does (without: an AckNone consumer, the
+// delivery alone); nothing is decoded or stored.
+func rawConsume(b *testing.B, js jetstream.JetStream, n, batchSize int, ack bool) {
+	b.Helper()
+	cfg := events.ConsumerConfig("bench_raw_ack", events.PresencePrefix+".>", 30*time.Second, 4*batchSize)
+	if !ack {
+		cfg = events.ConsumerConfig("bench_raw_noack", events.PresencePrefix+".>", 30*time.Second, 0)
+		cfg.AckPolicy = jetstream.AckNonePolicy
+	}
+	cons, err := events.EnsureConsumer(b.Context(), js, events.StreamPresence, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for got := 0; got < n; {
+		if time.Now().After(deadline) {
+			b.Fatalf("raw consumer got %d of %d messages in 10 minutes", got, n)
+		}
+		batch, err := cons.Fetch(batchSize, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if ack {
+				if err := m.Ack(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			got++
+		}
+	}
+	if ack {
+		waitConsumerAcked(b, js, cfg.Durable, n)
+	}
+}
+
+// startCPUProfile writes a CPU profile of the archiver phase of round i
+// (the archiver, and the embedded NATS server it fetches from) to
+// $FLEETWATCH_BENCH_CPUPROFILE when it is set; read it with go tool pprof.
+func startCPUProfile(b *testing.B, i int) (stop func()) {
+	path := os.Getenv("FLEETWATCH_BENCH_CPUPROFILE")
+	if path == "" || i > 0 {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 func publishAll(b *testing.B, js jetstream.JetStream, evs []events.PresenceEvent, payloads [][]byte) {
@@ -170,8 +257,17 @@ func publishAll(b *testing.B, js jetstream.JetStream, evs []events.PresenceEvent
 		m := nats.NewMsg(e.Subject(events.DefaultPartitions))
 		m.Data = payloads[i]
 		m.Header.Set(events.HeaderMsgID, e.ID)
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			b.Fatal(err)
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				// A busy machine: let the outstanding publishes complete.
+				<-js.PublishAsyncComplete()
+				continue
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			break
 		}
 	}
 	select {
@@ -185,16 +281,21 @@ func publishAll(b *testing.B, js jetstream.JetStream, evs []events.PresenceEvent
 // acked.
 func waitAcked(b *testing.B, js jetstream.JetStream, n int) {
 	b.Helper()
+	waitConsumerAcked(b, js, events.ConsumerArchiverPresence, n)
+}
+
+func waitConsumerAcked(b *testing.B, js jetstream.JetStream, durable string, n int) {
+	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
-		c, err := js.Consumer(b.Context(), events.StreamPresence, events.ConsumerArchiverPresence)
+		c, err := js.Consumer(b.Context(), events.StreamPresence, durable)
 		if err == nil {
 			info, err := c.Info(b.Context())
 			if err == nil && info.AckFloor.Stream >= uint64(n) && info.NumAckPending == 0 {
 				return
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond) // each poll costs the server a consumer info
 	}
-	b.Fatal("the archiver did not ack every message in 10 minutes")
+	b.Fatalf("consumer %s did not ack every message in 10 minutes", durable)
 }

@@ -36,8 +36,15 @@ type Config struct {
 	// whose insert is being retried are kept alive with in-progress acks,
 	// so it only bounds how fast a crashed archiver's batch is redelivered.
 	AckWait time.Duration `yaml:"ack_wait"`
+	// InflightBatches is the most batches of one stream an archiver holds
+	// at once, between fetch and ack: one is being fetched while the
+	// others are decoded and inserted, so up to this many INSERTs per
+	// stream run at once. Each batch acks its own messages after its
+	// INSERT succeeded.
+	InflightBatches int `yaml:"inflight_batches"`
 	// MaxAckPending bounds un-acked messages per consumer across replicas
-	// (0: 4 × batch_size, room for four replicas' batches).
+	// (0: 2 × inflight_batches × batch_size, room for two replicas'
+	// batches).
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// InsertTimeout bounds one INSERT attempt.
 	InsertTimeout time.Duration `yaml:"insert_timeout"`
@@ -103,7 +110,8 @@ type RetryConfig struct {
 }
 
 // DefaultConfig returns the defaults: a local ClickHouse, database
-// fleetwatch, batches of 5000 rows or 1 s, all three streams.
+// fleetwatch, batches of 5000 rows or 1 s, 4 batches in flight per stream,
+// all three streams.
 func DefaultConfig() Config {
 	return Config{
 		ClickHouse: ClickHouseConfig{
@@ -112,19 +120,20 @@ func DefaultConfig() Config {
 			Username:    "default",
 			DialTimeout: 5 * time.Second,
 		},
-		BatchSize:     5000,
-		BatchWait:     time.Second,
-		Streams:       AllStreams(),
-		AckWait:       30 * time.Second,
-		InsertTimeout: 30 * time.Second,
-		Retry:         RetryConfig{Initial: 250 * time.Millisecond, Max: 30 * time.Second},
+		BatchSize:       5000,
+		BatchWait:       time.Second,
+		InflightBatches: 4,
+		Streams:         AllStreams(),
+		AckWait:         30 * time.Second,
+		InsertTimeout:   30 * time.Second,
+		Retry:           RetryConfig{Initial: 250 * time.Millisecond, Max: 30 * time.Second},
 	}
 }
 
 // maxAckPending is the effective MaxAckPending.
 func (c Config) maxAckPending() int {
 	if c.MaxAckPending == 0 {
-		return 4 * c.BatchSize
+		return 2 * c.InflightBatches * c.BatchSize
 	}
 	return c.MaxAckPending
 }
@@ -143,8 +152,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("archiver.ack_wait is %s: use at least 1s, e.g. 30s", c.AckWait)
 	case c.BatchWait*2 > c.AckWait:
 		return fmt.Errorf("archiver.batch_wait %s is more than half of archiver.ack_wait %s: lower batch_wait or raise ack_wait", c.BatchWait, c.AckWait)
+	case c.InflightBatches < 1 || c.InflightBatches > 64:
+		return fmt.Errorf("archiver.inflight_batches is %d: use 1 to 64, e.g. 4", c.InflightBatches)
 	case c.MaxAckPending != 0 && c.MaxAckPending < c.BatchSize:
-		return fmt.Errorf("archiver.max_ack_pending %d is below archiver.batch_size %d: raise it (or 0 for 4 × batch_size)", c.MaxAckPending, c.BatchSize)
+		return fmt.Errorf("archiver.max_ack_pending %d is below archiver.batch_size %d: raise it (or 0 for 2 × inflight_batches × batch_size)", c.MaxAckPending, c.BatchSize)
 	case c.InsertTimeout <= 0:
 		return fmt.Errorf("archiver.insert_timeout is %s: use a positive duration, e.g. 30s", c.InsertTimeout)
 	case c.Retry.Initial <= 0:

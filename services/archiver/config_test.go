@@ -9,8 +9,8 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}
-	if got := DefaultConfig().maxAckPending(); got != 20000 {
-		t.Errorf("default max ack pending = %d, want 4 × 5000", got)
+	if got := DefaultConfig().maxAckPending(); got != 40000 {
+		t.Errorf("default max ack pending = %d, want 2 × 4 × 5000", got)
 	}
 }
 
@@ -51,7 +51,9 @@ func TestConfigValidate(t *testing.T) {
 		{"batch wait vs ack wait", func(c *Config) { c.BatchWait = 20 * time.Second },
 			"archiver.batch_wait 20s is more than half of archiver.ack_wait 30s: lower batch_wait or raise ack_wait"},
 		{"max ack pending", func(c *Config) { c.MaxAckPending = 10 },
-			"archiver.max_ack_pending 10 is below archiver.batch_size 5000: raise it (or 0 for 4 × batch_size)"},
+			"archiver.max_ack_pending 10 is below archiver.batch_size 5000: raise it (or 0 for 2 × inflight_batches × batch_size)"},
+		{"inflight batches", func(c *Config) { c.InflightBatches = 0 },
+			"archiver.inflight_batches is 0: use 1 to 64, e.g. 4"},
 		{"insert timeout", func(c *Config) { c.InsertTimeout = -time.Second },
 			"archiver.insert_timeout is -1s: use a positive duration, e.g. 30s"},
 		{"retry initial", func(c *Config) { c.Retry.Initial = 0 },

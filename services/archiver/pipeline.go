@@ -2,9 +2,6 @@ package archiver
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,23 +26,17 @@ type event interface {
 	Validate() error
 }
 
-// decode parses and validates one message payload. Unknown JSON fields are
-// accepted: v1 may gain optional fields that this archiver does not store.
-func decode[E event](data []byte) (E, error) {
-	var e E
-	if err := json.Unmarshal(data, &e); err != nil {
-		return e, fmt.Errorf("decode json: %w", err)
-	}
-	if err := e.Validate(); err != nil {
-		return e, err
-	}
-	return e, nil
-}
-
 // maxSpanLinks bounds the links from a batch's insert span to its messages.
 const maxSpanLinks = 128
 
-// pipeline is the batcher of one stream: fetch, decode, insert, ack.
+// pipeline archives one stream with cfg.InflightBatches workers. Each
+// worker owns one batch from fetch to ack: it takes the fetch turn, pulls
+// up to BatchSize messages (waiting at most BatchWait), gives the turn to
+// the next worker, decodes the batch, inserts it (retrying until it is
+// stored) and acks its own messages. So one pull request is open at a time,
+// which keeps batches full, while decodes and INSERTs of earlier batches
+// run beside it; a worker that cannot insert does not fetch, so a failing
+// ClickHouse stops the stream after InflightBatches batches (back-pressure).
 type pipeline[E event] struct {
 	cfg     Config
 	spec    streamSpec
@@ -55,7 +46,20 @@ type pipeline[E event] struct {
 	writer  *sink.Writer
 	tracer  trace.Tracer
 	metrics *metrics
+	newRows func() *sink.Rows[E]
 
+	// turn is held by the worker whose pull request is open.
+	turn chan struct{}
+	// fetchBackoff and retryAt, guarded by turn, space out fetches after
+	// a failed one, for every worker.
+	fetchBackoff backoff
+	retryAt      time.Time
+}
+
+// worker is one batch in flight: its messages and rows, reused between
+// batches.
+type worker[E event] struct {
+	p     *pipeline[E]
 	rows  *sink.Rows[E]
 	msgs  []jetstream.Msg
 	batch []inflight
@@ -70,78 +74,114 @@ type inflight struct {
 func (s *Service) newPipeline(name string, cons jetstream.Consumer) runner {
 	switch name {
 	case StreamPresence:
-		return newPipeline(s, name, cons, sink.NewPresenceRows())
+		return newPipeline(s, name, cons, sink.NewPresenceRows)
 	case StreamAlerts:
-		return newPipeline(s, name, cons, sink.NewAlertRows())
+		return newPipeline(s, name, cons, sink.NewAlertRows)
 	default:
-		return newPipeline(s, name, cons, sink.NewDeliveryRows())
+		return newPipeline(s, name, cons, sink.NewDeliveryRows)
 	}
 }
 
-func newPipeline[E event](s *Service, name string, cons jetstream.Consumer, rows *sink.Rows[E]) *pipeline[E] {
+func newPipeline[E event](s *Service, name string, cons jetstream.Consumer, newRows func() *sink.Rows[E]) *pipeline[E] {
 	spec := streamSpecs[name]
 	return &pipeline[E]{
-		cfg:     s.cfg,
-		spec:    spec,
-		log:     s.log.With("stream", spec.stream, "table", spec.table),
-		cons:    cons,
-		js:      s.js,
-		writer:  s.writer,
-		tracer:  s.tracer,
-		metrics: s.metrics,
-		rows:    rows,
-		msgs:    make([]jetstream.Msg, 0, s.cfg.BatchSize),
-		batch:   make([]inflight, 0, s.cfg.BatchSize),
+		cfg:          s.cfg,
+		spec:         spec,
+		log:          s.log.With("stream", spec.stream, "table", spec.table),
+		cons:         cons,
+		js:           s.js,
+		writer:       s.writer,
+		tracer:       s.tracer,
+		metrics:      s.metrics,
+		newRows:      newRows,
+		turn:         make(chan struct{}, 1),
+		fetchBackoff: backoff{cfg: s.cfg.Retry},
 	}
 }
 
+// run runs the workers until ctx ends.
 func (p *pipeline[E]) run(ctx context.Context) {
-	var b backoff
-	b.cfg = p.cfg.Retry
+	var wg sync.WaitGroup
+	for range p.cfg.InflightBatches {
+		w := &worker[E]{
+			p:     p,
+			rows:  p.newRows(),
+			msgs:  make([]jetstream.Msg, 0, p.cfg.BatchSize),
+			batch: make([]inflight, 0, p.cfg.BatchSize),
+		}
+		wg.Go(func() { w.run(ctx) })
+	}
+	wg.Wait()
+}
+
+func (w *worker[E]) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		msgs, err := p.fetch(ctx)
+		msgs := w.fetch(ctx)
 		if ctx.Err() != nil {
 			nakAll(msgs)
 			return
 		}
 		if len(msgs) > 0 {
-			p.handle(ctx, msgs)
+			w.handle(ctx, msgs)
 		}
-		if err != nil {
-			d := b.next()
-			p.log.Warn("jetstream fetch failed; retrying", "retry_in", d, "err", err)
-			sleep(ctx, d)
-			continue
-		}
-		b.reset()
+		clear(msgs) // drop the messages until the next batch
 	}
 }
 
-// fetch pulls up to BatchSize messages, waiting at most BatchWait. It
-// returns the messages received even when the pull ended with an error.
-func (p *pipeline[E]) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	fctx, cancel := context.WithTimeout(ctx, p.cfg.BatchWait)
-	defer cancel()
-	msgs := p.msgs[:0]
-	batch, err := p.cons.Fetch(p.cfg.BatchSize, jetstream.FetchContext(fctx))
+// fetch waits for the fetch turn and pulls up to BatchSize messages,
+// waiting at most BatchWait. It returns the messages received even when the
+// pull ended with an error; after an error the next fetch of any worker
+// waits for the backoff.
+func (w *worker[E]) fetch(ctx context.Context) []jetstream.Msg {
+	p := w.p
+	select {
+	case p.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	defer func() { <-p.turn }()
+	if d := time.Until(p.retryAt); d > 0 && !sleep(ctx, d) {
+		return nil
+	}
+	msgs, err := w.pull()
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		d := p.fetchBackoff.next()
+		p.retryAt = time.Now().Add(d)
+		p.log.Warn("jetstream fetch failed; retrying", "retry_in", d, "err", err)
+	default:
+		p.fetchBackoff.reset()
+		p.retryAt = time.Time{}
+	}
+	return msgs
+}
+
+// pull fetches one batch. The pull request expires on the server after
+// BatchWait, and the client reads until the server says so: every message
+// the server sent is received. (A client-side deadline, FetchContext, would
+// drop the messages still in flight when it fires; the server counts them
+// as delivered and redelivers them only after AckWait.) So a pull is not
+// cut short when ctx ends: the caller naks what it got.
+func (w *worker[E]) pull() ([]jetstream.Msg, error) {
+	msgs := w.msgs[:0]
+	batch, err := w.p.cons.Fetch(w.p.cfg.BatchSize, jetstream.FetchMaxWait(w.p.cfg.BatchWait))
 	if err != nil {
 		return msgs, err
 	}
 	for m := range batch.Messages() {
 		msgs = append(msgs, m)
 	}
-	err = batch.Error()
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		err = nil // the batch window ended
-	}
-	return msgs, err
+	w.msgs = msgs[:0]
+	return msgs, batch.Error()
 }
 
 // handle archives one fetched batch. It returns once every message is acked
 // (stored, or dead-lettered) or, when ctx ends first, nak'ed.
-func (p *pipeline[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
-	p.rows.Reset()
-	p.batch = p.batch[:0]
+func (w *worker[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
+	p := w.p
+	w.rows.Reset()
+	w.batch = w.batch[:0]
 	for _, m := range msgs {
 		mctx, span := p.tracer.Start(telemetry.Extract(ctx, m.Headers()), "archive "+p.spec.table,
 			trace.WithSpanKind(trace.SpanKindConsumer),
@@ -151,7 +191,7 @@ func (p *pipeline[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
 				attribute.String("db.collection.name", p.spec.table)))
 		e, err := decode[E](m.Data())
 		if err == nil {
-			err = p.rows.Add(e)
+			err = w.rows.Add(e)
 		}
 		if err != nil {
 			p.deadLetter(mctx, m, err)
@@ -159,24 +199,27 @@ func (p *pipeline[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
 			span.End()
 			continue
 		}
-		p.batch = append(p.batch, inflight{msg: m, span: span})
+		w.batch = append(w.batch, inflight{msg: m, span: span})
 	}
-	if len(p.batch) == 0 {
+	if len(w.batch) == 0 {
 		return
 	}
-	stop := p.keepAlive()
-	err := p.insert(ctx)
+	stop := w.keepAlive()
+	err := w.insert(ctx)
 	stop()
 	if err != nil {
-		for _, f := range p.batch {
+		for _, f := range w.batch {
 			_ = f.msg.Nak()
 			f.span.SetStatus(codes.Error, "not archived: "+err.Error())
 			f.span.End()
 		}
-		clear(p.batch)
+		clear(w.batch)
 		return
 	}
-	for _, f := range p.batch {
+	// Each message is acked on its own (an explicit ack, fire and forget:
+	// no round trip): AckAll would also ack the messages of batches still
+	// being inserted by other workers.
+	for _, f := range w.batch {
 		if err := f.msg.Ack(); err != nil {
 			// The row is stored; a redelivery only inserts a duplicate
 			// that the table collapses.
@@ -184,14 +227,15 @@ func (p *pipeline[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		f.span.End()
 	}
-	clear(p.batch)
+	clear(w.batch)
 }
 
 // insert stores the batch's rows, retrying the same rows with backoff until
 // it succeeds. It fails only when ctx ends.
-func (p *pipeline[E]) insert(ctx context.Context) error {
-	links := make([]trace.Link, 0, min(len(p.batch), maxSpanLinks))
-	for _, f := range p.batch[:cap(links)] {
+func (w *worker[E]) insert(ctx context.Context) error {
+	p := w.p
+	links := make([]trace.Link, 0, min(len(w.batch), maxSpanLinks))
+	for _, f := range w.batch[:cap(links)] {
 		links = append(links, trace.Link{SpanContext: f.span.SpanContext()})
 	}
 	ctx, span := p.tracer.Start(ctx, "insert "+p.spec.table,
@@ -200,19 +244,19 @@ func (p *pipeline[E]) insert(ctx context.Context) error {
 		trace.WithAttributes(
 			attribute.String("db.system", "clickhouse"),
 			attribute.String("db.collection.name", p.spec.table),
-			attribute.Int("db.operation.batch.size", p.rows.Len())))
+			attribute.Int("db.operation.batch.size", w.rows.Len())))
 	defer span.End()
 	b := backoff{cfg: p.cfg.Retry}
 	for attempt := 1; ; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 		start := time.Now()
-		err := p.writer.Insert(ictx, p.rows)
+		err := p.writer.Insert(ictx, w.rows)
 		cancel()
-		p.metrics.insert(ctx, p.spec.table, time.Since(start), p.rows.Len(), err)
+		p.metrics.insert(ctx, p.spec.table, time.Since(start), w.rows.Len(), err)
 		if err == nil {
 			span.SetAttributes(attribute.Int("attempts", attempt))
 			if attempt > 1 {
-				p.log.Info("clickhouse insert succeeded after retries", "rows", p.rows.Len(), "attempts", attempt)
+				p.log.Info("clickhouse insert succeeded after retries", "rows", w.rows.Len(), "attempts", attempt)
 			}
 			return nil
 		}
@@ -222,7 +266,7 @@ func (p *pipeline[E]) insert(ctx context.Context) error {
 		}
 		span.RecordError(err)
 		d := b.next()
-		p.log.Warn("clickhouse insert failed; retrying the same batch", "rows", p.rows.Len(),
+		p.log.Warn("clickhouse insert failed; retrying the same batch", "rows", w.rows.Len(),
 			"attempt", attempt, "retry_in", d, "err", err)
 		if !sleep(ctx, d) {
 			span.SetStatus(codes.Error, "stopped before the insert succeeded")
@@ -234,18 +278,18 @@ func (p *pipeline[E]) insert(ctx context.Context) error {
 // keepAlive sends in-progress acks for the batch every third of AckWait
 // until stop is called, so that JetStream does not redeliver messages whose
 // insert is still being retried.
-func (p *pipeline[E]) keepAlive() (stop func()) {
+func (w *worker[E]) keepAlive() (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(p.cfg.AckWait / 3)
+		t := time.NewTicker(w.p.cfg.AckWait / 3)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				for _, f := range p.batch {
+				for _, f := range w.batch {
 					_ = f.msg.InProgress()
 				}
 			}

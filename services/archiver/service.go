@@ -5,10 +5,14 @@
 // Each stream has one durable pull consumer shared by all replicas. A
 // batch is fetched (up to batch_size messages or batch_wait), every message
 // is decoded and validated (a bad one goes to DEADLETTER and is acked), the
-// good ones are inserted with one INSERT, and only then acked. A failed
-// INSERT is retried with the same rows, with capped exponential backoff,
-// while in-progress acks keep JetStream from redelivering them: nothing is
-// acked before it is stored, nothing is dropped. Replays and redeliveries
+// good ones are inserted with one INSERT, and only then acked. Up to
+// inflight_batches batches per stream are in flight: one is fetched while
+// earlier ones are decoded and inserted, each acking its own messages once
+// its INSERT succeeded. A failed INSERT is retried with the same rows, with
+// capped exponential backoff, while in-progress acks keep JetStream from
+// redelivering them: nothing is acked before it is stored, nothing is
+// dropped, and no new batch is fetched while every batch in flight waits
+// for ClickHouse. Replays and redeliveries
 // insert duplicates that the ReplacingMergeTree tables collapse by event id
 // (see package schema for how to query them).
 //
@@ -109,8 +113,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archiver: metrics: %w", err)
 	}
-	// One connection per stream's pipeline, one for pings and migrations.
-	ch, err := openClickHouse(cfg.ClickHouse, len(cfg.Streams)+1)
+	// One connection per batch in flight, one for pings and migrations.
+	ch, err := openClickHouse(cfg.ClickHouse, len(cfg.Streams)*cfg.InflightBatches+1)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +165,7 @@ func (s *Service) Run(ctx context.Context) error {
 		})
 	}
 	s.log.Info("archiving", "streams", s.cfg.Streams, "database", s.cfg.ClickHouse.Database,
-		"batch_size", s.cfg.BatchSize, "batch_wait", s.cfg.BatchWait)
+		"batch_size", s.cfg.BatchSize, "batch_wait", s.cfg.BatchWait, "inflight_batches", s.cfg.InflightBatches)
 	wg.Wait()
 	return nil
 }

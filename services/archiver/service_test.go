@@ -679,6 +679,78 @@ func TestClickHouseOutageAcksNothingAndLosesNothing(t *testing.T) {
 	e.waitReady(svc)
 }
 
+// TestClickHouseOutageHoldsAtMostTheBatchesInFlight: while ClickHouse is
+// down the archiver holds at most inflight_batches batches, each retried
+// and kept alive by its worker, and fetches nothing more (back-pressure);
+// once ClickHouse is back every batch is stored and acks its own messages.
+func TestClickHouseOutageHoldsAtMostTheBatchesInFlight(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	px := newProxy(t, chtest.Addr())
+	cfg := e.config(px.addr)
+	cfg.InflightBatches = 3
+	svc, _ := e.start(cfg)
+	e.waitReady(svc)
+
+	px.stop()
+	const n = 1000
+	for i := range n {
+		ev := presenceEvent(t, i)
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(ev.Subject(events.DefaultPartitions))
+		m.Data = b
+		m.Header.Set(events.HeaderMsgID, ev.ID)
+		if _, err := e.js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(waitFor):
+		t.Fatal("publishing did not complete")
+	}
+	limit := cfg.InflightBatches * cfg.BatchSize
+	held := func() string {
+		info := e.consumerInfo(events.StreamPresence, events.ConsumerArchiverPresence)
+		switch {
+		case info.NumAckPending > limit:
+			return fmt.Sprintf("%d messages delivered and not acked, more than %d batches of %d", info.NumAckPending, cfg.InflightBatches, cfg.BatchSize)
+		case info.NumPending+uint64(info.NumAckPending) != n || info.AckFloor.Stream != 0 || info.NumRedelivered != 0:
+			return fmt.Sprintf("num_pending %d, num_ack_pending %d, ack_floor %d, num_redelivered %d; want %d in all, none acked or redelivered",
+				info.NumPending, info.NumAckPending, info.AckFloor.Stream, info.NumRedelivered, n)
+		case info.NumAckPending <= cfg.BatchSize:
+			return fmt.Sprintf("%d messages delivered: not yet more than one batch", info.NumAckPending)
+		}
+		return ""
+	}
+	eventually(t, "several batches held", held)
+	// Hold them for longer than the 1s ack wait: 30 more failed attempts
+	// (each worker retries with backoff capped at 100ms).
+	errs := e.counter("fleetwatch_archiver_insert_errors_total")
+	eventually(t, "retried inserts", func() string {
+		if got := e.counter("fleetwatch_archiver_insert_errors_total"); got < errs+30 {
+			return fmt.Sprintf("%d insert errors", got-errs)
+		}
+		return ""
+	})
+	if msg := held(); msg != "" {
+		t.Errorf("during the outage: %s", msg)
+	}
+	if got := e.count("SELECT count() FROM DB.presence_events"); got != 0 {
+		t.Errorf("%d rows stored during the outage", got)
+	}
+
+	px.restart()
+	e.waitRows("presence_events", n)
+	e.waitDrained(events.StreamPresence, events.ConsumerArchiverPresence)
+	if info := e.consumerInfo(events.StreamPresence, events.ConsumerArchiverPresence); info.NumRedelivered != 0 {
+		t.Errorf("%d messages redelivered", info.NumRedelivered)
+	}
+}
+
 func TestStartsWithoutClickHouseAndLosesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -734,7 +806,7 @@ func TestOnlyConfiguredStreams(t *testing.T) {
 	e.waitRows("alerts", 1)
 	e.waitDrained(events.StreamAlerts, events.ConsumerArchiverAlerts)
 	info := e.consumerInfo(events.StreamAlerts, events.ConsumerArchiverAlerts)
-	if info.Config.MaxAckPending != 4*cfg.BatchSize || info.Config.AckWait != cfg.AckWait || info.Config.Durable != events.ConsumerArchiverAlerts {
+	if info.Config.MaxAckPending != 2*cfg.InflightBatches*cfg.BatchSize || info.Config.AckWait != cfg.AckWait || info.Config.Durable != events.ConsumerArchiverAlerts {
 		t.Errorf("consumer config: max_ack_pending %d, ack_wait %s, durable %s", info.Config.MaxAckPending, info.Config.AckWait, info.Config.Durable)
 	}
 }

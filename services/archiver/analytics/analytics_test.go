@@ -106,6 +106,20 @@ func alert(t *testing.T, receiver, fp string, created int64, devices ...string) 
 	return a
 }
 
+// muted marks an alert silenced (by silences) or inhibited (by the alert
+// with fingerprint inhibitedBy); such alerts are recorded, never delivered.
+func muted(t *testing.T, a events.AlertEvent, silences []string, inhibitedBy string) events.AlertEvent {
+	t.Helper()
+	a.ID = ""
+	a.Silenced, a.SilenceIDs = len(silences) > 0, silences
+	a.Inhibited, a.InhibitedBy = inhibitedBy != "", inhibitedBy
+	a, err := events.NewAlertEvent(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func delivery(t *testing.T, a events.AlertEvent, attempt int, outcome events.Outcome, atMS, latencyMS int64) events.DeliveryEvent {
 	t.Helper()
 	d, err := events.NewDeliveryEvent(events.DeliveryEvent{
@@ -126,6 +140,8 @@ func fixtureAlerts(t *testing.T) ([]events.AlertEvent, []events.DeliveryEvent) {
 		alert(t, "ops", "f3", at(40*time.Hour+30*s), a2),
 		alert(t, "chat", "f3", at(40*time.Hour+30*s), a2),
 		alert(t, "chat", "f4", at(41*time.Hour), b1),
+		muted(t, alert(t, "ops", "f5", at(2*time.Hour+40*s), a1), nil, "f1"),
+		muted(t, alert(t, "chat", "f6", at(2*time.Hour+50*s), a1), []string{"sil-1", "sil-2"}, ""),
 	}
 	ms := time.Millisecond
 	deliveries := []events.DeliveryEvent{
@@ -334,6 +350,8 @@ func checkFixture(t *testing.T, c driver.Conn, a analytics.Args) {
 			fmt.Sprintf("2024-06-10 02:00:30 | %d | alert | device_offline firing | receiver=ops severity=critical devices=1", at(2*time.Hour+30*time.Second)),
 			fmt.Sprintf("2024-06-10 02:00:31 | %d | delivery | retryable | receiver=ops attempt=1 latency_ms=100 code=0", at(2*time.Hour+31*time.Second)),
 			fmt.Sprintf("2024-06-10 02:00:35 | %d | delivery | delivered | receiver=ops attempt=2 latency_ms=500 code=0", at(2*time.Hour+35*time.Second)),
+			fmt.Sprintf("2024-06-10 02:00:40 | %d | alert | device_offline firing | receiver=ops severity=critical devices=1 inhibited by f1", at(2*time.Hour+40*time.Second)),
+			fmt.Sprintf("2024-06-10 02:00:50 | %d | alert | device_offline firing | receiver=chat severity=critical devices=1 silenced by sil-1,sil-2", at(2*time.Hour+50*time.Second)),
 		)
 	})
 	t.Run("filters", func(t *testing.T) {

@@ -19,8 +19,11 @@
 // migration: the outcome is the same and schema_migrations, a
 // ReplacingMergeTree keyed by version, collapses the duplicate records.
 // Read it with FINAL (or DISTINCT version). ClickHouse has no DDL
-// transactions: a later migration that cannot be written idempotently must
-// guard itself (for example by checking system.columns first).
+// transactions: a migration that cannot be written idempotently must
+// guard itself. Columns added to existing tables (Migration.Columns) are:
+// each is added only where system.columns lacks it, and "already exists"
+// from a concurrent migrator counts as done (18.16 has no ADD COLUMN IF
+// NOT EXISTS).
 //
 // # Deduplication and correct queries
 //

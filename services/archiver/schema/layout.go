@@ -147,6 +147,27 @@ func (l Layout) createTable(t tableSpec) []string {
 	return out
 }
 
+// alteration is one ALTER TABLE statement and the table it changes.
+type alteration struct {
+	table string // as named in system.columns
+	stmt  string
+}
+
+// addColumn renders the ALTER TABLE ... ADD COLUMN statements of c: one on
+// a single node; on the replicated local table and on the Distributed
+// table in a cluster.
+func (l Layout) addColumn(c NewColumn) []alteration {
+	clause := " ADD COLUMN " + c.Name + " " + c.Type
+	if c.After != "" {
+		clause += " AFTER " + c.After
+	}
+	out := []alteration{{l.Local(c.Table), "ALTER TABLE " + l.Database + "." + l.Local(c.Table) + l.onCluster() + clause}}
+	if l.Cluster != "" {
+		out = append(out, alteration{c.Table, "ALTER TABLE " + l.Database + "." + c.Table + l.onCluster() + clause})
+	}
+	return out
+}
+
 // RetentionTables are the tables a retention TTL applies to.
 var RetentionTables = []string{TablePresence, TableAlerts, TableDeliveries, TableSessions}
 

@@ -14,7 +14,14 @@ func statements(t *testing.T, l Layout) []string {
 	out := []string{l.createDatabase()}
 	out = append(out, l.createTable(migrationsSpec)...)
 	for _, m := range Migrations() {
-		out = append(out, m.Statements(l)...)
+		if m.Statements != nil {
+			out = append(out, m.Statements(l)...)
+		}
+		for _, c := range m.Columns {
+			for _, a := range l.addColumn(c) {
+				out = append(out, a.stmt)
+			}
+		}
 	}
 	r, err := l.RetentionStatements()
 	if err != nil {
@@ -118,6 +125,41 @@ func TestSessionsDDLInACluster(t *testing.T) {
 		if strings.Contains(s, "Distributed(") && !strings.Contains(s, "cityHash64(device_id)") {
 			t.Errorf("presence is not sharded by device: %s", s)
 		}
+	}
+}
+
+func TestAlertsColumnsDDL(t *testing.T) {
+	m := Migrations()[4]
+	if m.Version != 5 || m.Statements != nil {
+		t.Fatalf("migration 5 = %d %q", m.Version, m.Name)
+	}
+	var single, cluster []string
+	for _, c := range m.Columns {
+		for _, a := range (Layout{Database: "fw", Caps: caps1816}).addColumn(c) {
+			single = append(single, a.table+": "+a.stmt)
+		}
+		for _, a := range (Layout{Database: "fw", Caps: caps2408, Cluster: "fleet"}).addColumn(c) {
+			cluster = append(cluster, a.table+": "+a.stmt)
+		}
+	}
+	wantSingle := []string{
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN silence_ids Array(String) AFTER silenced",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN inhibited UInt8 AFTER silence_ids",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN inhibited_by String AFTER inhibited",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN new_total UInt32 AFTER devices_total",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN resolved_total UInt32 AFTER new_total",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN firing_total UInt32 AFTER resolved_total",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN known_total UInt32 AFTER firing_total",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN flap_count UInt32 AFTER known_total",
+		"alerts: ALTER TABLE fw.alerts ADD COLUMN tier UInt16 AFTER flap_count",
+	}
+	if strings.Join(single, "\n") != strings.Join(wantSingle, "\n") {
+		t.Errorf("single node:\n%s\nwant:\n%s", strings.Join(single, "\n"), strings.Join(wantSingle, "\n"))
+	}
+	if len(cluster) != 18 ||
+		cluster[0] != "alerts_local: ALTER TABLE fw.alerts_local ON CLUSTER fleet ADD COLUMN silence_ids Array(String) AFTER silenced" ||
+		cluster[1] != "alerts: ALTER TABLE fw.alerts ON CLUSTER fleet ADD COLUMN silence_ids Array(String) AFTER silenced" {
+		t.Errorf("cluster:\n%s", strings.Join(cluster, "\n"))
 	}
 }
 

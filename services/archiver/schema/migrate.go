@@ -121,9 +121,20 @@ func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Res
 		if done[m.Version] || opts.UpTo != 0 && m.Version > opts.UpTo {
 			continue
 		}
-		for _, stmt := range m.Statements(layout) {
+		var stmts []string
+		if m.Statements != nil {
+			stmts = m.Statements(layout)
+		}
+		for _, stmt := range stmts {
 			if err := execDDL(ctx, conn, stmt); err != nil {
 				return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		for _, c := range m.Columns {
+			for _, a := range layout.addColumn(c) {
+				if err := addColumn(ctx, conn, database, c.Name, a); err != nil {
+					return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+				}
 			}
 		}
 		if err := record(ctx, conn, database, m, caps, now()); err != nil {
@@ -209,6 +220,29 @@ func record(ctx context.Context, conn Conn, database string, m Migration, caps C
 	}
 	return nil
 }
+
+// addColumn runs an ADD COLUMN alteration unless the table already has
+// the column; losing a race with another migrator that added it is success.
+func addColumn(ctx context.Context, conn Conn, database, column string, a alteration) error {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+		database, a.table, column).Scan(&n); err != nil {
+		return fmt.Errorf("read system.columns of %s.%s: %w", database, a.table, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	err := execDDL(ctx, conn, a.stmt)
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) && ex.Code == codeDuplicateColumn {
+		return nil
+	}
+	return err
+}
+
+// codeDuplicateColumn is ClickHouse's error for ADD COLUMN of a column the
+// table has ("column with this name already exists").
+const codeDuplicateColumn = 44
 
 // ClickHouse error codes of a CREATE that raced with the same CREATE from
 // another process: on old servers IF NOT EXISTS is checked before the

@@ -23,8 +23,26 @@ type Migration struct {
 	// Statements returns the migration's DDL for a layout (database,
 	// server capabilities, single node or cluster). Every statement must
 	// be idempotent (IF NOT EXISTS) and must reference tables as
-	// database.table.
+	// database.table. Nil: none.
 	Statements func(l Layout) []string
+	// Columns are added to existing tables, after Statements. ClickHouse
+	// 18.16 has no ADD COLUMN IF NOT EXISTS, so Migrate adds each column
+	// only where system.columns lacks it, and takes "already exists" from
+	// a concurrent migrator as done.
+	Columns []NewColumn
+}
+
+// NewColumn is a column that a migration adds to an existing table. Rows
+// stored before have the type's default value (0, the empty string, the empty array).
+type NewColumn struct {
+	// Table is the table's name (in a cluster: both <table>_local and
+	// the Distributed <table> get the column).
+	Table string
+	// Name and Type of the column; Type is a plain ClickHouse type that
+	// every supported server knows.
+	Name, Type string
+	// After names the column it follows ("": at the end).
+	After string
 }
 
 // Migrations returns every migration, in version order.
@@ -34,7 +52,24 @@ func Migrations() []Migration {
 		{Version: 2, Name: "create alerts", Statements: func(l Layout) []string { return l.createTable(alertsSpec) }},
 		{Version: 3, Name: "create deliveries", Statements: func(l Layout) []string { return l.createTable(deliveriesSpec) }},
 		{Version: 4, Name: "create sessions", Statements: sessionsV1},
+		{Version: 5, Name: "alerts: silence ids, inhibition, group totals, flap count, tier", Columns: alertsV2Columns},
 	}
+}
+
+// alertsV2Columns store the AlertEvent fields added after the walking
+// skeleton: which silences matched, whether (and by which alert) the alert
+// was inhibited, the group notification's device counts by status, the
+// group's known size, the flap count and the escalation tier.
+var alertsV2Columns = []NewColumn{
+	{Table: TableAlerts, Name: "silence_ids", Type: "Array(String)", After: "silenced"},
+	{Table: TableAlerts, Name: "inhibited", Type: "UInt8", After: "silence_ids"},
+	{Table: TableAlerts, Name: "inhibited_by", Type: "String", After: "inhibited"},
+	{Table: TableAlerts, Name: "new_total", Type: "UInt32", After: "devices_total"},
+	{Table: TableAlerts, Name: "resolved_total", Type: "UInt32", After: "new_total"},
+	{Table: TableAlerts, Name: "firing_total", Type: "UInt32", After: "resolved_total"},
+	{Table: TableAlerts, Name: "known_total", Type: "UInt32", After: "firing_total"},
+	{Table: TableAlerts, Name: "flap_count", Type: "UInt32", After: "known_total"},
+	{Table: TableAlerts, Name: "tier", Type: "UInt16", After: "flap_count"},
 }
 
 // Each event table is a ReplacingMergeTree: rows with the same sorting key

@@ -129,18 +129,35 @@ func TestAlertRows(t *testing.T) {
 	firing := golden[events.AlertEvent](t, "alert_firing.json")
 	silenced := golden[events.AlertEvent](t, "alert_firing_silenced.json")
 	resolved := golden[events.AlertEvent](t, "alert_resolved.json")
+	inhibited := golden[events.AlertEvent](t, "alert_flapping_inhibited.json")
 	rows := sink.NewAlertRows()
-	for _, a := range []events.AlertEvent{firing, silenced, resolved} {
+	for _, a := range []events.AlertEvent{firing, silenced, resolved, inhibited} {
 		if err := rows.Add(a); err != nil {
 			t.Fatalf("Add: %v", err)
 		}
 	}
 	got := captured(t, rows)
-	if want := []string{firing.ID, silenced.ID, resolved.ID}; !reflect.DeepEqual(got["id"], want) {
+	if want := []string{firing.ID, silenced.ID, resolved.ID, inhibited.ID}; !reflect.DeepEqual(got["id"], want) {
 		t.Errorf("id = %v, want %v", got["id"], want)
 	}
-	if want := []uint8{0, 1, 0}; !reflect.DeepEqual(got["silenced"], want) {
+	if want := []uint8{0, 1, 0, 0}; !reflect.DeepEqual(got["silenced"], want) {
 		t.Errorf("silenced = %v, want %v", got["silenced"], want)
+	}
+	optional := map[string]any{
+		"silence_ids":    [][]string{{}, {"sil-maint-sh01"}, {}, {}},
+		"inhibited":      []uint8{0, 0, 0, 1},
+		"inhibited_by":   []string{"", "", "", "a8a2c97b9163d1bfd85dd2dde158d838"},
+		"new_total":      []uint32{0, 115, 0, 0},
+		"resolved_total": []uint32{0, 3, 0, 0},
+		"firing_total":   []uint32{0, 2, 0, 0},
+		"known_total":    []uint32{0, 150, 0, 0},
+		"flap_count":     []uint32{0, 0, 0, 7},
+		"tier":           []uint16{0, 0, 0, 1},
+	}
+	for name, want := range optional {
+		if !reflect.DeepEqual(got[name], want) {
+			t.Errorf("%s = %#v, want %#v", name, got[name], want)
+		}
 	}
 	if want := [][]string{{"device_id", "site"}, {"site"}}; !reflect.DeepEqual(got["group_label_keys"].([][]string)[:2], want) {
 		t.Errorf("group_label_keys = %v, want %v first", got["group_label_keys"], want)
@@ -151,10 +168,10 @@ func TestAlertRows(t *testing.T) {
 	if want := []string{"dev-42", "传感器 7.b"}; !reflect.DeepEqual(got["device_ids"].([][]string)[1][:2], want) {
 		t.Errorf("device_ids[1] = %v, want %v first", got["device_ids"].([][]string)[1], want)
 	}
-	if want := []uint64{0, 0, uint64(resolved.EndsAtMS)}; !reflect.DeepEqual(got["ends_at_ms"], want) {
+	if want := []uint64{0, 0, uint64(resolved.EndsAtMS), 0}; !reflect.DeepEqual(got["ends_at_ms"], want) {
 		t.Errorf("ends_at_ms = %v, want %v", got["ends_at_ms"], want)
 	}
-	if want := []time.Time{ms(firing.StartsAtMS), ms(silenced.StartsAtMS), ms(resolved.StartsAtMS)}; !reflect.DeepEqual(got["date"], want) {
+	if want := []time.Time{ms(firing.StartsAtMS), ms(silenced.StartsAtMS), ms(resolved.StartsAtMS), ms(inhibited.StartsAtMS)}; !reflect.DeepEqual(got["date"], want) {
 		t.Errorf("date = %v, want %v", got["date"], want)
 	}
 }

@@ -41,7 +41,9 @@ func NewPresenceRows() *Rows[events.PresenceEvent] {
 
 // NewAlertRows returns empty rows for the alerts table. Group labels are
 // stored as two arrays sorted by key; device_ids lists the devices carried
-// by the event (at most events.MaxAlertDevices), devices_total counts all.
+// by the event (at most events.MaxAlertDevices), devices_total counts all;
+// new_total … tier and silence_ids … inhibited_by are the optional fields
+// (zero, empty string or empty array when absent; migration 5 added their columns).
 func NewAlertRows() *Rows[events.AlertEvent] {
 	return newRows(schema.TableAlerts,
 		func(a *alert) error { return checkTime("starts_at_ms", a.StartsAtMS) },
@@ -56,10 +58,19 @@ func NewAlertRows() *Rows[events.AlertEvent] {
 		col("group_label_values", func(a *alert) []string { return valuesOf(a.GroupLabels, sortedKeys(a.GroupLabels)) }),
 		col("device_ids", func(a *alert) []string { return deviceIDs(a.Devices) }),
 		col("devices_total", func(a *alert) uint32 { return u32(a.DevicesTotal) }),
+		col("new_total", func(a *alert) uint32 { return u32(a.NewTotal) }),
+		col("resolved_total", func(a *alert) uint32 { return u32(a.ResolvedTotal) }),
+		col("firing_total", func(a *alert) uint32 { return u32(a.FiringTotal) }),
+		col("known_total", func(a *alert) uint32 { return u32(a.KnownTotal) }),
+		col("flap_count", func(a *alert) uint32 { return u32(a.FlapCount) }),
+		col("tier", func(a *alert) uint16 { return u16(a.Tier) }),
 		col("starts_at_ms", func(a *alert) uint64 { return u64(a.StartsAtMS) }),
 		col("ends_at_ms", func(a *alert) uint64 { return u64(a.EndsAtMS) }),
 		col("created_at_ms", func(a *alert) uint64 { return u64(a.CreatedAtMS) }),
 		col("silenced", func(a *alert) uint8 { return boolU8(a.Silenced) }),
+		col("silence_ids", func(a *alert) []string { return nonNil(a.SilenceIDs) }),
+		col("inhibited", func(a *alert) uint8 { return boolU8(a.Inhibited) }),
+		col("inhibited_by", func(a *alert) string { return a.InhibitedBy }),
 		col("date", func(a *alert) time.Time { return utc(a.StartsAtMS) }),
 	)
 }
@@ -85,6 +96,14 @@ func NewDeliveryRows() *Rows[events.DeliveryEvent] {
 		col("at_ms", func(d *delivery) uint64 { return u64(d.AtMS) }),
 		col("date", func(d *delivery) time.Time { return utc(d.AtMS) }),
 	)
+}
+
+// nonNil returns s, or an empty slice for nil (an Array column takes no nil).
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func sortedKeys(m map[string]string) []string {

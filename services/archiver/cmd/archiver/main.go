@@ -5,6 +5,7 @@
 //
 //	fleetwatch-archiver report <query> [flags]   run an analytics query, print a table
 //	fleetwatch-archiver replay --from <t> [flags] re-archive a time range from JetStream
+//	fleetwatch-archiver loadgen --database <db>   fill a database with a synthetic history
 //
 // Without a subcommand it runs the stage.
 package main
@@ -56,6 +57,10 @@ func run() int {
 			ctx, stop := signalContext()
 			defer stop()
 			return replay(ctx, os.Args[2:], os.Stdout, os.Stderr, time.Now)
+		case "loadgen":
+			ctx, stop := signalContext()
+			defer stop()
+			return loadgenCmd(ctx, os.Args[2:], os.Stdout, os.Stderr)
 		}
 	}
 	cfg := defaultConfig()
