@@ -3,7 +3,6 @@ package events
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -207,9 +206,15 @@ func (e PresenceEvent) validateFields() error {
 // node, device, kind, broker time and connection. The same EMQX event seen
 // through $SYS, a rule or a webhook, by two replicas or twice, gets one id.
 func PresenceID(e PresenceEvent) string {
-	return ContentID("presence.v1", e.Node, e.DeviceID, string(e.Kind),
-		strconv.FormatInt(e.BrokerTSMS, 10), strconv.FormatInt(e.ConnectedAtMS, 10),
-		strconv.FormatInt(e.ConnVersion, 10))
+	var stack [256]byte
+	buf := appendIDPart(stack[:0], "presence.v1")
+	buf = appendIDPart(buf, e.Node)
+	buf = appendIDPart(buf, e.DeviceID)
+	buf = appendIDPart(buf, string(e.Kind))
+	buf = appendIDInt(buf, e.BrokerTSMS)
+	buf = appendIDInt(buf, e.ConnectedAtMS)
+	buf = appendIDInt(buf, e.ConnVersion)
+	return idOf(buf)
 }
 
 // Subject returns the event's subject for a deployment with the given

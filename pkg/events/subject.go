@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"strconv"
 	"strings"
 )
@@ -158,26 +157,43 @@ func unhex(c byte) (byte, bool) {
 // 0x01 bytes inside a part are escaped with 0x01 (parts without them hash as
 // they are, so ids of ordinary content never change).
 func ContentID(parts ...string) string {
-	h := sha256.New()
+	var stack [256]byte
+	buf := stack[:0]
 	for _, p := range parts {
-		writeEscaped(h, p)
-		_, _ = h.Write([]byte{0})
+		buf = appendIDPart(buf, p)
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	return idOf(buf)
 }
 
-// writeEscaped writes p with every 0x00 and 0x01 byte prefixed by 0x01, so
-// that the NUL after each part is the only unescaped NUL in ContentID's input.
-func writeEscaped(w io.Writer, p string) {
+// ContentID's input is assembled in a caller's stack buffer by appendIDPart
+// and appendIDInt, and hashed by idOf, so that deriving an id costs one
+// allocation (the id string) on the ingest and archiver hot paths.
+
+// appendIDPart appends one part, escaped, and its terminating NUL.
+func appendIDPart(buf []byte, p string) []byte {
 	for {
 		i := strings.IndexAny(p, "\x00\x01")
 		if i < 0 {
-			_, _ = io.WriteString(w, p)
-			return
+			buf = append(buf, p...)
+			break
 		}
-		_, _ = io.WriteString(w, p[:i])
-		_, _ = w.Write([]byte{1, p[i]})
+		buf = append(buf, p[:i]...)
+		buf = append(buf, 1, p[i])
 		p = p[i+1:]
 	}
+	return append(buf, 0)
+}
+
+// appendIDInt appends a decimal part, as strconv.FormatInt writes it (its
+// digits and sign need no escaping).
+func appendIDInt(buf []byte, v int64) []byte {
+	return append(strconv.AppendInt(buf, v, 10), 0)
+}
+
+// idOf returns the hex of the first 128 bits of the input's SHA-256.
+func idOf(buf []byte) string {
+	sum := sha256.Sum256(buf)
+	var out [32]byte
+	hex.Encode(out[:], sum[:16])
+	return string(out[:])
 }

@@ -312,3 +312,40 @@ func FuzzDecodeToken(f *testing.F) {
 		}
 	})
 }
+
+// The stack-buffer id derivation must equal the plain definition: SHA-256 of
+// each part with 0x00/0x01 escaped by 0x01, NUL-terminated, first 128 bits hex.
+func TestContentIDDefinition(t *testing.T) {
+	plain := func(parts ...string) string {
+		var in []byte
+		for _, p := range parts {
+			for i := 0; i < len(p); i++ {
+				if p[i] == 0 || p[i] == 1 {
+					in = append(in, 1)
+				}
+				in = append(in, p[i])
+			}
+			in = append(in, 0)
+		}
+		sum := sha256.Sum256(in)
+		return hex.EncodeToString(sum[:16])
+	}
+	long := strings.Repeat("x\x00y\x01", 100) // outgrows the stack buffer
+	for _, parts := range [][]string{{}, {""}, {"a", "b"}, {"a\x00b", "\x01"}, {long, "z"}} {
+		if got, want := events.ContentID(parts...), plain(parts...); got != want {
+			t.Errorf("ContentID(%q) = %s, want %s", parts, got, want)
+		}
+	}
+	e := events.PresenceEvent{Node: "n\x00", DeviceID: long, Kind: events.KindConnected, BrokerTSMS: -5, ConnectedAtMS: 7, ConnVersion: 3}
+	if got, want := events.PresenceID(e), plain("presence.v1", e.Node, e.DeviceID, string(e.Kind), "-5", "7", "3"); got != want {
+		t.Errorf("PresenceID = %s, want %s", got, want)
+	}
+}
+
+func BenchmarkPresenceID(b *testing.B) {
+	e := events.PresenceEvent{Node: "emqx@10.0.0.11", DeviceID: "dev-42", Kind: events.KindDisconnected, BrokerTSMS: 1718000300411, ConnectedAtMS: 1718000000123}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = events.PresenceID(e)
+	}
+}
