@@ -3,6 +3,7 @@ package evaluator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -49,6 +50,10 @@ type control struct {
 	// Owned by the processing goroutine.
 	windowsUntil time.Time             // when the expanded windows change
 	relabelLater map[string]labels.Set // inventory changes of alerting devices, by device: the stale inventory set
+	// expired are the silences the tracker reported expired
+	// (expire_when_resolved) that were deleted from the bucket, until the
+	// tracker no longer reports them.
+	expired map[string]bool
 }
 
 // request is work for the processing goroutine.
@@ -64,6 +69,7 @@ func (c *control) init(cfg Config) error {
 	c.invUpdates = make(chan inventorykv.Update, 1024)
 	c.nodeEvents = make(chan events.NodeEvent, 64)
 	c.relabelLater = map[string]labels.Set{}
+	c.expired = map[string]bool{}
 	ws, err := silencestore.CompileWindows(cfg.Silences.Windows, "evaluator.silences.windows")
 	if err != nil {
 		return err
@@ -262,6 +268,45 @@ func (s *Service) applySilencesAt(ctx context.Context, tr *tracker.Tracker, now 
 	set, until := s.silenceSet(now)
 	s.ctl.windowsUntil = until
 	s.publishDecisions(ctx, tr.Apply(tracker.Silences{Now: now, Active: set}))
+	s.deleteExpired(ctx, tr)
+}
+
+// deleteTimeout bounds the deletion of one expired silence.
+const deleteTimeout = 5 * time.Second
+
+// deleteExpired deletes from the bucket the silences with
+// expire_when_resolved whose devices and alerts have all recovered
+// (tracker.ExpiredSilences), each once: the bucket's watch then hands the
+// tracker a set without them. Deleting is idempotent (one already gone is
+// done), and a failure is retried after the next batch or tick.
+func (s *Service) deleteExpired(ctx context.Context, tr *tracker.Tracker) {
+	ids := tr.ExpiredSilences()
+	if len(ids) == 0 && len(s.ctl.expired) == 0 {
+		return
+	}
+	done := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if s.ctl.expired[id] {
+			done[id] = true
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+		err := s.ctl.silences.Delete(dctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			s.log.Info("silence expired: everything it matched recovered, deleted", "silence_id", id)
+			s.metrics.silencesExpired.Add(ctx, 1)
+		case errors.Is(err, silencestore.ErrNotFound):
+		default:
+			if ctx.Err() == nil {
+				s.log.Warn("delete an expired silence, will retry", "silence_id", id, "err", err)
+			}
+			continue
+		}
+		done[id] = true
+	}
+	s.ctl.expired = done
 }
 
 // publishDecisions publishes decisions not caused by a presence event.

@@ -125,21 +125,29 @@ type Config struct {
 	// InventoryKV is the KV bucket of the dynamic inventory (labels set
 	// through the API, overriding the inventory file's).
 	InventoryKV inventorykv.Config `yaml:"inventory_kv"`
+	// Correlation folds a mass outage (many devices of one site, gateway,
+	// broker node, … offline within a window) into one group_outage alert;
+	// off unless keys are set. See tracker.Correlation.
+	Correlation tracker.Correlation `yaml:"correlation"`
+	// NodeSeverity is the severity of node_silent alerts (a broker node
+	// whose heartbeat stopped): info, warning or critical.
+	NodeSeverity events.Severity `yaml:"node_severity"`
 }
 
 // DefaultConfig returns the evaluator's defaults.
 func DefaultConfig() Config {
 	return Config{
-		Grace:       30 * time.Second,
-		Tick:        time.Second,
-		Receivers:   []string{"default"},
-		Severity:    events.SeverityWarning,
-		Partitions:  events.DefaultPartitions,
-		FetchBatch:  256,
-		AckWait:     30 * time.Second,
-		API:         api.Config{}.WithDefaults(),
-		Silences:    silencestore.Config{}.WithDefaults(),
-		InventoryKV: inventorykv.Config{}.WithDefaults(),
+		Grace:        30 * time.Second,
+		Tick:         time.Second,
+		Receivers:    []string{"default"},
+		Severity:     events.SeverityWarning,
+		NodeSeverity: events.SeverityWarning,
+		Partitions:   events.DefaultPartitions,
+		FetchBatch:   256,
+		AckWait:      30 * time.Second,
+		API:          api.Config{}.WithDefaults(),
+		Silences:     silencestore.Config{}.WithDefaults(),
+		InventoryKV:  inventorykv.Config{}.WithDefaults(),
 	}
 }
 
@@ -158,6 +166,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Severity == "" {
 		c.Severity = d.Severity
+	}
+	if c.NodeSeverity == "" {
+		c.NodeSeverity = d.NodeSeverity
 	}
 	if c.Partitions == 0 {
 		c.Partitions = d.Partitions
@@ -185,8 +196,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("evaluator.tick %s is longer than evaluator.grace %s: use a tick of at most the grace, e.g. 1s", c.Tick, c.Grace)
 	case len(c.Receivers) == 0:
 		return errors.New("evaluator.receivers is empty: list at least one receiver name, e.g. [default]")
-	case c.Severity != events.SeverityInfo && c.Severity != events.SeverityWarning && c.Severity != events.SeverityCritical:
+	case !validSeverity(c.Severity):
 		return fmt.Errorf("evaluator.severity is %q: use info, warning or critical", c.Severity)
+	case c.NodeSeverity != "" && !validSeverity(c.NodeSeverity):
+		return fmt.Errorf("evaluator.node_severity is %q: use info, warning or critical", c.NodeSeverity)
 	case c.Partitions < 1:
 		return fmt.Errorf("evaluator.partitions is %d: use the ingest's partition count (default %d)", c.Partitions, events.DefaultPartitions)
 	case c.FetchBatch < 1 || c.FetchBatch > 10_000:
@@ -216,8 +229,21 @@ func (c Config) Validate() error {
 	if err := c.InventoryKV.WithDefaults().Validate("evaluator.inventory_kv"); err != nil {
 		return err
 	}
+	if err := c.Correlation.Validate("evaluator.correlation"); err != nil {
+		return err
+	}
 	_, err := c.routes()
 	return err
+}
+
+func validSeverity(s events.Severity) bool {
+	return s == events.SeverityInfo || s == events.SeverityWarning || s == events.SeverityCritical
+}
+
+// trackerConfig is the tracker's part of c, with routes and labeler.
+func (c Config) trackerConfig(routes *route.Tree, l *labels.Labeler) tracker.Config {
+	return tracker.Config{Grace: c.Grace, Receivers: c.Receivers, Severity: c.Severity, Routes: routes, Labeler: l,
+		Correlation: c.Correlation, NodeSeverity: c.NodeSeverity}
 }
 
 // routes compiles the routing tree.
@@ -337,7 +363,7 @@ func (s *Service) trackerConfig(cfg Config, routes *route.Tree) (tracker.Config,
 	if err != nil {
 		return tracker.Config{}, err
 	}
-	return tracker.Config{Grace: cfg.Grace, Receivers: cfg.Receivers, Severity: cfg.Severity, Routes: routes, Labeler: l}, nil
+	return cfg.trackerConfig(routes, l), nil
 }
 
 func (s *Service) newTracker() (*tracker.Tracker, error) {
@@ -412,7 +438,7 @@ func (c Config) NewTracker() (*tracker.Tracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tracker.New(tracker.Config{Grace: c.Grace, Receivers: c.Receivers, Severity: c.Severity, Routes: routes, Labeler: l})
+	return tracker.New(c.trackerConfig(routes, l))
 }
 
 // TickInterval is the config's tick (default applied).

@@ -18,6 +18,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -310,7 +311,7 @@ func offlineAlert(t *testing.T, receiver, dev, node string, status events.AlertS
 	if status == events.StatusResolved {
 		seq = "2"
 	}
-	return wantAlert(t, events.AlertEvent{
+	a := events.AlertEvent{
 		ID:          events.ContentID("alert.v1", receiver, fp, string(status), strconv.FormatInt(since, 10), strconv.FormatInt(until, 10), seq),
 		Fingerprint: fp, Receiver: receiver, Status: status,
 		Kind: events.AlertDeviceOffline, Severity: events.SeverityWarning, GroupKey: key,
@@ -318,7 +319,13 @@ func offlineAlert(t *testing.T, receiver, dev, node string, status events.AlertS
 		Devices: []events.AlertDevice{{DeviceID: dev, Status: status, Node: node, Reason: events.ReasonKeepaliveTimeout,
 			SinceMS: since, UntilMS: until}},
 		DevicesTotal: 1, StartsAtMS: since, EndsAtMS: until, CreatedAtMS: created,
-	})
+	}
+	if status == events.StatusFiring {
+		a.NewTotal, a.FiringTotal = 1, 1
+	} else {
+		a.ResolvedTotal = 1
+	}
+	return wantAlert(t, a)
 }
 
 func checkStored(t *testing.T, got storedAlert, want events.AlertEvent) {
@@ -568,6 +575,24 @@ func TestConfigValidate(t *testing.T) {
 		}, `evaluator.route.routes[1].matchers[0] "site~a": invalid matcher: no operator: write name=value, name!=value, name=~regexp or name!~regexp`},
 		{"route root matchers", func(c *evaluator.Config) { c.Route = &route.Config{Matchers: []string{"a=b"}} },
 			"evaluator.route.matchers is set: the root route matches every alert, move the matchers to a child route"},
+		{"node severity", func(c *evaluator.Config) { c.NodeSeverity = "loud" }, `evaluator.node_severity is "loud": use info, warning or critical`},
+		{"correlation on", func(c *evaluator.Config) {
+			c.Correlation = tracker.Correlation{Keys: []string{"site", "node"}, Window: time.Minute, MinDevices: 20, MinRatio: 0.3}
+		}, ""},
+		{"correlation without keys", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{MinDevices: 20} },
+			"evaluator.correlation.keys is empty but other settings are set: name the topology labels, e.g. [site, gateway]"},
+		{"correlation key", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"device_id"}, Window: time.Minute, MinDevices: 2} },
+			`evaluator.correlation.keys[0] "device_id" is not a topology label: use a label shared by devices, e.g. site, gateway or node`},
+		{"correlation window", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"site"}, MinDevices: 2} },
+			"evaluator.correlation.window is 0s: use a positive duration, e.g. 2m"},
+		{"correlation threshold", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute} },
+			"evaluator.correlation: set min_devices, min_ratio or both, e.g. min_devices: 20"},
+		{"correlation ratio", func(c *evaluator.Config) {
+			c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinRatio: 30}
+		}, "evaluator.correlation.min_ratio is 30: use a fraction from 0 to 1, e.g. 0.3 for 30 %"},
+		{"correlation severity", func(c *evaluator.Config) {
+			c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinDevices: 5, Severity: "page"}
+		}, `evaluator.correlation.severity is "page": use info, warning or critical`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

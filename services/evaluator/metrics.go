@@ -16,6 +16,8 @@ type metrics struct {
 	decisions metric.Int64Counter
 	blips     metric.Int64Counter
 	reloads   metric.Int64Counter
+	// silencesExpired counts expire_when_resolved silences deleted.
+	silencesExpired metric.Int64Counter
 }
 
 // Event outcomes.
@@ -48,6 +50,10 @@ func newMetrics(mp metric.MeterProvider, devices *atomic.Int64) (*metrics, error
 	if out.reloads, err = m.Int64Counter("fleetwatch_evaluator_reloads",
 		metric.WithDescription("Configs reloaded (SIGHUP) and applied.")); err != nil {
 		return nil, fmt.Errorf("metric reloads: %w", err)
+	}
+	if out.silencesExpired, err = m.Int64Counter("fleetwatch_evaluator_silences_expired",
+		metric.WithDescription("Silences with expire_when_resolved deleted once everything they matched recovered.")); err != nil {
+		return nil, fmt.Errorf("metric silences_expired: %w", err)
 	}
 	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_devices",
 		metric.WithDescription("Devices tracked."),

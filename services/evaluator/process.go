@@ -104,6 +104,7 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 		case f := <-batches:
 			if len(f.msgs) > 0 {
 				s.handleBatch(ctx, tr, f.msgs)
+				s.deleteExpired(ctx, tr)
 			}
 			if f.err != nil {
 				s.log.Warn("fetch presence events", "err", f.err)
@@ -120,6 +121,7 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 		case e := <-s.ctl.nodeEvents:
 			s.publishDecisions(ctx, tr.Apply(tracker.Node{NodeEvent: &e}))
 			s.devices.Store(int64(tr.Len()))
+			s.deleteExpired(ctx, tr)
 		}
 	}
 }
@@ -222,6 +224,7 @@ func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
 	if len(s.ctl.relabelLater) > 0 {
 		s.retryRelabel(tr)
 	}
+	s.deleteExpired(ctx, tr)
 }
 
 // publish stores every alert in ALERTS, retrying with backoff until all are

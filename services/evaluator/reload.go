@@ -20,7 +20,8 @@ var ErrReload = errors.New("config not reloaded, the old one stays in force")
 // labeler and the routing tree, and reconfigures the tracker (see
 // tracker.Tracker.Reconfigure) on the processing goroutine. Reloadable:
 // grace, receivers, severity, labels (and the inventory file's content),
-// route, silences.windows and the API token. A change of any other setting
+// route (with its flap settings), correlation, node_severity,
+// silences.windows and the API token. A change of any other setting
 // needs a restart: such a config is rejected as a whole, like an invalid
 // one, and the old config stays in force.
 func (s *Service) Reload(ctx context.Context, cfg Config) error {

@@ -21,15 +21,21 @@ import (
 
 // Device is a device in API answers.
 type Device struct {
-	DeviceID      string            `json:"device_id"`
-	Status        tracker.Status    `json:"status"`
-	Alerting      bool              `json:"alerting"`
-	HandedOver    bool              `json:"handed_over,omitempty"`
-	Node          string            `json:"node"`
-	ConnectedAtMS int64             `json:"connected_at_ms"`
-	SinceMS       int64             `json:"since_ms"`
-	Reason        string            `json:"reason,omitempty"`
-	Labels        map[string]string `json:"labels"`
+	DeviceID      string         `json:"device_id"`
+	Status        tracker.Status `json:"status"`
+	Alerting      bool           `json:"alerting"`
+	HandedOver    bool           `json:"handed_over,omitempty"`
+	Node          string         `json:"node"`
+	ConnectedAtMS int64          `json:"connected_at_ms"`
+	SinceMS       int64          `json:"since_ms"`
+	Reason        string         `json:"reason,omitempty"`
+	// Flapping says the device is in a flapping episode (FlapCount
+	// disconnects): one device_flapping alert, its own alerts held.
+	Flapping  bool `json:"flapping,omitempty"`
+	FlapCount int  `json:"flap_count,omitempty"`
+	// Inhibited says its alert is folded into a group_outage.
+	Inhibited bool              `json:"inhibited,omitempty"`
+	Labels    map[string]string `json:"labels"`
 }
 
 // DeviceList answers GET /api/v1/devices and /api/v1/alerts.
@@ -48,18 +54,26 @@ type DeviceList struct {
 
 // Group is an open alert group in API answers.
 type Group struct {
-	Key        string            `json:"key"`
-	Labels     map[string]string `json:"labels"`
-	Receivers  []string          `json:"receivers"`
-	Severity   string            `json:"severity"`
-	Firing     int               `json:"firing"`
-	Resolved   int               `json:"resolved_pending"`
-	Notified   bool              `json:"notified"`
-	Seq        uint32            `json:"notifications"`
-	StartsAtMS int64             `json:"starts_at_ms"`
-	LastMS     int64             `json:"last_notified_ms,omitempty"`
-	NextMS     int64             `json:"next_flush_ms,omitempty"`
-	Devices    []string          `json:"devices"`
+	Key string `json:"key"`
+	// Kind is the kind of the group's alerts: device_offline,
+	// device_flapping or group_outage.
+	Kind string `json:"kind"`
+	// Tier is the escalation tier (0: the route's own group).
+	Tier int `json:"tier,omitempty"`
+	// InhibitedBy is set on the (recorded, not delivered) copy of a group
+	// whose devices are folded into a group_outage: its fingerprint.
+	InhibitedBy string            `json:"inhibited_by,omitempty"`
+	Labels      map[string]string `json:"labels"`
+	Receivers   []string          `json:"receivers"`
+	Severity    string            `json:"severity"`
+	Firing      int               `json:"firing"`
+	Resolved    int               `json:"resolved_pending"`
+	Notified    bool              `json:"notified"`
+	Seq         uint32            `json:"notifications"`
+	StartsAtMS  int64             `json:"starts_at_ms"`
+	LastMS      int64             `json:"last_notified_ms,omitempty"`
+	NextMS      int64             `json:"next_flush_ms,omitempty"`
+	Devices     []string          `json:"devices"`
 }
 
 // Silence is a silence in API answers.
@@ -123,9 +137,14 @@ func deviceOf(st tracker.DeviceState, ls map[string]string) Device {
 	if ls == nil {
 		ls = map[string]string{}
 	}
+	flaps := 0
+	if st.Flapping {
+		flaps = st.FlapCount
+	}
 	return Device{
 		DeviceID: st.DeviceID, Status: st.Status(), Alerting: st.Alerting, HandedOver: st.HandedOver, Node: st.Node,
-		ConnectedAtMS: st.ConnectedAtMS, SinceMS: st.SinceMS, Reason: string(st.Reason), Labels: ls,
+		ConnectedAtMS: st.ConnectedAtMS, SinceMS: st.SinceMS, Reason: string(st.Reason), Flapping: st.Flapping,
+		FlapCount: flaps, Inhibited: st.Inhibited, Labels: ls,
 	}
 }
 
@@ -307,7 +326,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 		if g.Labels == nil {
 			g.Labels = map[string]string{}
 		}
-		out.Groups = append(out.Groups, Group{Key: g.Key, Labels: g.Labels, Receivers: g.Receivers, Severity: string(g.Severity),
+		out.Groups = append(out.Groups, Group{Key: g.Key, Kind: string(g.Kind), Tier: g.Tier, InhibitedBy: g.InhibitedBy, Labels: g.Labels, Receivers: g.Receivers, Severity: string(g.Severity),
 			Firing: g.Firing, Resolved: g.Resolved, Notified: g.Notified, Seq: g.Seq, StartsAtMS: g.StartsAtMS,
 			LastMS: g.LastMS, NextMS: g.NextMS, Devices: g.Devices})
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 )
 
@@ -33,6 +34,11 @@ type Sim struct {
 	rep    Report
 	last   flushKey
 	noisy  map[string]int
+	// silences gives the silences in force at a time and when that set
+	// changes; silencesUntil is when it must be asked again (0: at once).
+	silences      func(now time.Time) ([]silence.Silence, time.Time)
+	silencesUntil int64
+	silencesSet   bool
 }
 
 // flushKey identifies one flush of a group: its notifications to each
@@ -50,6 +56,27 @@ func NewSim(name string, tr *tracker.Tracker, tick time.Duration) *Sim {
 		rep: Report{Config: name, Receivers: map[string]*ReceiverCount{}}}
 }
 
+// SetSilences makes the simulation apply the silences fn returns (e.g. the
+// config's maintenance windows, silencestore.Expand), in simulated time:
+// at the first event, and again at each time fn said its set changes.
+func (s *Sim) SetSilences(fn func(now time.Time) (set []silence.Silence, until time.Time)) {
+	s.silences = fn
+}
+
+// refreshSilences applies the silences in force at ms, if they changed.
+func (s *Sim) refreshSilences(ms int64) {
+	if s.silences == nil || (s.silencesSet && (s.silencesUntil == 0 || ms < s.silencesUntil)) {
+		return
+	}
+	now := time.UnixMilli(ms)
+	set, until := s.silences(now)
+	s.silencesSet, s.silencesUntil = true, 0
+	if !until.IsZero() {
+		s.silencesUntil = until.UnixMilli()
+	}
+	s.record(s.tr.Apply(tracker.Silences{Now: now, Active: set}))
+}
+
 // advance applies the ticks due by to.
 func (s *Sim) advance(to int64) {
 	for {
@@ -64,6 +91,7 @@ func (s *Sim) advance(to int64) {
 		if at > to {
 			return
 		}
+		s.refreshSilences(at)
 		s.rep.Ticks++
 		s.record(s.tr.Apply(tracker.Tick{Now: time.UnixMilli(at)}))
 	}
@@ -80,6 +108,7 @@ func (s *Sim) Apply(e *events.PresenceEvent) {
 	}
 	s.rep.LastMS = max(s.rep.LastMS, e.BrokerTSMS)
 	s.rep.Events++
+	s.refreshSilences(s.now)
 	s.record(s.tr.Apply(tracker.Event{PresenceEvent: e}))
 }
 
@@ -91,6 +120,8 @@ func (s *Sim) Finish(endMS int64, top int) *Report {
 	st := s.tr.Stats()
 	s.rep.Outages, s.rep.Blips, s.rep.Fired, s.rep.Resolved = st.Outages, st.Blips, st.Fired, st.Resolved
 	s.rep.Stale, s.rep.Duplicates, s.rep.Invalid = st.Stale, st.Duplicates, st.Invalid
+	s.rep.Flapping, s.rep.MassOutages, s.rep.Folded = st.Flapping, st.Correlated, st.Folded
+	s.rep.Silenced, s.rep.Inhibited = st.Silenced, st.Inhibited
 	s.rep.Devices = s.tr.Len()
 	s.rep.AlertedDevices = len(s.noisy)
 	s.rep.Noisy = topN(s.noisy, top)
@@ -171,6 +202,16 @@ type Report struct {
 	Stale      uint64 `json:"stale"`
 	Duplicates uint64 `json:"duplicates"`
 	Invalid    uint64 `json:"invalid"`
+	// Flapping counts flapping episodes (one device_flapping alert each,
+	// the device's own alerts held); MassOutages the mass outages detected
+	// (group_outage alerts) and Folded the device alerts folded into them.
+	Flapping    uint64 `json:"flapping"`
+	MassOutages uint64 `json:"mass_outages"`
+	Folded      uint64 `json:"folded"`
+	// Silenced and Inhibited count notifications recorded but not
+	// delivered.
+	Silenced  uint64 `json:"silenced"`
+	Inhibited uint64 `json:"inhibited"`
 
 	alerted map[string]int
 }
@@ -428,6 +469,11 @@ func (r *Result) Print(w io.Writer) {
 	line("blips (back within grace)", c.Blips, bb.Blips)
 	line("alerted", c.Fired, bb.Fired)
 	line("devices alerted", uint64(c.AlertedDevices), uint64(bb.AlertedDevices))
+	line("flapping episodes", c.Flapping, bb.Flapping)
+	line("mass outages", c.MassOutages, bb.MassOutages)
+	line("alerts folded into them", c.Folded, bb.Folded)
+	line("silenced notifications", c.Silenced, bb.Silenced)
+	line("inhibited notifications", c.Inhibited, bb.Inhibited)
 	if r.Diff != nil {
 		fmt.Fprintf(w, "  devices alerted only by the candidate: %d, only by the baseline: %d\n", r.Diff.OnlyCandidate, r.Diff.OnlyBaseline)
 	}

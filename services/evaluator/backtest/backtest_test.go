@@ -15,6 +15,9 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/backtest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 )
 
 const t0 = int64(1_700_000_000_000)
@@ -208,5 +211,69 @@ func TestGeneratedHistoryDecodesLikeEncodingJSON(t *testing.T) {
 	var again bytes.Buffer
 	if err := backtest.Generate(&again, backtest.GenOptions{Devices: 500, Events: 40_000, Seed: 7}); err != nil || again.String() != data {
 		t.Fatalf("Generate is not deterministic (err %v)", err)
+	}
+}
+
+// TestCandidateFoldsFlapsAndSilences: the candidate's correlation folds a
+// site outage into one group_outage, its flap suppression turns a flapping
+// device's outages into one device_flapping alert, and its maintenance
+// window mutes the alert of a device in maintenance; the baseline, without
+// them, notifies each outage.
+func TestCandidateFoldsFlapsAndSilences(t *testing.T) {
+	var hist strings.Builder
+	for i := range 10 {
+		hist.WriteString(conn(t, fmt.Sprintf("s1-%d", i), t0))
+	}
+	hist.WriteString(conn(t, "f-1", t0) + conn(t, "m-1", t0))
+	hist.WriteString(disc(t, "m-1", t0, t0+1_000))
+	for i := range 10 {
+		hist.WriteString(disc(t, fmt.Sprintf("s1-%d", i), t0, t0+10_000+int64(i)*100))
+	}
+	// f-1: six outages of 40 s, 5 s apart.
+	connAt := t0
+	for i := range int64(6) {
+		down := t0 + 20_000 + i*45_000
+		hist.WriteString(disc(t, "f-1", connAt, down))
+		connAt = down + 40_000
+		hist.WriteString(conn(t, "f-1", connAt))
+	}
+	base := evaluator.DefaultConfig()
+	base.Receivers = []string{"ops"}
+	base.Labels = labels.Config{ClientID: []labels.ClientIDRule{{Regex: `^(?P<site>[a-z0-9]+)-`}}}
+	cand := base
+	cand.Route = &route.Config{Flap: &route.FlapConfig{}}
+	cand.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinDevices: 5}
+	ws, err := silencestore.CompileWindows([]silencestore.WindowConfig{{Name: "m", Matchers: []string{"site=m"}, Start: "22:00", End: "23:00"}}, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := sim(t, "candidate", cand)
+	cs.SetSilences(func(now time.Time) ([]silence.Silence, time.Time) { return silencestore.Expand(ws, now) })
+	res, err := backtest.Run(cs, sim(t, "baseline", base), backtest.Options{EndMS: t0 + 3_600_000}, fromJSONL(hist.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, b := res.Candidate, res.Baseline
+	// Candidate: one group_outage, notified at the tick that folds s1-0 and
+	// updated at the next (s1-1..9); 10 inhibited device alerts; f-1's
+	// first three outages fire and resolve, the fourth disconnect makes it
+	// flap (one firing, one resolved once calm); m-1 silenced. It never
+	// resolves: the site stays down.
+	if want := map[string]backtest.ReceiverCount{"ops": {Firing: 2 + 3 + 1, Resolved: 3 + 1, Muted: 10 + 1}}; !reflect.DeepEqual(counts(c), want) {
+		t.Fatalf("candidate receivers %v, want %v", counts(c), want)
+	}
+	if c.MassOutages != 1 || c.Folded != 10 || c.Flapping != 1 || c.Inhibited != 10 || c.Silenced != 1 {
+		t.Fatalf("candidate %+v", c)
+	}
+	// Baseline: 10 + 6 + 1 firing, f-1's 6 resolved.
+	if want := map[string]backtest.ReceiverCount{"ops": {Firing: 17, Resolved: 6}}; !reflect.DeepEqual(counts(b), want) {
+		t.Fatalf("baseline receivers %v, want %v", counts(b), want)
+	}
+	var out bytes.Buffer
+	res.Print(&out)
+	for _, want := range []string{"  flapping episodes                 1          0         +1\n", "  mass outages                      1          0         +1\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -183,8 +183,11 @@ func (tp *topology) lookup(key int, value string) uint32 {
 
 // topoIDs returns the topology groups of a device, one per key (0: none).
 // The result is valid until the next call.
-func (t *Tracker) topoIDs(d *device) []uint32 {
-	tp := &t.topo
+func (t *Tracker) topoIDs(d *device) []uint32 { return t.topoIDsIn(&t.topo, d) }
+
+// topoIDsIn is topoIDs against topology tp (Reconfigure builds a new one
+// beside t.topo).
+func (t *Tracker) topoIDsIn(tp *topology, d *device) []uint32 {
 	n := len(tp.keys)
 	base := int(d.labels) * (n + 1)
 	if base+n >= len(tp.bySet) || tp.bySet[base] == 0 {
@@ -217,7 +220,7 @@ func (tp *topology) groupOf(t *Tracker, d *device, i int) *topoGroup {
 	if !tp.on || i >= len(tp.keys) {
 		return nil
 	}
-	id := t.topoIDs(d)[i]
+	id := t.topoIDsIn(tp, d)[i]
 	if id == 0 {
 		return nil
 	}

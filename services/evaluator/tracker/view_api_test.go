@@ -12,6 +12,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
+	"gopkg.in/yaml.v3"
 )
 
 const (
@@ -202,4 +203,163 @@ func TestReconfigure(t *testing.T) {
 	if tr.Groups() != 0 {
 		t.Fatalf("%d groups left", tr.Groups())
 	}
+}
+
+func nodeIn(t *testing.T, node string, st events.NodeStatus, at int64) tracker.Node {
+	t.Helper()
+	e, err := events.NewNodeEvent(events.NodeEvent{Node: node, Status: st, LastSeenMS: at - 5_000, AtMS: at, Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tracker.Node{NodeEvent: &e}
+}
+
+// TestUnknownStatus: the devices of a silent node are unknown, whatever
+// their last known state, until the node is back.
+func TestUnknownStatus(t *testing.T) {
+	tr, err := tracker.New(vcfg(t, labels.NewTable(), nil, "ops"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "a", events.KindConnected, v0, v0)})
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindConnected, v0, v0)})
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindDisconnected, v0, v0+1_000)})
+	statuses := func() map[string]tracker.Status {
+		out := map[string]tracker.Status{}
+		tr.EachDevice(func(v *tracker.DeviceView) bool {
+			if v.State().Status() != v.Status() {
+				t.Errorf("%s: state says %s, view %s", v.ID(), v.State().Status(), v.Status())
+			}
+			out[v.ID()] = v.Status()
+			return true
+		})
+		return out
+	}
+	want(t, tr.Apply(nodeIn(t, "n1", events.NodeSilent, v0+2_000)), `ops firing node_silent:root{node="n1"} new=0 res=0 []`)
+	if got := statuses(); !reflect.DeepEqual(got, map[string]tracker.Status{"a": tracker.StatusUnknown, "b": tracker.StatusUnknown}) {
+		t.Fatalf("while silent: %v", got)
+	}
+	// b's grace ends while the node is silent: held, no device alert.
+	want(t, tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 40_000)}))
+	want(t, tr.Apply(nodeIn(t, "n1", events.NodeBack, v0+50_000)),
+		`ops resolved node_silent:root{node="n1"} new=0 res=0 []`, `ops firing root{device_id="b"} new=1 res=0 [b]`)
+	if got := statuses(); !reflect.DeepEqual(got, map[string]tracker.Status{"a": tracker.StatusOnline, "b": tracker.StatusOffline}) {
+		t.Fatalf("after back: %v", got)
+	}
+}
+
+// TestRelabelMovesTopology: a relabelled device counts in its new topology
+// group (correlation), and an offline one is relabelled once it is back.
+func TestRelabelMovesTopology(t *testing.T) {
+	table := labels.NewTable()
+	file, err := labels.ParseInventoryCSV([]byte("device_id,site\na,s1\nb,s1\nc,s2\n"), "", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := labels.NewDynamic(table, file)
+	cfg := vcfg(t, table, dyn.Inventory(), "ops")
+	cfg.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinDevices: 2}
+	tr, err := tracker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a", "b", "c"} {
+		tr.Apply(tracker.Event{PresenceEvent: pe(t, d, events.KindConnected, v0, v0)})
+	}
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindDisconnected, v0, v0+1_000)})
+	old, err := dyn.Set("c", map[string]string{"site": "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Relabel("c", old) || tr.Labels("c")["site"] != "s1" {
+		t.Fatalf("c not relabelled: %v", tr.Labels("c"))
+	}
+	oldB, err := dyn.Set("b", map[string]string{"site": "s3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Relabel("b", oldB) {
+		t.Fatal("relabelled b while offline")
+	}
+	// c now counts in s1: with b, two devices of s1 down within the
+	// window make a mass outage.
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "c", events.KindDisconnected, v0, v0+2_000)})
+	want(t, tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 40_000)}),
+		`ops firing group_outage:root{site="s1"} new=2 res=0 [b c]`,
+		`ops firing root{device_id="b"}~group_outage{site="s1"} new=1 res=0 [b]`,
+		`ops firing root{device_id="c"}~group_outage{site="s1"} new=1 res=0 [c]`)
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindConnected, v0+50_000, v0+50_000)})
+	if !tr.Relabel("b", oldB) || tr.Labels("b")["site"] != "s3" {
+		t.Fatalf("b not relabelled once back: %v", tr.Labels("b"))
+	}
+}
+
+// TestReconfigureFlapAndCorrelation: turning flap suppression off calms a
+// flapping device at once (its real state fires), and turning correlation
+// off unfolds the devices of a mass outage: the group_outage resolves and
+// each still-down device gets its own alert a grace later.
+func TestReconfigureFlapAndCorrelation(t *testing.T) {
+	table := labels.NewTable()
+	inv, err := labels.ParseInventoryCSV([]byte("device_id,site\nf,s0\na,s1\nb,s1\n"), "", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := func(yml string) tracker.Config {
+		t.Helper()
+		cfg := vcfg(t, table, inv, "ops")
+		var rc route.Config
+		if err := yaml.Unmarshal([]byte(yml), &rc); err != nil {
+			t.Fatal(err)
+		}
+		r, err := route.New(rc, route.Defaults{Receivers: []string{"ops"}, GroupBy: []string{labels.DeviceID}, Grace: grace, Severity: "warning"}, "routes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Routes = r
+		return cfg
+	}
+	before := tree("flap: {penalty: 1000, half_life: 10m, suppress: 2500, reuse: 500}\n")
+	before.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinDevices: 2}
+	tr, err := tracker.New(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"f", "a", "b"} {
+		tr.Apply(tracker.Event{PresenceEvent: pe(t, d, events.KindConnected, v0, v0)})
+	}
+	// f flaps: three disconnects within seconds.
+	var got []string
+	for i := range int64(3) {
+		at := v0 + 1_000 + i*2_000
+		got = append(got, sums(tr.Apply(tracker.Event{PresenceEvent: pe(t, "f", events.KindDisconnected, at-1_000, at)}))...)
+		if i < 2 {
+			got = append(got, sums(tr.Apply(tracker.Event{PresenceEvent: pe(t, "f", events.KindConnected, at+1_000, at+1_000)}))...)
+		}
+	}
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "a", events.KindDisconnected, v0, v0+10_000)})
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindDisconnected, v0, v0+11_000)})
+	got = append(got, sums(tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 45_000)}))...)
+	if !slices.Equal(got, []string{
+		`ops firing device_flapping:root{device_id="f"} new=1 res=0 [f]`,
+		`ops firing group_outage:root{site="s1"} new=2 res=0 [a b]`,
+		`ops firing root{device_id="a"}~group_outage{site="s1"} new=1 res=0 [a]`,
+		`ops firing root{device_id="b"}~group_outage{site="s1"} new=1 res=0 [b]`,
+	}) {
+		t.Fatalf("before: %q", got)
+	}
+	ds, err := tr.Reconfigure(tree("{}\n"), time.UnixMilli(v0+50_000), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, ds,
+		`ops resolved group_outage:root{site="s1"} new=0 res=0 []`, // no correlation: flushed under the old routes
+		`ops resolved device_flapping:root{device_id="f"} new=0 res=1 [f]`,
+		`ops resolved root{device_id="a"}~group_outage{site="s1"} new=0 res=0 []`,
+		`ops resolved root{device_id="b"}~group_outage{site="s1"} new=0 res=0 []`,
+		`ops firing root{device_id="f"} new=1 res=0 [f]`)
+	if s, _ := tr.Device("a"); s.Status() != tracker.StatusPending || s.Inhibited {
+		t.Fatalf("a after reconfigure: %+v", s)
+	}
+	want(t, tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 80_000)}),
+		`ops firing root{device_id="a"} new=1 res=0 [a]`, `ops firing root{device_id="b"} new=1 res=0 [b]`)
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/stage"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/backtest"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,9 +27,10 @@ const backtestUsage = `Usage: fleetwatch-evaluator backtest --config candidate.y
 Replays recorded presence events through the candidate config (and the
 baseline, if given) with a simulated clock driven by the events' broker
 time, and prints how many notifications each receiver would have received,
-the noisiest devices, and the difference from the baseline. Silences, the
-dynamic inventory (KV) and node health are not replayed; the inventory file
-is.
+the noisiest devices, and the difference from the baseline. Each config's
+routes (with flap suppression), correlation, inventory file and maintenance
+windows (silences.windows) apply; the silences and the dynamic inventory of
+the KV buckets and node health are not replayed.
 
 Events come from a JSON-lines file (one PresenceEvent per line, e.g. from
 "nats stream view" or the generate subcommand; "-" is stdin) or from the
@@ -76,7 +79,7 @@ func backtestMain(args []string, stdout, stderr io.Writer) int {
 	if err := stage.LoadFile(*candPath, cand); err != nil {
 		return fail("%v", err)
 	}
-	candTr, err := cand.Evaluator.NewTracker()
+	candSim, err := newSim("candidate", cand.Evaluator)
 	if err != nil {
 		return fail("%s: %v", *candPath, err)
 	}
@@ -86,13 +89,10 @@ func backtestMain(args []string, stdout, stderr io.Writer) int {
 		if err := stage.LoadFile(*basePath, base); err != nil {
 			return fail("%v", err)
 		}
-		baseTr, err := base.Evaluator.NewTracker()
-		if err != nil {
+		if baseSim, err = newSim("baseline", base.Evaluator); err != nil {
 			return fail("%s: %v", *basePath, err)
 		}
-		baseSim = backtest.NewSim("baseline", baseTr, base.Evaluator.TickInterval())
 	}
-	candSim := backtest.NewSim("candidate", candTr, cand.Evaluator.TickInterval())
 	opts := backtest.Options{Top: *top}
 	parseTime := func(flagName, v string) (time.Time, error) {
 		t, err := time.Parse(time.RFC3339, v)
@@ -177,6 +177,23 @@ func backtestMain(args []string, stdout, stderr io.Writer) int {
 	}
 	res.Print(stdout)
 	return 0
+}
+
+// newSim is a simulation of cfg: its tracker, tick and maintenance windows.
+func newSim(name string, cfg evaluator.Config) (*backtest.Sim, error) {
+	tr, err := cfg.NewTracker()
+	if err != nil {
+		return nil, err
+	}
+	sim := backtest.NewSim(name, tr, cfg.TickInterval())
+	ws, err := silencestore.CompileWindows(cfg.Silences.Windows, "evaluator.silences.windows")
+	if err != nil {
+		return nil, err
+	}
+	if len(ws) > 0 {
+		sim.SetSilences(func(now time.Time) ([]silence.Silence, time.Time) { return silencestore.Expand(ws, now) })
+	}
+	return sim, nil
 }
 
 const generateUsage = `Usage: fleetwatch-evaluator generate --devices N --events N [--seed N] > history.jsonl

@@ -24,6 +24,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.Evaluator.Route == nil || len(cfg.Evaluator.Route.Routes) != 2 || len(cfg.Evaluator.Labels.ClientID) != 2 {
 		t.Fatalf("example routes and labels = %+v", cfg.Evaluator)
 	}
+	if e := cfg.Evaluator; e.Route.Flap == nil || e.Route.Flap.Suppress != 3000 || len(e.Correlation.Keys) != 3 ||
+		e.Correlation.MinDevices != 20 || e.Correlation.Window != 2*time.Minute || e.NodeSeverity != events.SeverityWarning {
+		t.Fatalf("example flap, correlation, node severity = %+v %+v %q", e.Route.Flap, e.Correlation, e.NodeSeverity)
+	}
 	if e := cfg.Evaluator; e.API.Listen != "127.0.0.1:9480" || e.API.TokenEnv != "FLEETWATCH_EVALUATOR_API_TOKEN" ||
 		len(e.Silences.Windows) != 1 || e.Silences.Windows[0].TimeZone != "Asia/Shanghai" || e.InventoryKV.Bucket != "fleetwatch_inventory" {
 		t.Fatalf("example api, silences, inventory_kv = %+v %+v %+v", e.API, e.Silences, e.InventoryKV)
@@ -47,6 +51,9 @@ func TestConfigErrorsNameTheLine(t *testing.T) {
 		{"evaluator:\n  silences:\n    windows:\n      - {name: w, matchers: [a=b], start: '02:00', end: '03:00', time_zone: Asia/Nowhere}\n",
 			`cfg.yaml: evaluator.silences.windows[0].time_zone is "Asia/Nowhere": use an IANA zone name, e.g. Asia/Shanghai or UTC`},
 		{"evaluator:\n  inventory_kv:\n    bucket: a.b\n", `cfg.yaml: evaluator.inventory_kv.bucket is "a.b": use letters, digits, _ and -, e.g. fleetwatch_inventory`},
+		{"evaluator:\n  correlation:\n    keys: [site]\n    window: 2m\n", "cfg.yaml: evaluator.correlation: set min_devices, min_ratio or both, e.g. min_devices: 20"},
+		{"evaluator:\n  correlation:\n    keys: [site]\n    windw: 2m\n", "cfg.yaml: yaml: unmarshal errors:\n  line 4: field windw not found in type tracker.Correlation (check the key names and value types against the example in --help)"},
+		{"evaluator:\n  node_severity: loud\n", `cfg.yaml: evaluator.node_severity is "loud": use info, warning or critical`},
 	}
 	for _, tc := range tests {
 		err := stage.Load([]byte(tc.yaml), "cfg.yaml", defaultConfig())
