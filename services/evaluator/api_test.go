@@ -18,6 +18,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 )
 
 const apiToken = "0123456789abcdef-test-token"
@@ -331,7 +332,24 @@ func TestReload(t *testing.T) {
 	if a := got[2].alert; a.Receiver != "pager" || a.Status != events.StatusFiring || a.Devices[0].DeviceID != "d2" {
 		t.Fatalf("new outage after reload: %+v", a)
 	}
-	if n := sums(t, r.metrics, "fleetwatch_evaluator_reloads", "")[""]; n != 1 {
+	// Correlation turned on by a reload: two devices of n1 down within a
+	// minute of d2's outage fold into one group_outage.
+	corr := good
+	corr.Correlation = tracker.Correlation{Keys: []string{"node"}, Window: time.Minute, MinDevices: 3}
+	if err := r.svc.Reload(t.Context(), corr); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(t, connected(t, "d3", "n1", t0), connected(t, "d4", "n1", t0),
+		disconnected(t, "d3", "n1", t0, t0+100_000, events.ReasonClosed), disconnected(t, "d4", "n1", t0, t0+101_000, events.ReasonClosed))
+	h.clock.set(t0 + 140_000)
+	got = h.waitAlerts(t, 6)
+	if a := got[3].alert; a.Kind != events.AlertGroupOutage || a.Receiver != "pager" || a.GroupKey != `group_outage:root{node="n1"}` || a.DevicesTotal != 2 {
+		t.Fatalf("group_outage after reload: %+v", a)
+	}
+	if a, b := got[4].alert, got[5].alert; !a.Inhibited || !b.Inhibited || a.Devices[0].DeviceID != "d3" || b.Devices[0].DeviceID != "d4" {
+		t.Fatalf("inhibited after reload: %+v %+v", a, b)
+	}
+	if n := sums(t, r.metrics, "fleetwatch_evaluator_reloads", "")[""]; n != 2 {
 		t.Fatalf("reloads metric %d", n)
 	}
 }

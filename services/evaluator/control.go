@@ -16,6 +16,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -137,6 +138,9 @@ func (s *Service) startSide(ctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	if s.ctl.inventory, err = inventorykv.Open(ctx, s.js, s.cfg.InventoryKV, replicas, memory, s.log); err != nil {
+		return err
+	}
+	if s.snap.store, err = snapshotstore.Open(ctx, s.js, s.cfg.SnapshotBucket, replicas, memory); err != nil {
 		return err
 	}
 	if s.cfg.API.Listen != "" {

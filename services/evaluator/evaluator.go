@@ -30,18 +30,23 @@
 //
 // # Restart recovery
 //
-// The skeleton keeps its state in memory only, and rebuilds it at start-up,
-// after creating (or updating) the durable consumer and before it fetches
-// from it:
+// The state lives in memory and is snapshotted to a NATS object store
+// bucket every Config.SnapshotInterval and at a clean shutdown (see
+// snapshot.go). At start-up, after creating (or updating) the durable
+// consumer and before it fetches from it, the evaluator loads the latest
+// snapshot, if there is a usable one, and rebuilds the rest:
 //
-//  1. It reads the id (Nats-Msg-Id) of every alert in ALERTS, headers only.
-//  2. It replays PRESENCE, up to its last sequence at that moment, through a
-//     fresh tracker with an ordered consumer. After each replayed event, an
-//     outage whose firing alert id is in ALERTS is marked as alerted
-//     (Tracker.MarkAlerted), so it is not fired again and is resolved when the
-//     device comes back. A resolved alert decided during the replay that is
-//     not in ALERTS (the device came back while no evaluator ran, or a crash
-//     came between a decision and its publish) is published.
+//  1. It reads the id (Nats-Msg-Id) of every alert in ALERTS after the
+//     snapshot's ALERTS sequence (all of them without a snapshot), headers
+//     only.
+//  2. It replays PRESENCE after the snapshot's sequence (all of it without
+//     a snapshot), up to its last sequence at that moment, with an ordered
+//     consumer. After each replayed event, an outage whose firing alert id
+//     is in ALERTS is marked as alerted (Tracker.MarkAlerted), so it is not
+//     fired again and is resolved when the device comes back. A resolved
+//     alert decided during the replay that is not in ALERTS (the device came
+//     back while no evaluator ran, or a crash came between a decision and
+//     its publish) is published.
 //  3. It applies one tick at Deps.Now: outages whose grace passed while the
 //     evaluator was down fire now, and firing alerts of alerted outages that
 //     are missing in ALERTS (a crash between receivers) are re-published.
@@ -50,9 +55,8 @@
 //     are simply acked.
 //
 // A restart therefore neither loses a pending alert nor sends one twice. This
-// assumes one evaluator instance at a time (two would both alert), and costs a
-// full replay of PRESENCE at start-up; partition leases and state snapshots (a
-// later issue) lift both limits.
+// assumes one evaluator instance at a time (two would both alert); partition
+// leases (package lease, not wired yet) lift that limit.
 package evaluator
 
 import (
@@ -71,6 +75,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -132,6 +137,12 @@ type Config struct {
 	// NodeSeverity is the severity of node_silent alerts (a broker node
 	// whose heartbeat stopped): info, warning or critical.
 	NodeSeverity events.Severity `yaml:"node_severity"`
+	// SnapshotInterval is how often the state is written to the snapshot
+	// bucket (and at a clean shutdown), so that a restart replays only the
+	// PRESENCE events after it.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// SnapshotBucket is the NATS object store bucket of the snapshots.
+	SnapshotBucket string `yaml:"snapshot_bucket"`
 }
 
 // DefaultConfig returns the evaluator's defaults.
@@ -148,6 +159,9 @@ func DefaultConfig() Config {
 		API:          api.Config{}.WithDefaults(),
 		Silences:     silencestore.Config{}.WithDefaults(),
 		InventoryKV:  inventorykv.Config{}.WithDefaults(),
+
+		SnapshotInterval: time.Minute,
+		SnapshotBucket:   snapshotstore.DefaultBucket,
 	}
 }
 
@@ -169,6 +183,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NodeSeverity == "" {
 		c.NodeSeverity = d.NodeSeverity
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = d.SnapshotInterval
+	}
+	if c.SnapshotBucket == "" {
+		c.SnapshotBucket = d.SnapshotBucket
 	}
 	if c.Partitions == 0 {
 		c.Partitions = d.Partitions
@@ -206,6 +226,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("evaluator.fetch_batch is %d: use 1 to 10000, e.g. 256", c.FetchBatch)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("evaluator.ack_wait is %s: use at least 1s, e.g. 30s", c.AckWait)
+	case c.SnapshotInterval < time.Second:
+		return fmt.Errorf("evaluator.snapshot_interval is %s: use at least 1s, e.g. 1m", c.SnapshotInterval)
+	}
+	if err := snapshotstore.ValidateBucket("evaluator.snapshot_bucket", c.SnapshotBucket); err != nil {
+		return err
 	}
 	seen := make(map[string]bool, len(c.Receivers))
 	for i, r := range c.Receivers {
@@ -285,8 +310,10 @@ type Service struct {
 	table   *labels.Table
 	dynamic *labels.Dynamic // file inventory + KV inventory
 
-	ready   atomic.Pointer[error]
-	devices atomic.Int64
+	ready     atomic.Pointer[error]
+	devices   atomic.Int64
+	snapBytes atomic.Int64 // size of the last snapshot written
+	snap      snapshots
 
 	// Owned by the processing goroutine: the newest broker time applied,
 	// and whether the consumer had more messages after the last batch.
@@ -340,12 +367,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	if s.metrics, err = newMetrics(mp, &s.devices); err != nil {
+	if s.metrics, err = newMetrics(mp, &s.devices, &s.snapBytes); err != nil {
 		return nil, err
 	}
 	if err := s.ctl.init(cfg); err != nil {
 		return nil, err
 	}
+	s.snap.pending = make(chan takenSnapshot, 1)
 	s.setReady(errRecovering)
 	return s, nil
 }
@@ -403,17 +431,25 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.applySilences(ctx, tr) // the set in force, before the replay
-	if err := s.rebuild(ctx, tr); err != nil {
+	snap, err := s.loadSnapshot(ctx, tr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("recover state: %w", err)
+	}
+	if err := s.rebuild(ctx, tr, snap); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("recover state: %w", err)
 	}
 	s.startNodes(ctx, &wg)
+	s.startSnapshotWriter(ctx, &wg)
 	s.setReady(nil)
 	s.log.Info("evaluating", "grace", s.cfg.Grace, "receivers", s.cfg.Receivers, "devices", tr.Len())
 	s.loop(ctx, cons, tr, &wg)
+	s.finalSnapshot(ctx, cons, tr)
 	return nil
 }
 

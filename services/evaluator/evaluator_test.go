@@ -576,16 +576,24 @@ func TestConfigValidate(t *testing.T) {
 		{"route root matchers", func(c *evaluator.Config) { c.Route = &route.Config{Matchers: []string{"a=b"}} },
 			"evaluator.route.matchers is set: the root route matches every alert, move the matchers to a child route"},
 		{"node severity", func(c *evaluator.Config) { c.NodeSeverity = "loud" }, `evaluator.node_severity is "loud": use info, warning or critical`},
+		{"snapshot interval", func(c *evaluator.Config) { c.SnapshotInterval = 10 * time.Millisecond },
+			"evaluator.snapshot_interval is 10ms: use at least 1s, e.g. 1m"},
+		{"snapshot bucket", func(c *evaluator.Config) { c.SnapshotBucket = "a b" },
+			`evaluator.snapshot_bucket is "a b": use letters, digits, _ and -, e.g. fleetwatch_evaluator_snapshots`},
 		{"correlation on", func(c *evaluator.Config) {
 			c.Correlation = tracker.Correlation{Keys: []string{"site", "node"}, Window: time.Minute, MinDevices: 20, MinRatio: 0.3}
 		}, ""},
 		{"correlation without keys", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{MinDevices: 20} },
 			"evaluator.correlation.keys is empty but other settings are set: name the topology labels, e.g. [site, gateway]"},
-		{"correlation key", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"device_id"}, Window: time.Minute, MinDevices: 2} },
+		{"correlation key", func(c *evaluator.Config) {
+			c.Correlation = tracker.Correlation{Keys: []string{"device_id"}, Window: time.Minute, MinDevices: 2}
+		},
 			`evaluator.correlation.keys[0] "device_id" is not a topology label: use a label shared by devices, e.g. site, gateway or node`},
 		{"correlation window", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"site"}, MinDevices: 2} },
 			"evaluator.correlation.window is 0s: use a positive duration, e.g. 2m"},
-		{"correlation threshold", func(c *evaluator.Config) { c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute} },
+		{"correlation threshold", func(c *evaluator.Config) {
+			c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute}
+		},
 			"evaluator.correlation: set min_devices, min_ratio or both, e.g. min_devices: 20"},
 		{"correlation ratio", func(c *evaluator.Config) {
 			c.Correlation = tracker.Correlation{Keys: []string{"site"}, Window: time.Minute, MinRatio: 30}

@@ -18,6 +18,12 @@ type metrics struct {
 	reloads   metric.Int64Counter
 	// silencesExpired counts expire_when_resolved silences deleted.
 	silencesExpired metric.Int64Counter
+	// snapshots counts snapshots by outcome; snapshotSeconds times their
+	// phases (take, put, restore); replayed counts the PRESENCE events
+	// replayed at start-up.
+	snapshots       metric.Int64Counter
+	snapshotSeconds metric.Float64Histogram
+	replayed        metric.Int64Counter
 }
 
 // Event outcomes.
@@ -29,7 +35,7 @@ var (
 	outcomeDeadLettered = metric.WithAttributes(attribute.String("outcome", "dead_lettered"))
 )
 
-func newMetrics(mp metric.MeterProvider, devices *atomic.Int64) (*metrics, error) {
+func newMetrics(mp metric.MeterProvider, devices, snapBytes *atomic.Int64) (*metrics, error) {
 	m := mp.Meter("github.com/fleetwatch/fleetwatch/services/evaluator")
 	var (
 		out metrics
@@ -54,6 +60,26 @@ func newMetrics(mp metric.MeterProvider, devices *atomic.Int64) (*metrics, error
 	if out.silencesExpired, err = m.Int64Counter("fleetwatch_evaluator_silences_expired",
 		metric.WithDescription("Silences with expire_when_resolved deleted once everything they matched recovered.")); err != nil {
 		return nil, fmt.Errorf("metric silences_expired: %w", err)
+	}
+	if out.snapshots, err = m.Int64Counter("fleetwatch_evaluator_snapshots",
+		metric.WithDescription("State snapshots taken, by outcome (written, failed).")); err != nil {
+		return nil, fmt.Errorf("metric snapshots: %w", err)
+	}
+	if out.snapshotSeconds, err = m.Float64Histogram("fleetwatch_evaluator_snapshot_duration_seconds", metric.WithUnit("s"),
+		metric.WithDescription("Time to take a snapshot (on the processing goroutine), put it in the bucket, or restore it at start-up, by phase.")); err != nil {
+		return nil, fmt.Errorf("metric snapshot_duration: %w", err)
+	}
+	if out.replayed, err = m.Int64Counter("fleetwatch_evaluator_replayed_events",
+		metric.WithDescription("PRESENCE events replayed at start-up (after the snapshot's sequence, or all).")); err != nil {
+		return nil, fmt.Errorf("metric replayed_events: %w", err)
+	}
+	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_snapshot_bytes",
+		metric.WithDescription("Size of the last snapshot written."), metric.WithUnit("By"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(snapBytes.Load())
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("metric snapshot_bytes: %w", err)
 	}
 	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_devices",
 		metric.WithDescription("Devices tracked."),

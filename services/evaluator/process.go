@@ -97,10 +97,14 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 	}()
 	ticker := time.NewTicker(s.cfg.Tick)
 	defer ticker.Stop()
+	snapTicker := time.NewTicker(s.cfg.SnapshotInterval)
+	defer snapTicker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-snapTicker.C:
+			s.snapshotLater(ctx, cons, tr)
 		case f := <-batches:
 			if len(f.msgs) > 0 {
 				s.handleBatch(ctx, tr, f.msgs)
@@ -235,8 +239,9 @@ func (s *Service) publish(ctx context.Context, out []outMsg) bool {
 	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.publishOnce(ctx, out)
+		seq, err := s.publishOnce(ctx, out)
 		if err == nil {
+			s.snap.alertsSeq = max(s.snap.alertsSeq, seq)
 			for _, o := range out {
 				s.metrics.decisions.Add(ctx, 1, metric.WithAttributes(
 					attribute.String("status", string(o.alert.Status)), attribute.String("receiver", o.alert.Receiver)))
@@ -244,36 +249,43 @@ func (s *Service) publish(ctx context.Context, out []outMsg) bool {
 			return true
 		}
 		if ctx.Err() != nil {
+			s.snap.unpublished = true
 			return false
 		}
 		s.log.Warn("publish alerts, will retry", "alerts", len(out), "attempt", attempt, "err", err)
 		if !sleep(ctx, backoff) {
+			s.snap.unpublished = true
 			return false
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
-func (s *Service) publishOnce(ctx context.Context, out []outMsg) error {
+// publishOnce publishes every alert once and returns the highest ALERTS
+// sequence acknowledged.
+func (s *Service) publishOnce(ctx context.Context, out []outMsg) (uint64, error) {
+	var last uint64
 	for start := 0; start < len(out); start += publishChunk {
 		chunk := out[start:min(start+publishChunk, len(out))]
 		futures := make([]jetstream.PubAckFuture, 0, len(chunk))
 		for _, o := range chunk {
 			m, err := alertMsg(o)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			f, err := s.js.PublishMsgAsync(m)
 			if err != nil {
-				return fmt.Errorf("publish alert %s: %w", o.alert.ID, err)
+				return 0, fmt.Errorf("publish alert %s: %w", o.alert.ID, err)
 			}
 			futures = append(futures, f)
 		}
-		if err := waitAcks(ctx, futures); err != nil {
-			return err
+		seq, err := waitAcks(ctx, futures)
+		if err != nil {
+			return 0, err
 		}
+		last = max(last, seq)
 	}
-	return nil
+	return last, nil
 }
 
 func alertMsg(o outMsg) (*nats.Msg, error) {
@@ -288,19 +300,22 @@ func alertMsg(o outMsg) (*nats.Msg, error) {
 	return m, nil
 }
 
-func waitAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
+// waitAcks waits for the publish acks and returns the highest sequence.
+func waitAcks(ctx context.Context, futures []jetstream.PubAckFuture) (uint64, error) {
 	tctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
+	var last uint64
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			last = max(last, ack.Sequence)
 		case err := <-f.Err():
-			return fmt.Errorf("publish alert to %s: %w", f.Msg().Subject, err)
+			return 0, fmt.Errorf("publish alert to %s: %w", f.Msg().Subject, err)
 		case <-tctx.Done():
-			return fmt.Errorf("wait for alert publish acks: %w", tctx.Err())
+			return 0, fmt.Errorf("wait for alert publish acks: %w", tctx.Err())
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -15,28 +16,21 @@ import (
 // concludes that the rest of the stream is gone (deleted or expired).
 const replayIdle = 5 * time.Second
 
-// rebuild rebuilds tr from the streams (see the package doc) and publishes
-// what a previous run decided but did not get to publish.
-func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker) error {
+// rebuild rebuilds tr from the streams (see the package doc), from the
+// snapshot restored into it when snap is not nil, and publishes what a
+// previous run decided but did not get to publish.
+func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapshotstore.Snapshot) error {
 	started := time.Now()
 	ctx, span := s.tracer.Start(ctx, "evaluator.rebuild")
 	defer span.End()
+	presenceFrom, alertsFrom := uint64(1), uint64(1)
 	sent := make(map[string]struct{})
-	nAlerts, err := replay(ctx, s.js, events.StreamAlerts, true, func(m jetstream.Msg) {
-		if id := m.Headers().Get(events.HeaderMsgID); id != "" {
-			sent[id] = struct{}{}
-		}
-	})
-	if err != nil {
-		return err
-	}
+	var out []outMsg
+	queued := make(map[string]bool)
 	isSent := func(id string) bool {
 		_, ok := sent[id]
 		return ok
 	}
-
-	var out []outMsg
-	queued := make(map[string]bool)
 	add := func(ds []tracker.Decision) {
 		for _, d := range ds {
 			if id := d.Alert.ID; !isSent(id) && !queued[id] {
@@ -45,8 +39,40 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker) error {
 			}
 		}
 	}
+	if snap != nil {
+		presenceFrom, alertsFrom = snap.PresenceSeq+1, snap.AlertsSeq+1
+		// Every alert the snapshot's state decided was published: its
+		// groups' first notifications are not re-sent below.
+		for _, id := range tr.AlertingIDs() {
+			sent[id] = struct{}{}
+		}
+		// Labels follow the current rules and inventory, which may have
+		// changed since the snapshot was written.
+		if !tr.LabelsCurrent() {
+			tc, err := s.trackerConfig(s.cfg, s.routes)
+			if err != nil {
+				return err
+			}
+			ds, err := tr.Reconfigure(tc, s.now(), true)
+			if err != nil {
+				return err
+			}
+			add(ds)
+			s.log.Info("snapshot relabelled: the label rules or the inventory changed since it was written")
+		}
+	}
+	s.applySilences(ctx, tr) // the set in force, before the replay
+
+	nAlerts, lastAlert, err := replay(ctx, s.js, events.StreamAlerts, true, alertsFrom, func(m jetstream.Msg) {
+		if id := m.Headers().Get(events.HeaderMsgID); id != "" {
+			sent[id] = struct{}{}
+		}
+	})
+	if err != nil {
+		return err
+	}
 	skipped := 0
-	nPresence, err := replay(ctx, s.js, events.StreamPresence, false, func(m jetstream.Msg) {
+	nPresence, _, err := replay(ctx, s.js, events.StreamPresence, false, presenceFrom, func(m jetstream.Msg) {
 		e, err := decodePresence(m.Subject(), m.Data(), s.cfg.Partitions)
 		if err != nil {
 			skipped++ // the live consumer dead-letters it
@@ -62,40 +88,50 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker) error {
 	add(tr.Apply(tracker.Tick{Now: now}))
 	add(tr.Alerting(now))
 	s.devices.Store(int64(tr.Len()))
-	span.SetAttributes(attribute.Int("fleetwatch.presence_events", nPresence), attribute.Int("fleetwatch.alerts_published", len(out)))
+	s.metrics.replayed.Add(ctx, int64(nPresence))
+	span.SetAttributes(attribute.Int("fleetwatch.presence_events", nPresence), attribute.Int("fleetwatch.alerts_published", len(out)),
+		attribute.Bool("fleetwatch.snapshot", snap != nil))
+	s.snap.alertsSeq = lastAlert
+	if snap != nil {
+		s.snap.alertsSeq = max(s.snap.alertsSeq, snap.AlertsSeq)
+	}
 	if !s.publish(ctx, out) {
 		return ctx.Err()
 	}
-	s.log.Info("state rebuilt", "presence_events", nPresence, "skipped", skipped, "alerts_seen", nAlerts,
-		"devices", tr.Len(), "alerts_published", len(out), "took", time.Since(started).Round(time.Millisecond))
+	s.log.Info("state rebuilt", "snapshot", snap != nil, "presence_from_seq", presenceFrom, "presence_events", nPresence,
+		"skipped", skipped, "alerts_seen", nAlerts, "devices", tr.Len(), "alerts_published", len(out),
+		"took", time.Since(started).Round(time.Millisecond))
+	s.deleteExpired(ctx, tr)
 	return nil
 }
 
-// replay calls fn for every message of stream, in order, up to the stream's
-// last sequence when replay starts, with an ordered (ephemeral) consumer.
-func replay(ctx context.Context, js jetstream.JetStream, stream string, headersOnly bool, fn func(jetstream.Msg)) (int, error) {
+// replay calls fn for every message of stream from sequence from, in
+// order, up to the stream's last sequence when replay starts (returned),
+// with an ordered (ephemeral) consumer.
+func replay(ctx context.Context, js jetstream.JetStream, stream string, headersOnly bool, from uint64, fn func(jetstream.Msg)) (int, uint64, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+		return 0, 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", stream, err)
-	}
-	if info.State.Msgs == 0 {
-		return 0, nil
+		return 0, 0, fmt.Errorf("stream %s info: %w", stream, err)
 	}
 	last := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		HeadersOnly:   headersOnly,
-	})
+	if info.State.Msgs == 0 || last < max(from, 1) {
+		return 0, last, nil
+	}
+	cc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: headersOnly}
+	if from > info.State.FirstSeq {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := st.OrderedConsumer(ctx, cc)
 	if err != nil {
-		return 0, fmt.Errorf("replay %s: %w", stream, err)
+		return 0, last, fmt.Errorf("replay %s: %w", stream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return 0, fmt.Errorf("replay %s: %w", stream, err)
+		return 0, last, fmt.Errorf("replay %s: %w", stream, err)
 	}
 	defer it.Stop()
 	n := 0
@@ -105,21 +141,21 @@ func replay(ctx context.Context, js jetstream.JetStream, stream string, headersO
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return n, ctx.Err()
+				return n, last, ctx.Err()
 			}
 			if nctx.Err() != nil {
-				return n, nil // the tail was deleted or expired meanwhile
+				return n, last, nil // the tail was deleted or expired meanwhile
 			}
-			return n, fmt.Errorf("replay %s: %w", stream, err)
+			return n, last, fmt.Errorf("replay %s: %w", stream, err)
 		}
 		fn(m)
 		n++
 		md, err := m.Metadata()
 		if err != nil {
-			return n, fmt.Errorf("replay %s: %w", stream, err)
+			return n, last, fmt.Errorf("replay %s: %w", stream, err)
 		}
 		if md.Sequence.Stream >= last || md.NumPending == 0 {
-			return n, nil
+			return n, last, nil
 		}
 	}
 }

@@ -112,6 +112,8 @@ func fixedSettings(old, cfg Config) error {
 		{"silences.retention", old.Silences.Retention, cfg.Silences.Retention},
 		{"silences.gc_interval", old.Silences.GCInterval, cfg.Silences.GCInterval},
 		{"inventory_kv.bucket", old.InventoryKV.Bucket, cfg.InventoryKV.Bucket},
+		{"snapshot_interval", old.SnapshotInterval, cfg.SnapshotInterval},
+		{"snapshot_bucket", old.SnapshotBucket, cfg.SnapshotBucket},
 	} {
 		if f.old != f.new {
 			return fmt.Errorf("evaluator.%s changed from %v to %v: it cannot change while running; restart the evaluator to apply it", f.name, f.old, f.new)

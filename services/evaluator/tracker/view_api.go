@@ -1,12 +1,13 @@
 package tracker
 
 // This file holds what the evaluator service needs from a Tracker beyond
-// Apply: read-only views for the HTTP API, the next due timer for the
-// backtest's simulated clock, and two owner-side changes that are not
-// presence inputs: Relabel (a device's inventory labels changed) and
-// Reconfigure (SIGHUP: new routes, label rules, flap suppression and
-// correlation). Like everything else here they must be called by the
-// tracker's single owner.
+// Apply: read-only views for the HTTP API (devices with their status, groups,
+// silences in force), the next due timer for the backtest's simulated clock,
+// what a restart from a snapshot checks (AlertingIDs, LabelsCurrent), and
+// two owner-side changes that are not presence inputs: Relabel (a device's
+// inventory labels changed) and Reconfigure (SIGHUP: new routes, label
+// rules, flap suppression and correlation). Like everything else here they
+// must be called by the tracker's single owner.
 
 import (
 	"maps"
@@ -168,6 +169,45 @@ func (t *Tracker) GroupStates(maxDevices int) []GroupState {
 		})
 	}
 	return out
+}
+
+// AlertingIDs returns the ids of the notifications Alerting would return
+// (at any time: ids do not depend on it), without deciding anything. A
+// restart from a snapshot uses it to recognise the first notifications the
+// snapshot's state had published.
+func (t *Tracker) AlertingIDs() []string {
+	var out []string
+	for _, g := range t.groups {
+		if !g.notified || g.seq != 1 {
+			continue
+		}
+		start := int64(0)
+		for _, m := range g.firing.all {
+			if m.notified && (start == 0 || m.since < start) {
+				start = m.since
+			}
+		}
+		for _, rc := range g.receivers {
+			out = append(out, t.notificationID(rc, g.fp, events.StatusFiring, start, 0, 1))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// LabelsCurrent reports whether every device's labels are what the labeler
+// computes for it now (without its connection; see
+// labels.Labeler.Recompute). They are not after a restore from a snapshot
+// written under other label rules or another inventory: Reconfigure with
+// relabel set fixes that.
+func (t *Tracker) LabelsCurrent() bool {
+	for i := range t.devs {
+		d := &t.devs[i]
+		if t.labeler.Recompute(d.labels, t.ids.get(d.id), 0) != d.labels {
+			return false
+		}
+	}
+	return true
 }
 
 // SilenceIDs returns the ids of the silences in force (the last Silences

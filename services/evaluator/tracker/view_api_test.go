@@ -363,3 +363,91 @@ func TestReconfigureFlapAndCorrelation(t *testing.T) {
 	want(t, tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 80_000)}),
 		`ops firing root{device_id="a"} new=1 res=0 [a]`, `ops firing root{device_id="b"} new=1 res=0 [b]`)
 }
+
+// TestLabelsCurrent: labels computed from connections (username, IP) and
+// the inventory are current for the labeler that computed them, and not
+// for one with another inventory.
+func TestLabelsCurrent(t *testing.T) {
+	table := labels.NewTable()
+	inv, err := labels.ParseInventoryCSV([]byte("device_id,site,owner\nplant1-a,plant9,ops\n"), "", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := labels.Config{ClientID: []labels.ClientIDRule{{Regex: `^(?P<site>plant[0-9]+)-`}}, Username: "tenant",
+		IPPrefix: labels.IPPrefix{Label: "subnet", IPv4Bits: 24}}
+	l, err := labels.NewLabeler(lc, table, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := vcfg(t, table, inv, "ops")
+	cfg.Labeler = l
+	tr, err := tracker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{"plant1-a", "plant2-b", "other"} {
+		e := events.PresenceEvent{DeviceID: id, Kind: events.KindConnected, Node: "n1", BrokerTSMS: v0, ConnectedAtMS: v0, Source: "test",
+			Username: fmt.Sprintf("t%d", i), IP: fmt.Sprintf("10.0.%d.7", i)}
+		v, err := events.NewPresenceEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Apply(tracker.Event{PresenceEvent: &v})
+	}
+	if got := tr.Labels("plant1-a"); got["site"] != "plant9" || got["tenant"] != "t0" || got["subnet"] != "10.0.0.0/24" {
+		t.Fatalf("labels %v", got)
+	}
+	if !tr.LabelsCurrent() {
+		t.Fatal("labels not current for their own labeler")
+	}
+	other, err := labels.ParseInventoryCSV([]byte("device_id,site\nplant1-a,plant1\n"), "", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := labels.NewLabeler(lc, table, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Labeler = l2
+	if _, err := tr.Reconfigure(cfg, time.UnixMilli(v0+1_000), false); err != nil {
+		t.Fatal(err)
+	}
+	if tr.LabelsCurrent() {
+		t.Fatal("labels current for another inventory")
+	}
+	if _, err := tr.Reconfigure(cfg, time.UnixMilli(v0+2_000), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Labels("plant1-a"); !tr.LabelsCurrent() || got["site"] != "plant1" || got["owner"] != "" || got["tenant"] != "t0" {
+		t.Fatalf("after relabel: current %v, labels %v", tr.LabelsCurrent(), got)
+	}
+}
+
+// TestAlertingIDs: the ids of Alerting's notifications, without deciding.
+func TestAlertingIDs(t *testing.T) {
+	table := labels.NewTable()
+	inv, err := labels.ParseInventoryCSV([]byte("device_id,site\na,s1\nb,s1\nc,s2\n"), "", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := tracker.New(vcfg(t, table, inv, "ops", "site"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a", "b", "c"} {
+		tr.Apply(tracker.Event{PresenceEvent: pe(t, d, events.KindConnected, v0, v0)})
+		tr.Apply(tracker.Event{PresenceEvent: pe(t, d, events.KindDisconnected, v0, v0+1_000)})
+	}
+	tr.Apply(tracker.Tick{Now: time.UnixMilli(v0 + 40_000)})
+	// b recovers: its group's second notification, so it is not re-sent.
+	tr.Apply(tracker.Event{PresenceEvent: pe(t, "b", events.KindConnected, v0+50_000, v0+50_000)})
+	ids := tr.AlertingIDs()
+	var want []string
+	for _, d := range tr.Alerting(time.UnixMilli(v0 + 60_000)) {
+		want = append(want, d.Alert.ID)
+	}
+	slices.Sort(want)
+	if len(ids) != 1 || !slices.Equal(ids, want) {
+		t.Fatalf("AlertingIDs %v, Alerting %v", ids, want)
+	}
+}

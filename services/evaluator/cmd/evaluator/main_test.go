@@ -21,7 +21,7 @@ func TestExampleConfigLoads(t *testing.T) {
 		len(cfg.Evaluator.Receivers) != 1 || cfg.Evaluator.Receivers[0] != "default" {
 		t.Fatalf("example config = %+v", cfg.Evaluator)
 	}
-	if cfg.Evaluator.Route == nil || len(cfg.Evaluator.Route.Routes) != 2 || len(cfg.Evaluator.Labels.ClientID) != 2 {
+	if cfg.Evaluator.Route == nil || len(cfg.Evaluator.Route.Routes) != 3 || len(cfg.Evaluator.Labels.ClientID) != 2 {
 		t.Fatalf("example routes and labels = %+v", cfg.Evaluator)
 	}
 	if e := cfg.Evaluator; e.Route.Flap == nil || e.Route.Flap.Suppress != 3000 || len(e.Correlation.Keys) != 3 ||
