@@ -24,8 +24,10 @@ unit: ## the tests of every module (ClickHouse from FLEETWATCH_CLICKHOUSE_ADDR)
 fuzz: ## run every fuzz target briefly (FUZZTIME=5s; longer by hand)
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
+# BENCH_FLAGS / STORM_FLAGS pass flags on, e.g. profiles:
+#   make bench BENCH_FLAGS='--cpuprofile cpu.out --memprofile mem.out'
 bench: ## measure every stage next to raw baselines; writes docs/benchmarks.md (≤ 10 min)
-	$(GO) run ./devstack/cmd/fleetwatch bench --out docs/benchmarks.md
+	$(GO) run ./devstack/cmd/fleetwatch bench --out docs/benchmarks.md $(BENCH_FLAGS)
 
 build: ## build every binary into bin/
 	@mkdir -p bin
@@ -41,4 +43,4 @@ tidy: ## go mod tidy in every module
 
 .PHONY: storm
 storm: ## presence storms (100,000 devices) through the whole pipeline, with correctness counters
-	$(GO) run ./devstack/cmd/fleetwatch storm
+	$(GO) run ./devstack/cmd/fleetwatch storm $(STORM_FLAGS)

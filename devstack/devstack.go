@@ -25,6 +25,9 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier"
@@ -67,9 +70,29 @@ type Config struct {
 	ClickHouseDatabase string
 	// ArchiverBatchWait bounds how long a row waits for its batch.
 	ArchiverBatchWait time.Duration
+	// Labels, Route and Correlation are the evaluator's labelling rules,
+	// routing tree (nil: every alert to every channel, one group per
+	// device) and mass-outage correlation (zero: off).
+	Labels      labels.Config
+	Route       *route.Config
+	Correlation tracker.Correlation
+	// NodeHealth turns on broker node health: the broker's heartbeat
+	// interval and ingest's silence threshold (zero: off).
+	NodeHealth NodeHealth
 	// Logger receives every stage's logs.
 	Logger *slog.Logger
 }
+
+// NodeHealth is broker node health in the dev stack: the broker publishes
+// $SYS/brokers/<node>/uptime every Heartbeat, and ingest reports a node it
+// has not heard from (heartbeat or event) for SilentAfter as silent, and
+// as back when it is heard again (NODES stream → node_silent alerts).
+type NodeHealth struct {
+	SilentAfter, Heartbeat time.Duration
+}
+
+// enabled reports whether node health is on.
+func (h NodeHealth) enabled() bool { return h.SilentAfter > 0 }
 
 // DefaultConfig is what `fleetwatch dev` runs with no flags.
 func DefaultConfig() Config {
@@ -112,6 +135,9 @@ func (c Config) Validate() error {
 		if ch != notifier.ChannelDingTalk && ch != notifier.ChannelFeishu {
 			return fmt.Errorf("channels: %q is not dingtalk or feishu", ch)
 		}
+	}
+	if h := c.NodeHealth; h.enabled() && (h.Heartbeat <= 0 || h.Heartbeat >= h.SilentAfter) {
+		return fmt.Errorf("node health: heartbeat %s must be positive and below silent_after %s, e.g. a quarter of it", h.Heartbeat, h.SilentAfter)
 	}
 	if c.Simulator.Devices > 0 {
 		sc := c.Simulator
@@ -182,7 +208,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, fmt.Errorf("dev http listen on %s: %w (choose another address with --http-listen, e.g. 127.0.0.1:0)", cfg.HTTPListen, err)
 	}
 
-	if st.broker, err = emqxsim.New(emqxsim.Config{Listen: cfg.MQTTListen, Logger: log.With("stage", "broker")}); err != nil {
+	bc := emqxsim.Config{Listen: cfg.MQTTListen, Logger: log.With("stage", "broker")}
+	if cfg.NodeHealth.enabled() {
+		bc.HeartbeatInterval = cfg.NodeHealth.Heartbeat
+	}
+	if st.broker, err = emqxsim.New(bc); err != nil {
 		return nil, err
 	}
 	if err = st.broker.Start(); err != nil {
@@ -241,11 +271,19 @@ func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error 
 	ic := ingest.DefaultConfig()
 	ic.MQTT.Broker = st.broker.Addr()
 	ic.MQTT.ClientID = "fleetwatch-ingest-dev"
+	if h := cfg.NodeHealth; h.enabled() {
+		ic.Health.Enabled = true
+		ic.Health.SilentAfter = h.SilentAfter
+		ic.Health.CheckInterval = h.Heartbeat
+	}
 
 	ec := evaluator.DefaultConfig()
 	ec.Grace = cfg.Grace
 	ec.Tick = cfg.Tick
 	ec.Receivers = nil
+	ec.Labels = cfg.Labels
+	ec.Route = cfg.Route
+	ec.Correlation = cfg.Correlation
 
 	ncfg := notifier.DefaultConfig()
 	ncfg.Receivers = nil

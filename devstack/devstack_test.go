@@ -94,3 +94,23 @@ func eventually(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestValidateNodeHealth(t *testing.T) {
+	cfg := devstack.DefaultConfig()
+	cfg.Simulator.Devices = 0
+	for _, tc := range []struct {
+		h    devstack.NodeHealth
+		want string
+	}{
+		{devstack.NodeHealth{}, ""},
+		{devstack.NodeHealth{SilentAfter: 2 * time.Second, Heartbeat: 500 * time.Millisecond}, ""},
+		{devstack.NodeHealth{SilentAfter: 2 * time.Second}, "node health: heartbeat 0s must be positive and below silent_after 2s"},
+		{devstack.NodeHealth{SilentAfter: time.Second, Heartbeat: time.Second}, "node health: heartbeat 1s must be positive and below silent_after 1s"},
+	} {
+		cfg.NodeHealth = tc.h
+		err := cfg.Validate()
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("Validate with %+v = %v, want %q", tc.h, err, tc.want)
+		}
+	}
+}

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -22,14 +20,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	cfg := bench.DefaultConfig()
 	fs := flag.NewFlagSet("fleetwatch bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	quick := fs.Bool("quick", false, "a smaller, faster run (10,000 events, 1M devices, 10 latency samples)")
+	quick := fs.Bool("quick", false, "a smaller, faster run (10,000 events, 1M devices for memory and snapshot, 10 latency samples)")
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "messages per throughput measurement")
 	fs.IntVar(&cfg.LatencySamples, "latency-samples", cfg.LatencySamples, "alerts timed end to end per load level")
 	fs.IntVar(&cfg.BackgroundRate, "background-rate", cfg.BackgroundRate, "presence events/s of background traffic in the loaded latency run")
 	fs.StringVar(&cfg.ClickHouseAddr, "clickhouse", cfg.ClickHouseAddr, "ClickHouse native address for the insert measurements (default $FLEETWATCH_CLICKHOUSE_ADDR; empty skips them)")
 	out := fs.String("out", "", "also write the report as Markdown to this file (make bench: docs/benchmarks.md)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	memProfile := fs.String("memprofile", "", "write a heap profile at the end to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file (go tool pprof)")
 	verbose := fs.Bool("v", false, "show the stages' logs")
 	only := fs.String("only", "", "comma-separated steps to run: "+strings.Join(bench.Steps, ","))
 	fs.Usage = func() {
@@ -62,22 +60,18 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	prof, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
+		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	report := bench.Run(ctx, cfg)
+	if err := prof.stop(); err != nil {
+		fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "\n%s\n", report.Table())
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(report.Markdown()), 0o644); err != nil {
@@ -85,19 +79,6 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "written to %s\n", *out)
-	}
-	if *memProfile != "" {
-		f, err := os.Create(*memProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		runtime.GC()
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			fmt.Fprintf(stderr, "fleetwatch bench: %v\n", err)
-			return 1
-		}
 	}
 	return 0
 }

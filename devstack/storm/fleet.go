@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -37,11 +38,19 @@ type fleet struct {
 	killed []time.Time
 
 	node1, node2 string
+	// heartbeats says whether node 2's heartbeat runs (node-silent), and
+	// silentAt/backAt are ingest's times of node 2's silence and return.
+	heartbeats       atomic.Bool
+	silentAt, backAt int64
 	// total is every message published; published those of the current
 	// phase; base the PRESENCE count before it; stored the last count seen.
 	total, published, base int
 	stored                 uint64
 	lastEvent              time.Time
+	// alerts is the ALERTS stream and delivered the (alert id, receiver)
+	// pairs delivered, once counted.
+	alerts    []events.AlertEvent
+	delivered map[string]bool
 	// seen counts the presence events ingest published, from a core NATS
 	// subscription: pacing without JetStream API calls.
 	seen atomic.Uint64
@@ -57,6 +66,40 @@ func newFleet(cfg Config, st *devstack.Stack, js jetstream.JetStream) *fleet {
 		f.ids[i] = fmt.Sprintf("s%02d-gw%02d-d%06d", f.site[i], gw, i)
 	}
 	return f
+}
+
+// nth is device i's number within its site: scenarios pick "one device in
+// k" by it, so that the picks spread over every site (device i's site is i
+// modulo the sites).
+func (f *fleet) nth(i int) int { return i / f.cfg.Sites }
+
+// onNode2 says whether device i lives on node 2 in the node-silent
+// scenario: one device in 10 of every site.
+func (f *fleet) onNode2(i int) bool { return f.nth(i)%10 == 5 }
+
+// siteOf is the site label of device i.
+func (f *fleet) siteOf(i int) string { return fmt.Sprintf("s%02d", f.site[i]) }
+
+// heartbeat publishes node's $SYS/brokers/<node>/uptime (its uptime in
+// ms, as EMQX) every interval while f.heartbeats is set, until ctx ends:
+// the broker's own node has emqxsim's heartbeat, the harness's second node
+// this one.
+func (f *fleet) heartbeat(ctx context.Context, node string, interval time.Duration) {
+	f.heartbeats.Store(true)
+	start := time.Now()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if f.heartbeats.Load() {
+			uptime := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
+			_ = f.st.Broker().Publish("$SYS/brokers/"+node+"/uptime", []byte(uptime), 1)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // ts is device i's next broker timestamp: the wall clock, strictly after
@@ -191,6 +234,30 @@ func (f *fleet) waitStored(ctx context.Context, n int, timeout time.Duration) er
 	})
 }
 
+// allAcked returns a condition: every stage has acked all of its streams.
+func (f *fleet) allAcked(ctx context.Context) func() (bool, error) {
+	type pair struct{ stream, durable string }
+	pairs := []pair{{events.StreamPresence, events.ConsumerEvaluator}, {events.StreamAlerts, events.ConsumerNotifier}}
+	if f.st.Archiving() {
+		pairs = append(pairs, pair{events.StreamPresence, events.ConsumerArchiverPresence},
+			pair{events.StreamAlerts, events.ConsumerArchiverAlerts}, pair{events.StreamDeliveries, events.ConsumerArchiverDeliveries})
+	}
+	return func() (bool, error) {
+		for _, p := range pairs {
+			ok, err := acked(ctx, f.js, p.stream, p.durable)
+			if err != nil || !ok {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+}
+
+// waitAcked waits until every stage has acked all of its streams.
+func (f *fleet) waitAcked(ctx context.Context, timeout time.Duration) error {
+	return waitFor(ctx, timeout, "every stage acking its streams", f.allAcked(ctx))
+}
+
 // settle waits until the wall clock passes until, every event is stored,
 // and every stage has acked its streams twice in a row a few ticks apart
 // (a tick may fire alerts without any input).
@@ -201,24 +268,9 @@ func (f *fleet) settle(ctx context.Context, timeout time.Duration, until time.Ti
 	if err := sleep(ctx, time.Until(until)); err != nil {
 		return err
 	}
-	type pair struct{ stream, durable string }
-	pairs := []pair{{events.StreamPresence, events.ConsumerEvaluator}, {events.StreamAlerts, events.ConsumerNotifier}}
-	if f.st.Archiving() {
-		pairs = append(pairs, pair{events.StreamPresence, events.ConsumerArchiverPresence},
-			pair{events.StreamAlerts, events.ConsumerArchiverAlerts}, pair{events.StreamDeliveries, events.ConsumerArchiverDeliveries})
-	}
-	allAcked := func() (bool, error) {
-		for _, p := range pairs {
-			ok, err := acked(ctx, f.js, p.stream, p.durable)
-			if err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
-	}
 	deadline := time.Now().Add(timeout)
 	for {
-		if err := waitFor(ctx, time.Until(deadline), "every stage acking its streams", allAcked); err != nil {
+		if err := waitFor(ctx, time.Until(deadline), "every stage acking its streams", f.allAcked(ctx)); err != nil {
 			return err
 		}
 		var before [2]uint64
@@ -232,7 +284,7 @@ func (f *fleet) settle(ctx context.Context, timeout time.Duration, until time.Ti
 		if err := sleep(ctx, 3*f.cfg.Tick); err != nil {
 			return err
 		}
-		ok, err := allAcked()
+		ok, err := f.allAcked(ctx)()
 		if err != nil {
 			return err
 		}

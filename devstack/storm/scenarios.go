@@ -2,11 +2,14 @@ package storm
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // dropAndReturn drops the devices of seq in order (keepalive_timeout, the
@@ -54,13 +57,15 @@ func (f *fleet) siteOutage(ctx context.Context, expected map[string]bool) error 
 	return nil
 }
 
-// flapping: one device in 20 drops and returns FlapCycles times, each time
-// well within the grace: no alert. Then one flapper in 10 drops for good
-// and must be notified.
+// flapping: one device in 20 of every site drops and returns FlapCycles
+// times, each time well within the grace: no device_offline alert (a
+// device_flapping one once its penalty crosses the suppress limit). Then
+// one flapper in 10 drops for good and must be notified (once it calmed
+// down, if it was flapping).
 func (f *fleet) flapping(ctx context.Context, expected map[string]bool) error {
 	var flappers []int
 	for i := range f.ids {
-		if i%20 == 1 {
+		if f.nth(i)%20 == 1 {
 			flappers = append(flappers, i)
 		}
 	}
@@ -89,7 +94,7 @@ func (f *fleet) flapping(ctx context.Context, expected map[string]bool) error {
 // after the new connected (Lag devices later), as EMQX does not guarantee
 // the order across nodes. No alert may follow. Then one device in 10 dies
 // on the new node for good and must be notified (the new connection is
-// the one tracked).
+// the one tracked), one in 10 of every site: no site is in a mass outage.
 func (f *fleet) takeovers(ctx context.Context, expected map[string]bool) error {
 	n := len(f.ids)
 	oldConn, oldNode := make([]int64, n), make([]string, n)
@@ -108,7 +113,7 @@ func (f *fleet) takeovers(ctx context.Context, expected map[string]bool) error {
 		}
 	}
 	for i := range f.ids {
-		if i%10 != 3 {
+		if f.nth(i)%10 != 3 {
 			continue
 		}
 		expected[f.ids[i]] = true
@@ -182,4 +187,76 @@ func (f *fleet) pahoStorm(ctx context.Context) error {
 		f.published++
 	}
 	return f.pahoConnect(ctx)
+}
+
+// nodeSilent: node 2 (one device in 10 of every site lives on it) says its last words —
+// one of its devices in 10 drops (keepalive_timeout) and stays down — and
+// falls silent: no heartbeat, no event. Ingest reports it silent; the
+// evaluator sends one node_silent alert per receiver, and holds the grace
+// of the last words, which ends while the node is silent: no device_offline
+// alert for its devices. Then its heartbeat returns: node_silent resolves
+// and the held timers run — the devices that dropped fire then. The
+// devices of node 2 that said nothing stay online: never alerted.
+func (f *fleet) nodeSilent(ctx context.Context, expected map[string]bool) error {
+	k := 0
+	for i := range f.ids {
+		if f.node[i] != f.node2 {
+			continue
+		}
+		if k++; k%10 != 1 {
+			continue
+		}
+		expected[f.ids[i]] = true
+		if err := f.disconnect(ctx, i, f.node2, f.connAt[i], string(events.ReasonKeepaliveTimeout)); err != nil {
+			return err
+		}
+	}
+	f.heartbeats.Store(false)
+	// Everything published must be in PRESENCE before the silence counts.
+	if err := f.waitStored(ctx, f.total, f.cfg.Timeout); err != nil {
+		return err
+	}
+	silent, err := f.waitNode(ctx, f.node2, events.NodeSilent)
+	if err != nil {
+		return err
+	}
+	f.silentAt = silent.AtMS
+	fmt.Fprintf(f.cfg.Progress, "storm: node-silent: %s reported silent after %s without a sign of life\n",
+		f.node2, time.Duration(silent.AtMS-silent.LastSeenMS)*time.Millisecond)
+	// Let the grace of the last words pass while the node is silent, and
+	// the node_silent alerts reach the chat.
+	if err := f.settle(ctx, f.cfg.Timeout, f.lastEvent.Add(f.cfg.Grace+3*f.cfg.Tick)); err != nil {
+		return err
+	}
+	f.heartbeats.Store(true)
+	back, err := f.waitNode(ctx, f.node2, events.NodeBack)
+	if err != nil {
+		return err
+	}
+	f.backAt = back.AtMS
+	fmt.Fprintf(f.cfg.Progress, "storm: node-silent: %s back\n", f.node2)
+	return nil
+}
+
+// waitNode waits until the NODES stream's last event of node has status.
+func (f *fleet) waitNode(ctx context.Context, node string, status events.NodeStatus) (events.NodeEvent, error) {
+	var ev events.NodeEvent
+	err := waitFor(ctx, f.cfg.Timeout, fmt.Sprintf("node %s %s in NODES", node, status), func() (bool, error) {
+		s, err := f.js.Stream(ctx, events.StreamNodes)
+		if err != nil {
+			return false, err
+		}
+		m, err := s.GetLastMsgForSubject(ctx, events.NodeSubject(node))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			return false, fmt.Errorf("NODES: %w", err)
+		}
+		return ev.Status == status, nil
+	})
+	return ev, err
 }

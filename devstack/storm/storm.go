@@ -29,6 +29,18 @@
 // storm of devices back "within 60 s" is below a production grace of 90 s.
 // Use a larger grace and lag to stretch it.
 //
+// # Alerting config
+//
+// The evaluator runs with the config a site operator would write, scaled
+// to the compressed time: devices are labelled site and gateway from their
+// ids; flap suppression is on with the default penalties and limits and a
+// half-life of Config.FlapHalfLife (default 10 s instead of 5 min);
+// mass-outage correlation is on for the site label (half of a site's
+// devices offline within a minute); group_outage and device_flapping
+// alerts are grouped per site with a group_wait of one grace. The
+// node-silent scenario also turns on broker node health (heartbeats every
+// quarter of Config.NodeSilentAfter).
+//
 // Each scenario runs on a fresh stack, so its counters are its own.
 package storm
 
@@ -39,6 +51,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -47,6 +60,9 @@ import (
 	"github.com/fleetwatch/fleetwatch/devstack"
 	"github.com/fleetwatch/fleetwatch/devstack/simulator"
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -78,6 +94,20 @@ type Config struct {
 	Window int
 	// FlapCycles is how often each flapping device drops and returns.
 	FlapCycles int
+	// FlapHalfLife is the flap suppression's half-life (the route's flap
+	// block, otherwise the defaults): the penalty of a disconnect halves
+	// in that time, and a flapping device calms down when it has decayed
+	// below the reuse limit (750): about three half-lives after five
+	// disconnects in a row. The tracker keeps the time of the penalty in
+	// seconds, so half-lives under a few seconds decay noticeably faster
+	// than set.
+	FlapHalfLife time.Duration
+	// NodeSilentAfter is how long ingest waits for a sign of life of a
+	// broker node before it reports the node silent (node-silent scenario;
+	// heartbeats every quarter of it). It must be at most half the grace,
+	// so that the grace of the silent node's last disconnects ends while
+	// the node is known silent.
+	NodeSilentAfter time.Duration
 	// PahoDevices are real paho MQTT clients connected to the stack's
 	// broker that join the reconnect storm: their sockets are cut and they
 	// reconnect, and the broker itself reports it.
@@ -105,6 +135,8 @@ func DefaultConfig() Config {
 		Lag:             2000,
 		Window:          4096,
 		FlapCycles:      5,
+		FlapHalfLife:    10 * time.Second,
+		NodeSilentAfter: 1250 * time.Millisecond,
 		PahoDevices:     2000,
 		ClickHouseAddr:  os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
 		Timeout:         5 * time.Minute,
@@ -128,6 +160,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("paho devices %d: use 0 or more", c.PahoDevices)
 	case c.FlapCycles < 1:
 		return fmt.Errorf("flap cycles %d: use at least 1", c.FlapCycles)
+	case c.FlapHalfLife < time.Second || c.FlapHalfLife > 24*time.Hour:
+		return fmt.Errorf("flap half-life %s: use 1s to 24h, e.g. 10s", c.FlapHalfLife)
+	case c.NodeSilentAfter <= 0 || c.NodeSilentAfter > c.Grace/2:
+		return fmt.Errorf("node silent after %s: use a positive duration of at most half the grace (%s), e.g. a quarter of it", c.NodeSilentAfter, c.Grace/2)
 	case c.Timeout <= 0:
 		return fmt.Errorf("timeout %s: use a positive duration", c.Timeout)
 	}
@@ -164,9 +200,12 @@ type Result struct {
 	SetupEvents int
 	Stored      uint64
 	// Ingested is how long the scenario's events took to reach PRESENCE;
-	// Took until they were evaluated, notified and archived (including
-	// the grace the last drop waits for).
-	Ingested, Took time.Duration
+	// Processed until every stage had also acked every stream (evaluated,
+	// notified, archived: what was due by then); Took until the pipeline
+	// was quiet after the last drop's grace (and group_wait, calm-down or
+	// node recovery, per scenario) and everything that fell due was
+	// notified and archived.
+	Ingested, Processed, Took time.Duration
 	// ExpectedOffline is how many devices stay offline past the grace.
 	ExpectedOffline int
 	// Late is the devices that returned but stayed away at least the
@@ -174,8 +213,20 @@ type Result struct {
 	// harness's own drop-to-return gap grew; alerts for them are right.
 	Late int
 	// Alerts is the ALERTS stream's count (every receiver); Firing the
-	// devices with a firing device_offline alert.
-	Alerts, Firing int
+	// devices with a firing device_offline alert (inhibited copies
+	// included); Flapping those with a firing device_flapping alert.
+	Alerts, Firing, Flapping int
+	// Kinds counts the firing notifications per alert kind; inhibited and
+	// silenced ones (recorded, not delivered) under "<kind> inhibited" and
+	// "<kind> silenced".
+	Kinds map[string]int
+	// Folded is the expected devices accounted for at some receiver by a
+	// group_outage total rather than by name.
+	Folded int
+	// FirstWindow is the chat messages per receiver accepted within 5
+	// minutes of the scenario's first event (event time: the harness
+	// stamps events with the wall clock).
+	FirstWindow map[string]int
 	// Messages and Digests per receiver (chat robot).
 	Messages, Digests map[string]int
 	// RateLimited are "too fast" answers of the chat stand-ins (must be
@@ -189,6 +240,32 @@ type Result struct {
 	// table (FINAL) against the streams' counts.
 	RowsChecked bool
 	Rows, Want  map[string]uint64
+	// Checks are the scenario's own correctness checks (part of OK);
+	// Targets the issue's targets for it (reported, not part of OK).
+	Checks, Targets []Check
+	// Remarks are further figures of the scenario, printed.
+	Remarks []string
+}
+
+// Check is one named check and whether it held.
+type Check struct {
+	// What says what was checked, with the figure and what it should be.
+	What string
+	OK   bool
+}
+
+func check(ok bool, format string, args ...any) Check {
+	return Check{What: fmt.Sprintf(format, args...), OK: ok}
+}
+
+// ChecksOK reports whether every scenario check held.
+func (r Result) ChecksOK() bool {
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
 }
 
 // RowsMatch reports whether every table holds as many rows as its stream.
@@ -203,7 +280,8 @@ func (r Result) RowsMatch() bool {
 
 // OK reports whether the correctness counters hold.
 func (r Result) OK() bool {
-	return !r.Evaluated || (r.Lost == 0 && r.False == 0 && r.RateLimited == 0 && r.Stored == uint64(r.SetupEvents+r.Events) && (!r.RowsChecked || r.RowsMatch()))
+	return !r.Evaluated || (r.Lost == 0 && r.False == 0 && r.RateLimited == 0 && r.Stored == uint64(r.SetupEvents+r.Events) &&
+		(!r.RowsChecked || r.RowsMatch()) && r.ChecksOK())
 }
 
 // Run runs the configured scenarios one after another, each on a fresh
@@ -237,13 +315,36 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	return out, nil
 }
 
-func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
-	res := Result{Scenario: name, Devices: cfg.Devices}
-	if name == ScenarioNodeSilent {
-		res.Note = "not evaluated: ingest can report a silent node (NodeEvent, health.enabled), but the evaluator does not consume node events yet, so no node_silent alert can be decided"
-		return res, nil
-	}
-	res.Evaluated = true
+// Alerting settings of the storm's stacks (see the package comment).
+const (
+	// siteLabel is the topology label of the correlation.
+	siteLabel = "site"
+	// correlationWindow is the span in which a site's devices must drop.
+	correlationWindow = time.Minute
+	// correlationRatio is the share of a site's devices that makes a mass
+	// outage.
+	correlationRatio = 0.5
+	// firstWindow is the event-time span of the outage target: at most 3
+	// messages per receiver in the first 5 minutes.
+	firstWindow = 5 * time.Minute
+	// slowGroupInterval is the group_interval of the group_outage and
+	// device_flapping routes: later changes wait that long.
+	slowGroupInterval = 5 * time.Minute
+)
+
+// calmBound is the longest a flapping device of the flapping scenario
+// takes to calm down after its last disconnect: its penalty is at most
+// FlapCycles+1 default penalties (capped at max_penalty), and it calms when
+// that has decayed below the reuse limit; plus a second, the resolution of
+// the tracker's flap clock.
+func calmBound(cfg Config) time.Duration {
+	p := min(float64(cfg.FlapCycles+1)*route.DefaultFlapPenalty, route.DefaultFlapMaxPenalty)
+	halfLives := max(math.Log2(p/route.DefaultFlapReuse), 0)
+	return time.Duration(halfLives*float64(cfg.FlapHalfLife)) + time.Second
+}
+
+// stackConfig is the dev stack of one scenario.
+func stackConfig(cfg Config, name string) devstack.Config {
 	sc := devstack.DefaultConfig()
 	sc.HTTPListen, sc.MQTTListen = "127.0.0.1:0", "127.0.0.1:0"
 	sc.Grace, sc.Tick = cfg.Grace, cfg.Tick
@@ -252,6 +353,25 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 	sc.ClickHouseAddr = cfg.ClickHouseAddr
 	sc.ClickHouseDatabase = fmt.Sprintf("fleetwatch_storm_%s_%d", strings.ReplaceAll(name, "-", "_"), time.Now().UnixNano())
 	sc.Logger = cfg.Logger
+	sc.Labels = labels.Config{ClientID: []labels.ClientIDRule{{Regex: `^(?P<site>s[0-9]+)-(?P<gateway>gw[0-9]+)-`}}}
+	wait, interval := cfg.Grace, slowGroupInterval
+	perSite := func(alertname string) route.Config {
+		return route.Config{Matchers: []string{`alertname="` + alertname + `"`}, GroupBy: []string{siteLabel}, GroupWait: &wait, GroupInterval: &interval}
+	}
+	sc.Route = &route.Config{
+		Flap:   &route.FlapConfig{HalfLife: cfg.FlapHalfLife},
+		Routes: []route.Config{perSite(string(events.AlertGroupOutage)), perSite(string(events.AlertDeviceFlapping))},
+	}
+	sc.Correlation = tracker.Correlation{Keys: []string{siteLabel}, Window: correlationWindow, MinRatio: correlationRatio}
+	if name == ScenarioNodeSilent {
+		sc.NodeHealth = devstack.NodeHealth{SilentAfter: cfg.NodeSilentAfter, Heartbeat: cfg.NodeSilentAfter / 4}
+	}
+	return sc
+}
+
+func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
+	res := Result{Scenario: name, Devices: cfg.Devices, Evaluated: true}
+	sc := stackConfig(cfg, name)
 	st, err := devstack.Start(ctx, sc)
 	if err != nil {
 		return res, err
@@ -269,6 +389,11 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if name == ScenarioNodeSilent {
+		// Ingest's silence threshold is short: keep its backlog, and so
+		// the delay of the nodes' heartbeats behind presence events, small.
+		cfg.Window = min(cfg.Window, 512)
+	}
 	f := newFleet(cfg, st, js)
 	sub, err := nc.Subscribe(events.PresencePrefix+".>", func(*nats.Msg) { f.seen.Add(1) })
 	if err != nil {
@@ -278,11 +403,21 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 	if err := nc.Flush(); err != nil {
 		return res, err
 	}
+	if name == ScenarioNodeSilent {
+		hctx, stopHeartbeat := context.WithCancel(ctx)
+		defer stopHeartbeat()
+		go f.heartbeat(hctx, f.node2, sc.NodeHealth.Heartbeat)
+	}
 
-	// Every device comes online on node 1.
+	// Every device comes online on node 1 (node-silent: one in 10 on
+	// node 2, the node that will fall silent).
 	t0 := time.Now()
 	for i := range f.ids {
-		if err := f.connect(ctx, i, f.node1); err != nil {
+		node := f.node1
+		if name == ScenarioNodeSilent && f.onNode2(i) {
+			node = f.node2
+		}
+		if err := f.connect(ctx, i, node); err != nil {
 			return res, err
 		}
 	}
@@ -307,6 +442,9 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 	f.base = res.SetupEvents
 	expected := map[string]bool{}
 	t0 = time.Now()
+	// After the last event, wait for its grace and a few ticks; scenarios
+	// may wait longer.
+	quiet := func() time.Time { return f.lastEvent.Add(cfg.Grace + 3*cfg.Tick) }
 	switch name {
 	case ScenarioReconnect:
 		if err = f.reconnectStorm(ctx); err == nil && len(f.paho) > 0 {
@@ -316,10 +454,19 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 		}
 	case ScenarioOutage:
 		err = f.siteOutage(ctx, expected)
+		// The group_outage waits group_wait (one grace) after the first
+		// device folded in.
+		quiet = func() time.Time { return f.lastEvent.Add(2*cfg.Grace + 3*cfg.Tick) }
 	case ScenarioFlapping:
 		err = f.flapping(ctx, expected)
+		// A flapping device's offline alert waits until it calms down.
+		quiet = func() time.Time { return f.lastEvent.Add(cfg.Grace + max(cfg.Grace, calmBound(cfg)) + 3*cfg.Tick) }
 	case ScenarioTakeover:
 		err = f.takeovers(ctx, expected)
+	case ScenarioNodeSilent:
+		err = f.nodeSilent(ctx, expected)
+		// The held timers run when the node is back, at once.
+		quiet = func() time.Time { return time.Now().Add(3 * cfg.Tick) }
 	}
 	if err != nil {
 		return res, err
@@ -330,16 +477,36 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 		return res, err
 	}
 	res.Ingested = time.Since(t0)
-	fmt.Fprintf(cfg.Progress, "storm: %s: all in PRESENCE after %s; waiting for the grace and every stage\n", name, res.Ingested.Round(time.Millisecond))
-	// Wait until the last drop's grace has passed, then for every stage.
-	if err := f.settle(ctx, cfg.Timeout, f.lastEvent.Add(cfg.Grace+3*cfg.Tick)); err != nil {
+	if err := f.waitAcked(ctx, cfg.Timeout); err != nil {
+		return res, err
+	}
+	res.Processed = time.Since(t0)
+	fmt.Fprintf(cfg.Progress, "storm: %s: all in PRESENCE after %s, processed by every stage after %s; waiting for the grace and every stage\n",
+		name, res.Ingested.Round(time.Millisecond), res.Processed.Round(time.Millisecond))
+	if err := f.settle(ctx, cfg.Timeout, quiet()); err != nil {
 		return res, err
 	}
 	res.Took = time.Since(t0)
 	res.ExpectedOffline = len(expected)
 	fmt.Fprintf(cfg.Progress, "storm: %s: settled after %s; counting\n", name, res.Took.Round(time.Millisecond))
-	if err := f.count(ctx, &res, expected); err != nil {
+	if err := f.count(ctx, &res, expected, t0); err != nil {
 		return res, err
+	}
+	switch name {
+	case ScenarioReconnect:
+		res.Targets = append(res.Targets, check(res.Processed <= 15*time.Second,
+			"reconnect storm of %s devices (%s events): processed, archived and notified by every stage %s after its first event (target ≤ 15 s for 100,000 devices)",
+			groupThousands(int64(cfg.Devices+res.Paho)), groupThousands(int64(res.Events)), dur(res.Processed)))
+	case ScenarioOutage:
+		most := 0
+		for _, n := range res.FirstWindow {
+			most = max(most, n)
+		}
+		res.Targets = append(res.Targets, check(most <= 3 && res.Lost == 0,
+			"site outage of %s devices: messages per receiver in the first 5 minutes at most %d (target ≤ 3), %s of %s devices accounted for",
+			groupThousands(int64(len(expected))), most, groupThousands(int64(len(expected)-res.Lost)), groupThousands(int64(len(expected)))))
+	case ScenarioNodeSilent:
+		f.nodeChecks(&res, t0)
 	}
 	if st.Archiving() {
 		if err := countRows(ctx, f, cfg.ClickHouseAddr, sc.ClickHouseDatabase, &res); err != nil {

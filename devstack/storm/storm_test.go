@@ -2,6 +2,7 @@ package storm_test
 
 import (
 	"context"
+	"maps"
 	"net"
 	"os"
 	"testing"
@@ -40,11 +41,13 @@ func TestStormCorrectness(t *testing.T) {
 	cfg.Devices, cfg.Sites, cfg.GatewaysPerSite = 300, 6, 5
 	cfg.Grace, cfg.Tick = 2*time.Second, 100*time.Millisecond
 	cfg.Lag = 50
-	cfg.FlapCycles = 3
+	cfg.FlapCycles = 5
+	cfg.FlapHalfLife = 4 * time.Second // the tracker's flap clock counts seconds: shorter decays unevenly
+	cfg.NodeSilentAfter = 500 * time.Millisecond
 	cfg.PahoDevices = 20
 	cfg.ClickHouseAddr = clickHouse(t)
 	cfg.Timeout = time.Minute
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	results, err := storm.Run(ctx, cfg)
 	if err != nil {
@@ -55,17 +58,48 @@ func TestStormCorrectness(t *testing.T) {
 		t.Fatalf("%d results, want %d", len(results), len(storm.Scenarios))
 	}
 	wantOffline := map[string]int{
-		storm.ScenarioReconnect: 0,
-		storm.ScenarioOutage:    50, // site 0 of 6
-		storm.ScenarioFlapping:  2,  // every 10th of the 15 flappers
-		storm.ScenarioTakeover:  30, // one device in 10
+		storm.ScenarioReconnect:  0,
+		storm.ScenarioOutage:     50, // site 0 of 6
+		storm.ScenarioFlapping:   2,  // every 10th of the 18 flappers
+		storm.ScenarioTakeover:   30, // one device in 10
+		storm.ScenarioNodeSilent: 3,  // the last words of node 2: one in 10 of its 30 devices
 	}
 	for _, r := range results {
 		if !r.Evaluated {
-			if r.Scenario != storm.ScenarioNodeSilent || r.Note == "" {
-				t.Errorf("%s: not evaluated (%q)", r.Scenario, r.Note)
-			}
+			t.Errorf("%s: not evaluated (%q)", r.Scenario, r.Note)
 			continue
+		}
+		for _, c := range r.Checks {
+			if !c.OK {
+				t.Errorf("%s: check failed: %s", r.Scenario, c.What)
+			}
+		}
+		switch r.Scenario {
+		case storm.ScenarioOutage:
+			// Folded into one group_outage per receiver: every device's own
+			// alert is an inhibited copy, none delivered on its own.
+			want := map[string]int{"group_outage": 2, "device_offline inhibited": 100}
+			if !maps.Equal(r.Kinds, want) {
+				t.Errorf("outage: firing notifications by kind %v, want %v", r.Kinds, want)
+			}
+			for _, tg := range r.Targets {
+				if !tg.OK {
+					t.Errorf("outage: target not met: %s", tg.What)
+				}
+			}
+		case storm.ScenarioNodeSilent:
+			// At this size the fleet connects well within the silence
+			// threshold: no node is reported silent outside the scenario.
+			want := map[string]int{"node_silent": 2, "device_offline": 6}
+			if !maps.Equal(r.Kinds, want) {
+				t.Errorf("node-silent: firing notifications by kind %v, want %v", r.Kinds, want)
+			}
+		case storm.ScenarioFlapping:
+			// Every flapper (one device in 20 of each site) crossed the
+			// suppress limit.
+			if r.Flapping != 18 {
+				t.Errorf("flapping: %d devices flapping, want 18", r.Flapping)
+			}
 		}
 		if r.ExpectedOffline != wantOffline[r.Scenario] {
 			t.Errorf("%s: %d devices expected offline, want %d", r.Scenario, r.ExpectedOffline, wantOffline[r.Scenario])
