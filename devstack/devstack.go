@@ -161,6 +161,7 @@ type Stack struct {
 	httpLn net.Listener
 	tel    *telemetry.Providers
 	conns  []*nats.Conn
+	stages []namedRunner
 	tmp    string
 
 	runCtx context.Context
@@ -170,7 +171,7 @@ type Stack struct {
 	errs   []error
 }
 
-// Start brings the stack up and returns once every stage is running. The
+// Start brings the stack up and returns once every stage is ready. The
 // stack runs until Close.
 func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := cfg.Validate(); err != nil {
@@ -235,6 +236,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err = st.startStages(st.runCtx, ding, fs); err != nil {
 		return nil, err
 	}
+	if err = st.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	if cfg.Simulator.Devices > 0 {
 		sc := cfg.Simulator
 		sc.BrokerURL = st.broker.Addr()
@@ -251,7 +255,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	return st, nil
 }
 
-type runner interface{ Run(context.Context) error }
+type runner interface {
+	Run(context.Context) error
+	// Ready is nil once the stage processes input (ingest: subscribed).
+	Ready() error
+}
 
 func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error {
 	cfg := st.cfg
@@ -336,6 +344,42 @@ func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error 
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		st.run(ctx, s.name, r.Run)
+		st.stages = append(st.stages, namedRunner{s.name, r})
+	}
+	return nil
+}
+
+// namedRunner is a started stage.
+type namedRunner struct {
+	name string
+	r    runner
+}
+
+// readyTimeout bounds how long Start waits for the stages to be ready.
+const readyTimeout = 30 * time.Second
+
+// waitReady waits until every stage is ready: until ingest has subscribed,
+// a presence message published to the broker has no subscriber and is lost.
+func (st *Stack) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(readyTimeout)
+	for _, s := range st.stages {
+		for {
+			err := s.r.Ready()
+			if err == nil {
+				break
+			}
+			if serr := st.Err(); serr != nil {
+				return serr
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s is not ready after %s: %w (its log says why)", s.name, readyTimeout, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
 	}
 	return nil
 }
