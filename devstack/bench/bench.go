@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 )
 
 // Config sizes a benchmark run.
@@ -376,12 +378,12 @@ func singular(unit string) string {
 // cpuMeter measures the process CPU time spent on a number of operations.
 type cpuMeter time.Duration
 
-func startCPU() cpuMeter { return cpuMeter(cpuTime()) }
+func startCPU() cpuMeter { return cpuMeter(telemetry.ProcessCPU()) }
 
 // perOp returns the CPU µs per operation for n operations since the meter
 // started (0: not measured).
 func (m cpuMeter) perOp(n int) float64 {
-	d := cpuTime() - time.Duration(m)
+	d := telemetry.ProcessCPU() - time.Duration(m)
 	if n <= 0 || d <= 0 || m == 0 {
 		return 0
 	}

@@ -1,17 +1,14 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
 )
 
@@ -23,9 +20,8 @@ import (
 // path, with nothing of ingest's own work.
 func mqttOnly(ctx context.Context, broker *emqxsim.Broker, n int) (float64, float64, error) {
 	var got atomic.Int64
-	opts := paho.NewClientOptions().AddBroker(broker.Addr()).SetClientID("bench-mqtt-only").
-		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).SetAutoReconnect(false).
-		SetCustomOpenConnectionFn(openBuffered).SetStore(noStore{}).
+	opts := ingest.TuneClient(paho.NewClientOptions().AddBroker(broker.Addr()).SetClientID("bench-mqtt-only").
+		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).SetAutoReconnect(false)).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { m.Ack(); got.Add(1) })
 	sub := paho.NewClient(opts)
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -57,39 +53,3 @@ func mqttOnly(ctx context.Context, broker *emqxsim.Broker, n int) (float64, floa
 	}
 	return rate(n, time.Since(t0)), cpu.perOp(n), nil
 }
-
-// bufferedConn reads the broker connection through a buffer, as ingest's
-// does (services/ingest/conn.go): paho reads each packet's header byte by
-// byte.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// openBuffered opens a plain TCP broker connection with buffered reads.
-func openBuffered(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		return nil, fmt.Errorf("unsupported broker scheme %q", u.Scheme)
-	}
-	c, err := net.DialTimeout("tcp", u.Host, o.ConnectTimeout)
-	if err != nil {
-		return nil, err
-	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
-}
-
-// noStore keeps nothing, as ingest's session store (the broker's persistent
-// session keeps unacknowledged messages).
-type noStore struct{}
-
-var _ paho.Store = noStore{}
-
-func (noStore) Open()                             {}
-func (noStore) Put(string, packets.ControlPacket) {}
-func (noStore) Get(string) packets.ControlPacket  { return nil }
-func (noStore) All() []string                     { return nil }
-func (noStore) Del(string)                        {}
-func (noStore) Close()                            {}
-func (noStore) Reset()                            {}

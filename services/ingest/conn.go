@@ -96,3 +96,10 @@ func (noStore) All() []string                     { return nil }
 func (noStore) Del(string)                        {}
 func (noStore) Close()                            {}
 func (noStore) Reset()                            {}
+
+// TuneClient gives a paho client ingest's connection tuning: buffered
+// reads and no client-side session store. Benchmarks use it to measure the
+// broker → client part of ingest's path on its own.
+func TuneClient(o *paho.ClientOptions) *paho.ClientOptions {
+	return o.SetCustomOpenConnectionFn(openConn).SetStore(noStore{})
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 )
 
 // benchEvents builds a connect/disconnect pair for each of n devices on
@@ -171,7 +172,7 @@ func BenchmarkMixedTraffic(b *testing.B) {
 	decisions, clock := 0, int64(0)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := telemetry.ProcessCPU()
 	for i := 0; i < b.N; i++ {
 		mixedEvent(&e, ids, i)
 		decisions += len(tr.Apply(Event{&e}))
@@ -182,7 +183,7 @@ func BenchmarkMixedTraffic(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	if c := cpuTime() - cpu; c > 0 {
+	if c := telemetry.ProcessCPU() - cpu; c > 0 {
 		b.ReportMetric(float64(b.N)/c.Seconds(), "events/cpu-s")
 	}
 	b.ReportMetric(float64(decisions), "notifications")

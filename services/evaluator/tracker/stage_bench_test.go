@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 )
 
 // BenchmarkStageCore mirrors the "evaluator core" figure of devstack/bench
@@ -38,7 +39,7 @@ func BenchmarkStageCore(b *testing.B) {
 	decisions := 0
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuTime()
+	cpu := telemetry.ProcessCPU()
 	for i := range evs {
 		decisions += len(tr.Apply(Event{&evs[i]}))
 		if i%1024 == 0 {
@@ -47,7 +48,7 @@ func BenchmarkStageCore(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-	if c := cpuTime() - cpu; c > 0 {
+	if c := telemetry.ProcessCPU() - cpu; c > 0 {
 		b.ReportMetric(float64(n)/c.Seconds(), "events/cpu-s")
 	}
 	b.ReportMetric(float64(decisions), "decisions")

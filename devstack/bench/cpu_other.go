@@ -1,8 +1,0 @@
-//go:build !unix
-
-package bench
-
-import "time"
-
-// cpuTime is not measured on this platform: CPU columns stay empty.
-func cpuTime() time.Duration { return 0 }
