@@ -243,6 +243,13 @@ func (s *Service) heard(node, mark string) {
 	}
 }
 
+// hold pauses node silence detection: ingest cannot hear the nodes now.
+func (s *Service) hold() {
+	if s.watcher != nil {
+		s.watcher.Hold(s.now())
+	}
+}
+
 func (s *Service) nodeChanged(c nodewatch.Change) {
 	s.metrics.nodes.Add(context.Background(), 1, metric.WithAttributes(attribute.String("kind", string(c.Kind))))
 	s.nodeMu.Lock()

@@ -51,6 +51,7 @@ func (s *Service) clientOptions() *paho.ClientOptions {
 // refuses a SUBSCRIBE whose packet id equals one of its own unacknowledged
 // deliveries — it clears once those are processed.)
 func (s *Service) onConnect(c paho.Client) {
+	s.hold() // nothing was heard while disconnected
 	gen := s.connGen.Add(1)
 	filters := s.cfg.filters()
 	backoff := retryMin
@@ -101,6 +102,7 @@ func subscribe(c paho.Client, filters map[string]byte) error {
 func (s *Service) onConnectionLost(_ paho.Client, err error) {
 	s.connGen.Add(1)
 	s.subscribed.Store(false)
+	s.hold()
 	s.log.Warn("mqtt connection lost; reconnecting", "err", err)
 }
 

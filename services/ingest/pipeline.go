@@ -135,8 +135,16 @@ func (s *Service) acker(stop <-chan struct{}) {
 func (s *Service) acquire() bool {
 	select {
 	case s.inflight <- struct{}{}:
-	case <-s.workCtx.Done():
-		return false
+	default:
+		// The pipeline is full: what the broker sends, heartbeats too,
+		// waits. Node silence counts from when it flows again.
+		s.hold()
+		select {
+		case s.inflight <- struct{}{}:
+		case <-s.workCtx.Done():
+			return false
+		}
+		s.hold()
 	}
 	s.metrics.inFlight.Add(s.workCtx, 1)
 	return true

@@ -114,6 +114,21 @@ func (w *Watcher) Seed(nodeName string, lastHeard time.Time, mark string, silent
 	w.nodes[nodeName] = &node{lastHeard: lastHeard, mark: mark, silent: silent, since: now}
 }
 
+// Hold says that ingest could not hear anyone at now: its pipeline was
+// full, so the broker's messages (heartbeats among them) waited behind a
+// backlog, or its broker connection was down. A silence counts only from
+// the last Hold on: a stall of ingest itself is not a node's silence.
+// Nodes already silent stay silent.
+func (w *Watcher) Hold(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range w.nodes {
+		if now.After(n.since) {
+			n.since = now
+		}
+	}
+}
+
 // Check returns the nodes that fell silent since the last Check (each
 // silence is reported once), in node order.
 func (w *Watcher) Check(now time.Time) []Change {

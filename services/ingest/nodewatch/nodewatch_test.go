@@ -90,3 +90,37 @@ func TestSeed(t *testing.T) {
 		t.Fatalf("Heard(down) = %+v, %v\nwant %+v", got, back, wantBack)
 	}
 }
+
+// TestHold: while ingest cannot hear anyone (its pipeline full, its broker
+// connection down), silence does not count; it counts again from the last
+// Hold, and a node already silent stays silent.
+func TestHold(t *testing.T) {
+	w := nodewatch.New(10 * time.Second)
+	w.Heard("quiet", "", at(0))
+	w.Heard("live", "", at(0))
+	if got := w.Check(at(10)); len(got) != 2 {
+		t.Fatalf("Check(10s) = %+v, want both silent", got)
+	}
+	w.Heard("live", "", at(11))
+	w.Heard("late", "", at(11))
+	// Ingest stalls from 12 s to 30 s: "live" and "late" send heartbeats
+	// that wait in the broker's queue.
+	w.Hold(at(12))
+	w.Hold(at(30))
+	if got := w.Check(at(39)); got != nil {
+		t.Fatalf("Check(39s) after a stall that ended at 30s = %+v, want nothing", got)
+	}
+	w.Heard("live", "", at(31)) // its backlog arrives
+	want := []nodewatch.Change{{Node: "late", Kind: nodewatch.KindSilent, At: at(40), LastHeard: at(11)}}
+	if got := w.Check(at(40)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(40s) = %+v\nwant %+v", got, want)
+	}
+	if got, back := w.Heard("quiet", "", at(41)); !back || got.Kind != nodewatch.KindBack {
+		t.Fatalf("a node silent before the hold stays silent until heard: %+v, %v", got, back)
+	}
+	w.Hold(at(5)) // an older hold does not delay anything
+	want = []nodewatch.Change{{Node: "live", Kind: nodewatch.KindSilent, At: at(41), LastHeard: at(31)}}
+	if got := w.Check(at(41)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Check(41s) = %+v\nwant %+v", got, want)
+	}
+}
