@@ -218,11 +218,11 @@ func New(cfg Config) *Server {
 		s.AddRobot(Webhook, r)
 	}
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("POST /robot/send", s.serveDingTalk)
-	s.mux.HandleFunc("POST /open-apis/bot/v2/hook/{token}", s.serveFeishu)
-	s.mux.HandleFunc("POST /cgi-bin/webhook/send", s.serveWeCom)
-	s.mux.HandleFunc("POST /services/{token...}", s.serveSlack)
-	s.mux.HandleFunc("POST /webhook/{token}", s.serveWebhook)
+	s.mux.HandleFunc("POST /robot/send", serve(s.dingTalk))
+	s.mux.HandleFunc("POST /open-apis/bot/v2/hook/{token}", serve(s.feishu))
+	s.mux.HandleFunc("POST /cgi-bin/webhook/send", serve(s.weCom))
+	s.mux.HandleFunc("POST /services/{token...}", serve(s.slack))
+	s.mux.HandleFunc("POST /webhook/{token}", serve(s.webhook))
 	s.mux.HandleFunc("GET /{$}", s.serveInbox)
 	s.mux.HandleFunc("GET /api/messages", s.serveAPI)
 	return s
@@ -427,6 +427,84 @@ func (s *Server) rejectLocked(rj Rejection) {
 		s.rejections = append([]Rejection(nil), s.rejections[len(s.rejections)-s.keep:]...)
 	}
 	s.notifyLocked()
+}
+
+// serve reads a webhook request's body (at most MaxBodyBytes+1 bytes) and
+// writes the answer of handle.
+func serve(handle func(r *http.Request, body []byte, readErr error) answer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, readErr := readBody(r)
+		handle(r, body, readErr).write(w)
+	}
+}
+
+// request is one webhook request being answered. It holds s.mu from open
+// to close.
+type request struct {
+	s   *Server
+	ch  Channel
+	now time.Time
+	// st is the addressed robot, nil for an unknown token.
+	st *robotState
+}
+
+// open takes the server's time, locks the server, counts the request and
+// finds the robot of token on ch.
+func (s *Server) open(ch Channel, token string) *request {
+	now := s.now()
+	s.mu.Lock()
+	s.requests++
+	return &request{s: s, ch: ch, now: now, st: s.robots[ch][token]}
+}
+
+// close unlocks the server.
+func (q *request) close() { q.s.mu.Unlock() }
+
+// reject records a rejection answered with the HTTP status and the
+// remote's code and msg; detail says what exactly was wrong.
+func (q *request) reject(status, code int, msg, detail string) {
+	robot := "(unknown)"
+	if q.st != nil {
+		robot = q.st.robot.name()
+	}
+	q.s.rejectLocked(Rejection{Channel: q.ch, Robot: robot, At: q.now, HTTPStatus: status, Code: code, Msg: msg, Detail: detail})
+}
+
+// errcode rejects as DingTalk and WeCom do: HTTP 200 with
+// {"errcode":code,"errmsg":msg}.
+func (q *request) errcode(code int, msg, detail string) answer {
+	q.reject(http.StatusOK, code, msg, detail)
+	return jsonAnswer(map[string]any{"errcode": code, "errmsg": msg})
+}
+
+// fault answers the next injected HTTP failure of the (known) robot, if
+// one is pending. Slack and webhooks, which answer with HTTP statuses,
+// record the status as the code.
+func (q *request) fault() (answer, bool) {
+	if len(q.st.faults) == 0 {
+		return answer{}, false
+	}
+	status := q.st.faults[0]
+	q.st.faults = q.st.faults[1:]
+	code := 0
+	if q.ch == Slack || q.ch == Webhook {
+		code = status
+	}
+	q.s.rejectLocked(Rejection{Channel: q.ch, Robot: q.st.robot.name(), At: q.now, HTTPStatus: status, Code: code, Detail: "injected HTTP failure"})
+	return faultAnswer(status), true
+}
+
+// accept records m as accepted by the (known) robot at the request's
+// time, with the request body; signed says the signature was checked.
+func (q *request) accept(m Message, signed bool, body []byte) {
+	m.Channel, m.Robot, m.At, m.Signed, m.Bytes, m.Body = q.ch, q.st.robot.name(), q.now, signed, len(body), body
+	q.s.acceptLocked(m)
+}
+
+// skewed reports how far ts is from now and whether that is over limit.
+func skewed(now, ts time.Time, limit time.Duration) (time.Duration, bool) {
+	skew := now.Sub(ts)
+	return skew, skew > limit || skew < -limit
 }
 
 // admit applies rolling-window limits, each {count, window length in ns}:

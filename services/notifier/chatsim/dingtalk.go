@@ -38,9 +38,14 @@ type answer struct {
 	status int
 	ctype  string
 	body   []byte
+	// retryAfter, when positive, is sent as Retry-After (seconds).
+	retryAfter int
 }
 
 func (a answer) write(w http.ResponseWriter) {
+	if a.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
+	}
 	w.Header().Set("Content-Type", a.ctype)
 	w.WriteHeader(a.status)
 	_, _ = w.Write(a.body)
@@ -72,39 +77,20 @@ func isJSON(r *http.Request) bool {
 	return err == nil && mt == "application/json"
 }
 
-func (s *Server) serveDingTalk(w http.ResponseWriter, r *http.Request) {
-	body, readErr := readBody(r)
-	s.dingTalk(r, body, readErr).write(w)
-}
-
 func (s *Server) dingTalk(r *http.Request, body []byte, readErr error) answer {
-	now := s.now()
 	// Query() decodes the query exactly once: an unescaped "+" in sign
 	// becomes a space and a double-encoded sign keeps its "%2F"s, both
 	// of which then fail the comparison, as on DingTalk.
 	q := r.URL.Query()
-	token := q.Get("access_token")
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	st := s.robots[DingTalk][token]
-	reject := func(code int, msg, detail string) answer {
-		robot := "(unknown)"
-		if st != nil {
-			robot = st.robot.name()
-		}
-		s.rejectLocked(Rejection{Channel: DingTalk, Robot: robot, At: now, HTTPStatus: http.StatusOK, Code: code, Msg: msg, Detail: detail})
-		return jsonAnswer(map[string]any{"errcode": code, "errmsg": msg})
-	}
+	req := s.open(DingTalk, q.Get("access_token"))
+	defer req.close()
+	now, st := req.now, req.st
+	reject := req.errcode
 	if st == nil {
 		return reject(dtTokenMissing, "token is not exist", "no robot has this access_token")
 	}
-	if len(st.faults) > 0 {
-		status := st.faults[0]
-		st.faults = st.faults[1:]
-		s.rejectLocked(Rejection{Channel: DingTalk, Robot: st.robot.name(), At: now, HTTPStatus: status, Detail: "injected HTTP failure"})
-		return faultAnswer(status)
+	if a, ok := req.fault(); ok {
+		return a
 	}
 	const tooFast = "send too fast, exceed 20 times per minute"
 	if now.Before(st.blockedUntil) {
@@ -136,7 +122,7 @@ func (s *Server) dingTalk(r *http.Request, body []byte, readErr error) answer {
 		if err != nil {
 			return reject(dtSecurity, "invalid timestamp", fmt.Sprintf("timestamp %q is not epoch milliseconds", ts))
 		}
-		if skew := now.Sub(time.UnixMilli(ms)); skew > MaxClockSkew || skew < -MaxClockSkew {
+		if skew, off := skewed(now, time.UnixMilli(ms), MaxClockSkew); off {
 			return reject(dtSecurity, "invalid timestamp", fmt.Sprintf("timestamp %d is %s away from the server clock (limit 1h; seconds instead of milliseconds?)", ms, skew.Round(time.Second)))
 		}
 		got, want := q.Get("sign"), DingTalkSign(st.robot.Secret, ts)
@@ -170,14 +156,7 @@ func (s *Server) dingTalk(r *http.Request, body []byte, readErr error) answer {
 		}
 		st.msgUUIDs[m.msg.MsgUUID] = true
 	}
-	msg := m.msg
-	msg.Channel = DingTalk
-	msg.Robot = st.robot.name()
-	msg.At = now
-	msg.Signed = signed
-	msg.Bytes = len(body)
-	msg.Body = body
-	s.acceptLocked(msg)
+	req.accept(m.msg, signed, body)
 	return jsonAnswer(map[string]any{"errcode": 0, "errmsg": "ok"})
 }
 

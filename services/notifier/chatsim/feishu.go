@@ -38,35 +38,19 @@ func FeishuSign(secret, timestamp string) string {
 // FeishuCardTemplates are the header colours a Feishu card accepts.
 var FeishuCardTemplates = []string{"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine", "violet", "purple", "indigo", "grey"}
 
-func (s *Server) serveFeishu(w http.ResponseWriter, r *http.Request) {
-	body, readErr := readBody(r)
-	s.feishu(r, body, readErr).write(w)
-}
-
 func (s *Server) feishu(r *http.Request, body []byte, readErr error) answer {
-	now := s.now()
-	token := r.PathValue("token")
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	st := s.robots[Feishu][token]
+	req := s.open(Feishu, r.PathValue("token"))
+	defer req.close()
+	now, st := req.now, req.st
 	reject := func(code int, msg, detail string) answer {
-		robot := "(unknown)"
-		if st != nil {
-			robot = st.robot.name()
-		}
-		s.rejectLocked(Rejection{Channel: Feishu, Robot: robot, At: now, HTTPStatus: http.StatusOK, Code: code, Msg: msg, Detail: detail})
+		req.reject(http.StatusOK, code, msg, detail)
 		return jsonAnswer(map[string]any{"code": code, "data": map[string]any{}, "msg": msg})
 	}
 	if st == nil {
 		return reject(fsTokenInvalid, "param invalid: incoming webhook access token invalid", "no bot has this hook token")
 	}
-	if len(st.faults) > 0 {
-		status := st.faults[0]
-		st.faults = st.faults[1:]
-		s.rejectLocked(Rejection{Channel: Feishu, Robot: st.robot.name(), At: now, HTTPStatus: status, Detail: "injected HTTP failure"})
-		return faultAnswer(status)
+	if a, ok := req.fault(); ok {
+		return a
 	}
 	if !s.unlimited && !admit(st, now, [2]int64{FeishuPerSecond, int64(time.Second)}, [2]int64{FeishuPerMinute, int64(time.Minute)}) {
 		return reject(fsTooFrequent, "frequency limited psm[lark.oapi.app_platform_runtime]appID[-1]",
@@ -96,7 +80,7 @@ func (s *Server) feishu(r *http.Request, body []byte, readErr error) answer {
 			return reject(fsSign, signMsg, "timestamp is missing from the body or not epoch seconds (string or number)")
 		}
 		sec, _ := strconv.ParseInt(ts, 10, 64)
-		if skew := now.Sub(time.Unix(sec, 0)); skew > MaxClockSkew || skew < -MaxClockSkew {
+		if skew, off := skewed(now, time.Unix(sec, 0), MaxClockSkew); off {
 			return reject(fsSign, signMsg, fmt.Sprintf("timestamp %d is %s away from the server clock (limit 1h; milliseconds instead of seconds?)", sec, skew.Round(time.Second)))
 		}
 		var got string
@@ -123,14 +107,7 @@ func (s *Server) feishu(r *http.Request, body []byte, readErr error) answer {
 	if len(st.robot.Keywords) > 0 && !containsAny(m.keywordText, st.robot.Keywords) {
 		return reject(fsKeyword, "Key Words Not Found", fmt.Sprintf("none of %q appears in the message", st.robot.Keywords))
 	}
-	msg := m.msg
-	msg.Channel = Feishu
-	msg.Robot = st.robot.name()
-	msg.At = now
-	msg.Signed = signed
-	msg.Bytes = len(body)
-	msg.Body = body
-	s.acceptLocked(msg)
+	req.accept(m.msg, signed, body)
 	return jsonAnswer(map[string]any{"StatusCode": 0, "StatusMessage": "success", "code": 0, "data": map[string]any{}, "msg": "success"})
 }
 

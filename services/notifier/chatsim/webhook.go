@@ -29,38 +29,22 @@ func WebhookSign(secret, timestamp string, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-func (s *Server) serveWebhook(w http.ResponseWriter, r *http.Request) {
-	body, readErr := readBody(r)
-	s.webhook(r, body, readErr).write(w)
-}
-
 // webhook is a receiver as a careful integrator would write it: JSON only,
 // signature and timestamp checked when it has a secret, real statuses.
 func (s *Server) webhook(r *http.Request, body []byte, readErr error) answer {
-	now := s.now()
-	token := r.PathValue("token")
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	st := s.robots[Webhook][token]
+	req := s.open(Webhook, r.PathValue("token"))
+	defer req.close()
+	now, st := req.now, req.st
 	reject := func(status int, msg, detail string) answer {
-		robot := "(unknown)"
-		if st != nil {
-			robot = st.robot.name()
-		}
-		s.rejectLocked(Rejection{Channel: Webhook, Robot: robot, At: now, HTTPStatus: status, Code: status, Msg: msg, Detail: detail})
+		req.reject(status, status, msg, detail)
 		b, _ := json.Marshal(map[string]string{"error": msg})
 		return answer{status: status, ctype: "application/json", body: b}
 	}
 	if st == nil {
 		return reject(http.StatusNotFound, "no such webhook", "no receiver has this token")
 	}
-	if len(st.faults) > 0 {
-		status := st.faults[0]
-		st.faults = st.faults[1:]
-		s.rejectLocked(Rejection{Channel: Webhook, Robot: st.robot.name(), At: now, HTTPStatus: status, Code: status, Detail: "injected HTTP failure"})
-		return faultAnswer(status)
+	if a, ok := req.fault(); ok {
+		return a
 	}
 	if readErr != nil {
 		return reject(http.StatusRequestEntityTooLarge, "body too large", "reading body: "+readErr.Error())
@@ -75,7 +59,7 @@ func (s *Server) webhook(r *http.Request, body []byte, readErr error) answer {
 		if err != nil {
 			return reject(http.StatusUnauthorized, "missing or bad timestamp", WebhookTimestampHeader+" is not epoch seconds")
 		}
-		if skew := now.Sub(time.Unix(sec, 0)); skew > 5*time.Minute || skew < -5*time.Minute {
+		if skew, off := skewed(now, time.Unix(sec, 0), 5*time.Minute); off {
 			return reject(http.StatusUnauthorized, "stale timestamp", fmt.Sprintf("timestamp is %s away (limit 5m)", skew.Round(time.Second)))
 		}
 		if got := r.Header.Get(WebhookSignatureHeader); !hmac.Equal([]byte(got), []byte(WebhookSign(st.robot.Secret, ts, body))) {
@@ -94,7 +78,6 @@ func (s *Server) webhook(r *http.Request, body []byte, readErr error) answer {
 	if len(st.robot.Keywords) > 0 && !containsAny(p.Title+"\n"+p.Text, st.robot.Keywords) {
 		return reject(http.StatusBadRequest, "keyword missing", fmt.Sprintf("none of %q appears in the message", st.robot.Keywords))
 	}
-	s.acceptLocked(Message{Channel: Webhook, Robot: st.robot.name(), At: now, MsgType: p.Kind, Title: p.Title, Text: p.Text,
-		Signed: signed, Bytes: len(body), Body: body})
+	req.accept(Message{MsgType: p.Kind, Title: p.Title, Text: p.Text}, signed, body)
 	return answer{status: http.StatusOK, ctype: "application/json", body: []byte(`{"ok":true}`)}
 }

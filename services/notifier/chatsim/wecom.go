@@ -27,35 +27,16 @@ const (
 
 var weComAtRe = regexp.MustCompile(`<@([^>\s]+)>`)
 
-func (s *Server) serveWeCom(w http.ResponseWriter, r *http.Request) {
-	body, readErr := readBody(r)
-	s.weCom(r, body, readErr).write(w)
-}
-
 func (s *Server) weCom(r *http.Request, body []byte, readErr error) answer {
-	now := s.now()
-	key := r.URL.Query().Get("key")
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	st := s.robots[WeCom][key]
-	reject := func(code int, msg, detail string) answer {
-		robot := "(unknown)"
-		if st != nil {
-			robot = st.robot.name()
-		}
-		s.rejectLocked(Rejection{Channel: WeCom, Robot: robot, At: now, HTTPStatus: http.StatusOK, Code: code, Msg: msg, Detail: detail})
-		return jsonAnswer(map[string]any{"errcode": code, "errmsg": msg})
-	}
+	req := s.open(WeCom, r.URL.Query().Get("key"))
+	defer req.close()
+	now, st := req.now, req.st
+	reject := req.errcode
 	if st == nil {
 		return reject(wcInvalidURL, "invalid webhook url, hint: [1700000000_1_abc], from ip: 127.0.0.1", "no robot has this key")
 	}
-	if len(st.faults) > 0 {
-		status := st.faults[0]
-		st.faults = st.faults[1:]
-		s.rejectLocked(Rejection{Channel: WeCom, Robot: st.robot.name(), At: now, HTTPStatus: status, Detail: "injected HTTP failure"})
-		return faultAnswer(status)
+	if a, ok := req.fault(); ok {
+		return a
 	}
 	// WeCom refuses the 21st message of a rolling minute; unlike DingTalk
 	// it does not block the robot beyond that minute.
@@ -73,7 +54,7 @@ func (s *Server) weCom(r *http.Request, body []byte, readErr error) answer {
 	if err := field(top, "msgtype", &mt); err != nil || mt == "" {
 		return reject(wcBadJSON, "invalid message type", "msgtype is missing or not a string")
 	}
-	msg := Message{Channel: WeCom, Robot: st.robot.name(), At: now, MsgType: mt, Bytes: len(body), Body: body}
+	msg := Message{MsgType: mt}
 	switch mt {
 	case "markdown":
 		var md struct {
@@ -112,6 +93,6 @@ func (s *Server) weCom(r *http.Request, body []byte, readErr error) answer {
 		return reject(wcBadJSON, "keyword missing (chatsim check)", fmt.Sprintf("none of %q appears in the message", st.robot.Keywords))
 	}
 	msg.Title = strings.TrimLeft(strings.TrimSpace(msg.Title), "# ")
-	s.acceptLocked(msg)
+	req.accept(msg, false, body)
 	return jsonAnswer(map[string]any{"errcode": 0, "errmsg": "ok"})
 }

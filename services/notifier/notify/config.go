@@ -147,3 +147,48 @@ func TokenQueryURL(base, param, token string) (*url.URL, error) {
 	u.RawQuery = q.Encode()
 	return u, nil
 }
+
+// CheckIDs checks a list of ids to mention: none may be empty or contain
+// one of forbidden. key is the setting (at_mobiles), what names an id ("a
+// phone number") and fix says how to write one.
+func CheckIDs(field, key string, ids []string, forbidden, what, fix string) error {
+	for i, id := range ids {
+		if id == "" || strings.ContainsAny(id, forbidden) {
+			return fmt.Errorf("%s.%s[%d] %q is not %s: %s", field, key, i, id, what, fix)
+		}
+	}
+	return nil
+}
+
+// TokenQuery describes a webhook whose token is a query parameter of its
+// URL (DingTalk's access_token, WeCom's key).
+type TokenQuery struct {
+	// DefaultBaseURL is where a bare token is sent.
+	DefaultBaseURL string
+	// Param is the query parameter that holds the token.
+	Param string
+	// Noun names the token ("access token"), Owner the webhook's owner
+	// ("robot"), both for errors.
+	Noun, Owner string
+	// Missing is the error of a pasted URL without Param.
+	Missing string
+}
+
+// Endpoint turns a pasted webhook URL, or a bare token sent to base
+// (empty: DefaultBaseURL), into the endpoint. Errors never repeat raw.
+func (t TokenQuery) Endpoint(raw, base string) (*url.URL, error) {
+	if base == "" {
+		base = t.DefaultBaseURL
+	}
+	u, token, err := ParseWebhook(raw, t.Noun, t.Owner)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return TokenQueryURL(base, t.Param, token)
+	}
+	if u.Query().Get(t.Param) == "" {
+		return nil, errors.New(t.Missing)
+	}
+	return u, nil
+}

@@ -1,9 +1,13 @@
-// Package notify holds what every chat channel shares: the classified
-// Result of one delivery attempt, the HTTP round trip with a bounded
-// response read (Attempt), the redaction that keeps webhook tokens and
-// signatures out of errors, and the config checks and URL/secret reading
-// of the webhook receivers. The channels themselves (their endpoints,
-// signing and classification) live in notify/<name>.
+// Package notify holds what every chat channel shares, so that a channel
+// package (notify/<name>) keeps only what is its own: its message schemas,
+// its signing, its code table and its hints. Shared here: the classified
+// Result of one delivery attempt; the HTTP round trip with a bounded
+// response read (Attempt, Base.Post); the redaction that keeps webhook
+// tokens and signatures out of errors; the config checks and the URL and
+// secret reading of the receivers (Source, NewBase); the table-driven
+// classification of a remote's codes (Codes, Class); the Retry-After and
+// reset headers (WaitHeader); and the plain-text and markdown pieces the
+// channels render messages from.
 package notify
 
 import (

@@ -1,12 +1,11 @@
 package dingtalk
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 )
 
 // DefaultBaseURL is where a bare access token is sent.
@@ -59,27 +58,21 @@ type Config struct {
 	MsgType string `yaml:"msg_type"`
 }
 
+// source is the part of the config every channel shares.
+func (c Config) source() notify.Source {
+	return notify.Source{
+		Channel: Name, Target: "the robot's webhook URL",
+		URL: c.URL, URLFile: c.URLFile, URLEnv: c.URLEnv, DefaultBaseURL: DefaultBaseURL, BaseURL: c.BaseURL,
+		SecretFile: c.SecretFile, SecretEnv: c.SecretEnv,
+		Keyword: c.Keyword, Language: c.Language, Timezone: c.Timezone, LinkBaseURL: c.LinkBaseURL, DefaultLanguage: template.Chinese,
+		Endpoint: func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) },
+	}
+}
+
 // Validate checks the settings without reading secrets; field is the
 // config path of this section (e.g. notifier.receivers[0].dingtalk).
 func (c Config) Validate(field string) error {
-	if err := notify.CheckURLSource(field, "the robot's webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
-		return err
-	}
-	if err := notify.CheckBaseURL(field, c.BaseURL, DefaultBaseURL); err != nil {
-		return err
-	}
-	if c.URL != "" {
-		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
-			return fmt.Errorf("%s.url: %w", field, err)
-		}
-	}
-	if err := notify.CheckSecretSource(field, c.SecretFile, c.SecretEnv); err != nil {
-		return err
-	}
-	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
-		return err
-	}
-	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
+	if err := c.source().Validate(field); err != nil {
 		return err
 	}
 	switch c.MsgType {
@@ -94,53 +87,29 @@ func (c Config) Validate(field string) error {
 	default:
 		return fmt.Errorf("%s.msg_type is %q: use markdown, text or actionCard", field, c.MsgType)
 	}
-	for i, m := range c.AtMobiles {
-		if m == "" || strings.ContainsAny(m, " @") {
-			return fmt.Errorf("%s.at_mobiles[%d] %q is not a phone number: write it without @ or spaces", field, i, m)
-		}
+	if err := notify.CheckIDs(field, "at_mobiles", c.AtMobiles, " @", "a phone number", "write it without @ or spaces"); err != nil {
+		return err
 	}
-	for i, u := range c.AtUserIDs {
-		if u == "" || strings.ContainsAny(u, " @") {
-			return fmt.Errorf("%s.at_user_ids[%d] %q is not a user id: write it without @ or spaces", field, i, u)
-		}
-	}
-	return nil
+	return notify.CheckIDs(field, "at_user_ids", c.AtUserIDs, " @", "a user id", "write it without @ or spaces")
+}
+
+// accessToken is how the robot's URL carries its access token.
+var accessToken = notify.TokenQuery{
+	DefaultBaseURL: DefaultBaseURL, Param: "access_token", Noun: "access token", Owner: "robot",
+	Missing: "has no access_token parameter: paste the robot's whole webhook URL (…/robot/send?access_token=…)",
 }
 
 // Endpoint turns a webhook URL or a bare access token into the robot's
 // URL without timestamp and sign. Errors never repeat the token.
 func Endpoint(raw, base string) (*url.URL, error) {
-	if base == "" {
-		base = DefaultBaseURL
-	}
-	u, token, err := notify.ParseWebhook(raw, "access token", "robot")
+	u, err := accessToken.Endpoint(raw, base)
 	if err != nil {
 		return nil, err
 	}
-	if u == nil {
-		return notify.TokenQueryURL(base, "access_token", token)
-	}
 	q := u.Query()
-	if q.Get("access_token") == "" {
-		return nil, errors.New("has no access_token parameter: paste the robot's whole webhook URL (…/robot/send?access_token=…)")
-	}
 	// A pasted URL that was signed once must not carry a stale signature.
 	q.Del("timestamp")
 	q.Del("sign")
 	u.RawQuery = q.Encode()
 	return u, nil
-}
-
-// secrets reads the URL and the signing secret.
-func (c Config) secrets() (endpoint *url.URL, secret string, err error) {
-	if endpoint, err = notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) }); err != nil {
-		return nil, "", err
-	}
-	if secret, err = notify.ReadSecret(Name, c.SecretFile, c.SecretEnv); err != nil {
-		return nil, "", err
-	}
-	if secret != "" && !strings.HasPrefix(secret, "SEC") {
-		return nil, "", errors.New("dingtalk secret does not start with SEC: paste the robot's whole secret, prefix included")
-	}
-	return endpoint, secret, nil
 }

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -34,38 +35,24 @@ const BlockDuration = 10 * time.Minute
 
 // Notifier sends alerts to one robot.
 type Notifier struct {
-	cfg      Config
-	endpoint *url.URL
-	secret   string
-	tmpl     *template.Template
-	client   *http.Client
-	now      func() time.Time
+	cfg  Config
+	base notify.Base
 }
 
 // New reads the URL and secret and prepares the templates. A nil client
 // is http.DefaultClient, a nil now is time.Now.
 func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, error) {
-	if err := cfg.Validate("dingtalk"); err != nil {
-		return nil, err
-	}
-	endpoint, secret, err := cfg.secrets()
+	base, err := notify.NewBase(cfg.Validate, cfg.source(), client, now)
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	if now == nil {
-		now = time.Now
+	if base.Secret != "" && !strings.HasPrefix(base.Secret, "SEC") {
+		return nil, errors.New("dingtalk secret does not start with SEC: paste the robot's whole secret, prefix included")
 	}
 	if cfg.MsgType == "" {
 		cfg.MsgType = MsgMarkdown
 	}
-	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
+	return &Notifier{cfg: cfg, base: base}, nil
 }
 
 // Channel returns "dingtalk".
@@ -136,25 +123,8 @@ type body struct {
 	MsgUUID    string       `json:"msgUuid,omitempty"`
 }
 
-// Colours of the heading by status and severity.
-const (
-	colorRed    = "#d93026"
-	colorOrange = "#ff8800"
-	colorGreen  = "#2ea121"
-	colorBlue   = "#1677ff"
-)
-
-func color(m template.Message) string {
-	switch {
-	case !m.Firing:
-		return colorGreen
-	case m.Severity == events.SeverityCritical:
-		return colorRed
-	case m.Severity == events.SeverityWarning:
-		return colorOrange
-	}
-	return colorBlue
-}
+// colors are the heading's colours by status and severity.
+var colors = notify.Palette{Resolved: "#2ea121", Critical: "#d93026", Warning: "#ff8800", Other: "#1677ff"}
 
 // Body renders a into the request body: a message of the configured type
 // whose text starts with the (keyword-carrying) title and ends with the
@@ -177,12 +147,6 @@ func (n *Notifier) mentions() string {
 	return strings.Join(who, " ")
 }
 
-// plain turns the templates' markdown into plain text for msgtype text.
-func plain(s string) string {
-	s = strings.ReplaceAll(s, "**", "")
-	return strings.ReplaceAll(s, "  \n", "\n")
-}
-
 // build is the request body of m for the configured message type.
 func (n *Notifier) build(m template.Message, id string) []byte {
 	b := body{MsgType: n.cfg.MsgType, MsgUUID: id}
@@ -190,16 +154,10 @@ func (n *Notifier) build(m template.Message, id string) []byte {
 	if n.cfg.MsgType != MsgActionCard {
 		b.At = &at{AtMobiles: n.cfg.AtMobiles, AtUserIDs: n.cfg.AtUserIDs, IsAtAll: n.cfg.AtAll}
 	}
-	heading := "### <font color=" + color(m) + ">" + m.Title + "</font>\n\n" + m.Body
+	heading := "### <font color=" + colors.Pick(m.Firing, m.Severity) + ">" + m.Title + "</font>\n\n" + m.Body
 	switch n.cfg.MsgType {
 	case MsgText:
-		text := m.Title
-		if m.Body != "" {
-			text += "\n\n" + plain(m.Body)
-		}
-		for _, l := range m.Links {
-			text += "\n" + l.Title + ": " + l.URL
-		}
+		text := notify.PlainText(m)
 		if who != "" {
 			text += "\n\n" + who
 		}
@@ -223,11 +181,7 @@ func (n *Notifier) build(m template.Message, id string) []byte {
 	default:
 		text := heading
 		if len(m.Links) > 0 {
-			var ls []string
-			for _, l := range m.Links {
-				ls = append(ls, "["+l.Title+"]("+l.URL+")")
-			}
-			text += "\n\n" + strings.Join(ls, " · ")
+			text += "\n\n" + notify.MarkdownLinks(m.Links)
 		}
 		if who != "" {
 			text += "\n\n" + who
@@ -240,7 +194,7 @@ func (n *Notifier) build(m template.Message, id string) []byte {
 // BodyOf renders any content (an alert, a digest, a test message) like
 // Body; the content's id is the msgUuid.
 func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
-	m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(n.build(m, c.ID)) <= notify.MaxBodyBytes })
+	m, err := c.Render(n.base.Template, func(m template.Message) bool { return len(n.build(m, c.ID)) <= notify.MaxBodyBytes })
 	if err != nil {
 		return nil, template.Message{}, err
 	}
@@ -257,38 +211,31 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 // Send sends any content like Notify.
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
-	if err != nil {
-		r := notify.RenderFailure(err)
-		return r, r.Err(Name)
-	}
-	start := time.Now()
-	var r notify.Result
-	for try := 1; try <= 2; try++ {
-		r = n.send(ctx, payload)
-		if n.secret == "" && signatureRejected(r) {
-			r.Outcome = events.OutcomePermanent
-			r.Hint = "the robot requires a signature (加签) but no secret is configured: set secret_env or secret_file to the robot's SEC… secret"
-			break
+	return n.base.Deliver(payload, err, func(payload []byte) notify.Result {
+		start := time.Now()
+		var r notify.Result
+		for try := 1; try <= 2; try++ {
+			// Sign per attempt: a timestamp from start-up is rejected after an hour.
+			r = n.base.Post(ctx, SignedURL(n.base.Endpoint, n.base.Secret, n.base.Now()), http.Header{"Content-Type": {notify.JSON}}, payload,
+				func(status int, h http.Header, body []byte) notify.Result {
+					return Classify(status, h, body, n.cfg.Keyword)
+				})
+			if n.base.Secret == "" && signatureRejected(r) {
+				r.Outcome = events.OutcomePermanent
+				r.Hint = "the robot requires a signature (加签) but no secret is configured: set secret_env or secret_file to the robot's SEC… secret"
+				break
+			}
+			if !invalidTimestamp(r) {
+				break
+			}
+			if try == 2 {
+				r.Outcome = events.OutcomePermanent
+				r.Hint = "DingTalk rejected a freshly computed timestamp twice: the notifier's clock is more than an hour off; fix its time sync (NTP)"
+			}
 		}
-		if !invalidTimestamp(r) {
-			break
-		}
-		if try == 2 {
-			r.Outcome = events.OutcomePermanent
-			r.Hint = "DingTalk rejected a freshly computed timestamp twice: the notifier's clock is more than an hour off; fix its time sync (NTP)"
-		}
-	}
-	r.Latency = time.Since(start)
-	return r, r.Err(Name)
-}
-
-func (n *Notifier) send(ctx context.Context, payload []byte) notify.Result {
-	// Sign per attempt: a timestamp from start-up is rejected after an hour.
-	u := SignedURL(n.endpoint, n.secret, n.now())
-	return notify.Attempt(ctx, n.client, u, http.Header{"Content-Type": {"application/json"}}, payload,
-		func(resp notify.Response) notify.Result {
-			return Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
-		})
+		r.Latency = time.Since(start)
+		return r
+	})
 }
 
 func signatureRejected(r notify.Result) bool {
@@ -313,89 +260,75 @@ type errorBody struct {
 // first: DingTalk reports every business error as HTTP 200 with an
 // errcode. keyword is the configured keyword, for the hint.
 func Classify(status int, header http.Header, respBody []byte, keyword string) notify.Result {
-	if status == http.StatusTooManyRequests || status >= 500 || status == http.StatusRequestTimeout {
+	if status == http.StatusTooManyRequests || notify.Transient(status) {
 		return notify.HTTPFailure(status, header, respBody)
 	}
 	var b errorBody
 	jsonErr := json.Unmarshal(respBody, &b)
 	code, hasCode := notify.Number(b.ErrCode)
+	if jsonErr == nil && !hasCode {
+		if st, _ := notify.Number(b.Status); st == 1111 || b.Punish == "deny" {
+			wait, _ := notify.Number(b.Wait)
+			return notify.Result{
+				Outcome: events.OutcomeRateLimited, HTTPStatus: status,
+				RemoteCode: "status " + strconv.FormatInt(st, 10), RemoteMessage: notify.Truncate(string(respBody), 200),
+				RetryAfter: min(max(5*time.Minute, time.Duration(wait)*time.Minute), time.Hour),
+				Hint:       "DingTalk throttles this notifier's IP (punish: deny): waiting at least 5 minutes",
+			}
+		}
+	}
 	if jsonErr != nil || !hasCode {
-		if jsonErr == nil {
-			if st, _ := notify.Number(b.Status); st == 1111 || b.Punish == "deny" {
-				wait, _ := notify.Number(b.Wait)
-				return notify.Result{
-					Outcome: events.OutcomeRateLimited, HTTPStatus: status,
-					RemoteCode: "status " + strconv.FormatInt(st, 10), RemoteMessage: notify.Truncate(string(respBody), 200),
-					RetryAfter: min(max(5*time.Minute, time.Duration(wait)*time.Minute), time.Hour),
-					Hint:       "DingTalk throttles this notifier's IP (punish: deny): waiting at least 5 minutes",
-				}
-			}
-		}
-		if status < 200 || status > 299 {
-			return notify.HTTPFailure(status, header, respBody)
-		}
-		return notify.Result{
-			Outcome: events.OutcomeRetryable, HTTPStatus: status,
-			RemoteMessage: notify.Truncate(strings.TrimSpace(string(respBody)), 200),
-			Hint:          "the answer has no errcode: is the URL a DingTalk robot, or is a proxy answering?",
-		}
+		return notify.NoCode(status, header, respBody, "the answer has no errcode: is the URL a DingTalk robot, or is a proxy answering?")
 	}
-	r := notify.Result{HTTPStatus: status, RemoteCode: strconv.FormatInt(code, 10), RemoteMessage: notify.Truncate(b.ErrMsg, 300)}
-	msg := strings.ToLower(b.ErrMsg)
-	switch code {
-	case 0:
-		r.Outcome = events.OutcomeDelivered
-	case -1:
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = "DingTalk is busy: retrying with backoff"
-	case 410100, 130101:
-		r.Outcome = events.OutcomeRateLimited
-		r.RetryAfter = BlockDuration
-		r.Hint = "DingTalk blocked the robot for 10 minutes (over 20 messages per minute): holding messages until the block ends"
-	case 310000:
-		r.Outcome = events.OutcomePermanent
-		switch {
-		case strings.Contains(msg, "keywords not in content"):
-			if keyword != "" {
-				r.Hint = fmt.Sprintf("the robot's keywords do not include %q: add keyword %s to the robot (or set keyword to one of the robot's keywords)", keyword, keyword)
-			} else {
-				r.Hint = "the robot requires a keyword: set keyword to one of the robot's keywords (e.g. 告警) so every message carries it"
-			}
-		case strings.Contains(msg, "sign not match"):
-			r.Hint = "secret does not match: copy the robot's signing secret (SEC…) verbatim, or turn signing off on the robot"
-		case strings.Contains(msg, "invalid timestamp"):
-			r.Outcome = events.OutcomeRetryable
-			r.Hint = "DingTalk says our timestamp is more than an hour off its clock: re-signing; check the host's time sync"
-		case strings.Contains(msg, "whitelist") || strings.HasPrefix(msg, "ip "):
-			ip := "of the notifier"
-			if f := strings.Fields(b.ErrMsg); len(f) > 1 && strings.EqualFold(f[0], "ip") {
-				ip = f[1]
-			}
-			r.Hint = fmt.Sprintf("IP %s not allowlisted: add the notifier's egress IP to the robot's IP allowlist", ip)
-		default:
-			r.Hint = "a security setting of the robot (keyword, signature, IP allowlist) rejected the message"
+	return codes.Classify(notify.Answer{Status: status, Header: header, Code: code, Msg: b.ErrMsg, Keyword: keyword})
+}
+
+// codes are DingTalk's errcodes (contracts/chat.md) and what they mean.
+var codes = notify.Codes{Noun: "errcode", Known: map[int64]notify.Class{
+	0:  {Outcome: events.OutcomeDelivered},
+	-1: {Outcome: events.OutcomeRetryable, Hint: "DingTalk is busy: retrying with backoff"},
+	// send too fast, exceed 20 times per minute
+	410100: blocked,
+	130101: blocked,
+	// keywords, signature, timestamp or IP allowlist: refined by the errmsg.
+	310000: {Outcome: events.OutcomePermanent, Hint: "a security setting of the robot (keyword, signature, IP allowlist) rejected the message", Refine: security},
+	300001: tokenMissing,
+	300005: tokenMissing,
+	400101: tokenMissing,
+	400102: {Outcome: events.OutcomePermanent, Hint: "the robot is disabled: enable it in the group's robot settings"},
+	400013: {Outcome: events.OutcomePermanent, Hint: "the robot's group no longer exists: add a robot to a live group and update the URL"},
+	400106: {Outcome: events.OutcomePermanent, Hint: "the robot was not found (deleted?): create a robot and update the URL"},
+	460101: tooLong,
+	101002: tooLong,
+	40035:  malformed,
+	43004:  malformed,
+}}
+
+var (
+	blocked = notify.Class{Outcome: events.OutcomeRateLimited, RetryAfter: BlockDuration,
+		Hint: "DingTalk blocked the robot for 10 minutes (over 20 messages per minute): holding messages until the block ends"}
+	tokenMissing = notify.Class{Outcome: events.OutcomePermanent, Hint: "the access token does not exist: copy the robot's whole webhook URL again"}
+	tooLong      = notify.Class{Outcome: events.OutcomePermanent, Hint: "the message is over DingTalk's 20000-byte limit: the notifier's byte budget failed (a bug)"}
+	malformed    = notify.Class{Outcome: events.OutcomePermanent, Hint: "DingTalk rejected the request as malformed: a notifier bug, report it with the errmsg"}
+)
+
+// security tells the causes of errcode 310000 apart by the errmsg.
+func security(c notify.Class, a notify.Answer) notify.Class {
+	msg := strings.ToLower(a.Msg)
+	switch {
+	case strings.Contains(msg, "keywords not in content"):
+		c.Hint = notify.KeywordHint("robot", a.Keyword)
+	case strings.Contains(msg, "sign not match"):
+		c.Hint = "secret does not match: copy the robot's signing secret (SEC…) verbatim, or turn signing off on the robot"
+	case strings.Contains(msg, "invalid timestamp"):
+		c.Outcome = events.OutcomeRetryable
+		c.Hint = "DingTalk says our timestamp is more than an hour off its clock: re-signing; check the host's time sync"
+	case strings.Contains(msg, "whitelist") || strings.HasPrefix(msg, "ip "):
+		ip := "of the notifier"
+		if f := strings.Fields(a.Msg); len(f) > 1 && strings.EqualFold(f[0], "ip") {
+			ip = f[1]
 		}
-	case 300001, 300005, 400101:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the access token does not exist: copy the robot's whole webhook URL again"
-	case 400102:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the robot is disabled: enable it in the group's robot settings"
-	case 400013:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the robot's group no longer exists: add a robot to a live group and update the URL"
-	case 400106:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the robot was not found (deleted?): create a robot and update the URL"
-	case 460101, 101002:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the message is over DingTalk's 20000-byte limit: the notifier's byte budget failed (a bug)"
-	case 40035, 43004:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "DingTalk rejected the request as malformed: a notifier bug, report it with the errmsg"
-	default:
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = fmt.Sprintf("unknown errcode %d: retrying a bounded number of times", code)
+		c.Hint = fmt.Sprintf("IP %s not allowlisted: add the notifier's egress IP to the robot's IP allowlist", ip)
 	}
-	return r
+	return c
 }

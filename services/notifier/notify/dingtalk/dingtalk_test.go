@@ -15,6 +15,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/notifytest"
 )
 
 const secret = "SEC0123456789abcdef"
@@ -52,37 +53,20 @@ func TestSignVectors(t *testing.T) {
 }
 
 func TestEndpoint(t *testing.T) {
-	tests := []struct {
-		raw, base, want, err string
-	}{
-		{raw: "https://oapi.dingtalk.com/robot/send?access_token=abc123", want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
-		{raw: "  https://oapi.dingtalk.com/robot/send?access_token=abc123&timestamp=1&sign=x \n", want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
-		{raw: "abc123", want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
-		{raw: "abc123", base: "http://127.0.0.1:9/robot/send", want: "http://127.0.0.1:9/robot/send?access_token=abc123"},
-		{raw: "https://oapi.dingtalk.com/robot/send?token=abc123", err: "has no access_token parameter"},
-		{raw: "ftp://oapi.dingtalk.com/robot/send?access_token=abc123", err: "is not an http(s) URL"},
-		{raw: "abc 123", err: "is neither a webhook URL nor a bare access token"},
-		{raw: "", err: "is neither a webhook URL nor a bare access token"},
-	}
-	for _, tt := range tests {
-		u, err := Endpoint(tt.raw, tt.base)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "abc123") {
-				t.Errorf("Endpoint(%q) err = %v, want %q without the token", tt.raw, err, tt.err)
-			}
-			continue
-		}
-		if err != nil || u.String() != tt.want {
-			t.Errorf("Endpoint(%q) = %v, %v; want %s", tt.raw, u, err, tt.want)
-		}
-	}
+	notifytest.CheckEndpoints(t, Endpoint, "abc123", []notifytest.EndpointCase{
+		{Raw: "https://oapi.dingtalk.com/robot/send?access_token=abc123", Want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
+		{Raw: "  https://oapi.dingtalk.com/robot/send?access_token=abc123&timestamp=1&sign=x \n", Want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
+		{Raw: "abc123", Want: "https://oapi.dingtalk.com/robot/send?access_token=abc123"},
+		{Raw: "abc123", Base: "http://127.0.0.1:9/robot/send", Want: "http://127.0.0.1:9/robot/send?access_token=abc123"},
+		{Raw: "https://oapi.dingtalk.com/robot/send?token=abc123", Err: "has no access_token parameter"},
+		{Raw: "ftp://oapi.dingtalk.com/robot/send?access_token=abc123", Err: "is not an http(s) URL"},
+		{Raw: "abc 123", Err: "is neither a webhook URL nor a bare access token"},
+		{Raw: "", Err: "is neither a webhook URL nor a bare access token"},
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		cfg  Config
-		want string
-	}{
+	notifytest.CheckValidate(t, "r", Config.Validate, []notifytest.ValidateCase[Config]{
 		{Config{URL: "tok"}, ""},
 		{Config{}, "r.url is empty: set url_env (or url_file, or url) to the robot's webhook URL"},
 		{Config{URL: "tok", URLEnv: "X"}, "r: url, url_file and url_env are exclusive: keep one"},
@@ -92,17 +76,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{URL: "tok", Timezone: "Mars/Olympus"}, `r.timezone "Mars/Olympus" is unknown: use an IANA name such as Asia/Shanghai`},
 		{Config{URL: "tok", AtMobiles: []string{"@138"}}, `r.at_mobiles[0] "@138" is not a phone number: write it without @ or spaces`},
 		{Config{URL: "tok", BaseURL: "oapi.dingtalk.com"}, `r.base_url "oapi.dingtalk.com" is not an http(s) URL: use e.g. https://oapi.dingtalk.com/robot/send`},
-	}
-	for _, tt := range tests {
-		err := tt.cfg.Validate("r")
-		got := ""
-		if err != nil {
-			got = err.Error()
-		}
-		if got != tt.want {
-			t.Errorf("Validate(%+v) = %q, want %q", tt.cfg, got, tt.want)
-		}
-	}
+	})
 }
 
 func TestSecrets(t *testing.T) {
@@ -225,42 +199,16 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-// alert builds a firing device_offline alert with n devices.
+// alert builds a firing critical device_offline alert with n devices.
 func alert(n int, idOf func(int) string) events.AlertEvent {
-	a := events.AlertEvent{
-		Fingerprint: "fp-1", Receiver: "ops", Status: events.StatusFiring, Kind: events.AlertDeviceOffline,
-		Severity: events.SeverityCritical, GroupKey: "site=sh-01", GroupLabels: map[string]string{"site": "sh-01"},
-		StartsAtMS: 1700000000000, CreatedAtMS: 1700000000000,
-	}
-	for i := range n {
-		a.Devices = append(a.Devices, events.AlertDevice{DeviceID: idOf(i), Status: events.StatusFiring, Node: "emqx@n1", Reason: events.ReasonKeepaliveTimeout, SinceMS: 1700000000000})
-	}
-	a, err := events.NewAlertEvent(a)
-	if err != nil {
-		panic(err)
-	}
-	return a
+	return notifytest.Offline(n, events.SeverityCritical, idOf)
 }
 
-func simple(i int) string { return fmt.Sprintf("dev-%d", i) }
+var simple, secretFile = notifytest.Simple, notifytest.SecretFile
 
 func startSim(t *testing.T, robots ...chatsim.Robot) *chatsim.Server {
 	t.Helper()
-	s := chatsim.New(chatsim.Config{DingTalk: robots})
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
-
-func secretFile(t *testing.T, s string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return notifytest.StartSim(t, chatsim.Config{DingTalk: robots})
 }
 
 func TestNotifyDelivers(t *testing.T) {
@@ -488,26 +436,14 @@ func TestBudgetHundredLongUnicodeDevices(t *testing.T) {
 }
 
 func TestMsgTypeConfig(t *testing.T) {
-	tests := []struct {
-		cfg  Config
-		want string
-	}{
+	notifytest.CheckValidate(t, "r", Config.Validate, []notifytest.ValidateCase[Config]{
 		{Config{URL: "tok", MsgType: MsgText, AtMobiles: []string{"138"}}, ""},
 		{Config{URL: "tok", MsgType: MsgActionCard, LinkBaseURL: "https://fleet.example.com"}, ""},
 		{Config{URL: "tok", MsgType: "link"}, `r.msg_type is "link": use markdown, text or actionCard`},
 		{Config{URL: "tok", MsgType: MsgActionCard}, "r: msg_type actionCard needs link_base_url (its buttons open the alert in fleetwatch): set notifier.link_base_url or r.link_base_url, or use msg_type markdown"},
 		{Config{URL: "tok", MsgType: MsgActionCard, LinkBaseURL: "https://f", AtAll: true}, "r: DingTalk's actionCard notifies nobody it mentions: remove at_mobiles, at_user_ids and at_all, or use msg_type markdown or text"},
 		{Config{URL: "tok", LinkBaseURL: "f/x"}, `r.link_base_url "f/x" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
-	}
-	for _, tt := range tests {
-		got := ""
-		if err := tt.cfg.Validate("r"); err != nil {
-			got = err.Error()
-		}
-		if got != tt.want {
-			t.Errorf("Validate(%+v) = %q, want %q", tt.cfg, got, tt.want)
-		}
-	}
+	})
 }
 
 // TestMessageTypes sends one alert as each msgtype to a strict, signing,

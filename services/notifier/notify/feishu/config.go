@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 )
 
 // DefaultBaseURL is where a bare hook token is sent (Lark:
@@ -60,27 +61,21 @@ type Config struct {
 	MsgType string `yaml:"msg_type"`
 }
 
+// source is the part of the config every channel shares.
+func (c Config) source() notify.Source {
+	return notify.Source{
+		Channel: Name, Target: "the bot's webhook URL",
+		URL: c.URL, URLFile: c.URLFile, URLEnv: c.URLEnv, DefaultBaseURL: DefaultBaseURL, BaseURL: c.BaseURL,
+		SecretFile: c.SecretFile, SecretEnv: c.SecretEnv,
+		Keyword: c.Keyword, Language: c.Language, Timezone: c.Timezone, LinkBaseURL: c.LinkBaseURL, DefaultLanguage: template.Chinese,
+		Endpoint: func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) },
+	}
+}
+
 // Validate checks the settings without reading secrets; field is the
 // config path of this section.
 func (c Config) Validate(field string) error {
-	if err := notify.CheckURLSource(field, "the bot's webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
-		return err
-	}
-	if err := notify.CheckBaseURL(field, c.BaseURL, DefaultBaseURL); err != nil {
-		return err
-	}
-	if c.URL != "" {
-		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
-			return fmt.Errorf("%s.url: %w", field, err)
-		}
-	}
-	if err := notify.CheckSecretSource(field, c.SecretFile, c.SecretEnv); err != nil {
-		return err
-	}
-	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
-		return err
-	}
-	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
+	if err := c.source().Validate(field); err != nil {
 		return err
 	}
 	switch c.MsgType {
@@ -88,12 +83,7 @@ func (c Config) Validate(field string) error {
 	default:
 		return fmt.Errorf("%s.msg_type is %q: use interactive, post or text", field, c.MsgType)
 	}
-	for i, u := range c.MentionUserIDs {
-		if u == "" || strings.ContainsAny(u, " <>\"") {
-			return fmt.Errorf("%s.mention_user_ids[%d] %q is not a user id: use the open_id (ou_…)", field, i, u)
-		}
-	}
-	return nil
+	return notify.CheckIDs(field, "mention_user_ids", c.MentionUserIDs, " <>\"", "a user id", "use the open_id (ou_…)")
 }
 
 // Endpoint turns a webhook URL or a bare hook token into the bot's URL.
@@ -118,14 +108,4 @@ func Endpoint(raw, base string) (*url.URL, error) {
 		return nil, errors.New("is not a custom bot webhook (…/open-apis/bot/v2/hook/<token>): paste the bot's whole webhook URL")
 	}
 	return u, nil
-}
-
-func (c Config) secrets() (endpoint *url.URL, secret string, err error) {
-	if endpoint, err = notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) }); err != nil {
-		return nil, "", err
-	}
-	if secret, err = notify.ReadSecret(Name, c.SecretFile, c.SecretEnv); err != nil {
-		return nil, "", err
-	}
-	return endpoint, secret, nil
 }

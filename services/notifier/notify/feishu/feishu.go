@@ -13,9 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -30,38 +28,21 @@ const Name = "feishu"
 
 // Notifier sends alerts to one bot.
 type Notifier struct {
-	cfg      Config
-	endpoint *url.URL
-	secret   string
-	tmpl     *template.Template
-	client   *http.Client
-	now      func() time.Time
+	cfg  Config
+	base notify.Base
 }
 
 // New reads the URL and secret and prepares the templates. A nil client
 // is http.DefaultClient, a nil now is time.Now.
 func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, error) {
-	if err := cfg.Validate("feishu"); err != nil {
-		return nil, err
-	}
-	endpoint, secret, err := cfg.secrets()
+	base, err := notify.NewBase(cfg.Validate, cfg.source(), client, now)
 	if err != nil {
 		return nil, err
-	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	if now == nil {
-		now = time.Now
 	}
 	if cfg.MsgType == "" {
 		cfg.MsgType = MsgInteractive
 	}
-	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
+	return &Notifier{cfg: cfg, base: base}, nil
 }
 
 // Channel returns "feishu".
@@ -143,16 +124,11 @@ func HeaderTemplate(a events.AlertEvent) string {
 	return headerTemplate(a.Status == events.StatusFiring, a.Severity)
 }
 
+// headerTemplates are the card header colours by status and severity.
+var headerTemplates = notify.Palette{Resolved: "green", Critical: "red", Warning: "orange", Other: "blue"}
+
 func headerTemplate(firing bool, sev events.Severity) string {
-	switch {
-	case !firing:
-		return "green"
-	case sev == events.SeverityCritical:
-		return "red"
-	case sev == events.SeverityWarning:
-		return "orange"
-	}
-	return "blue"
+	return headerTemplates.Pick(firing, sev)
 }
 
 func (n *Notifier) card(m template.Message) *card {
@@ -185,17 +161,11 @@ func (n *Notifier) card(m template.Message) *card {
 	}
 }
 
-// plain turns the templates' markdown into plain text.
-func plain(s string) string {
-	s = strings.ReplaceAll(s, "**", "")
-	return strings.ReplaceAll(s, "  \n", "\n")
-}
-
 // post renders m as a rich-text post: a paragraph per non-empty line, the
 // links as "a" elements, the mentions as "at" elements.
 func (n *Notifier) post(m template.Message) postContent {
 	var paras [][]postElement
-	for _, line := range strings.Split(plain(m.Body), "\n") {
+	for _, line := range strings.Split(notify.Plain(m.Body), "\n") {
 		if strings.TrimSpace(line) != "" {
 			paras = append(paras, []postElement{{Tag: "text", Text: line}})
 		}
@@ -225,7 +195,7 @@ func (n *Notifier) post(m template.Message) postContent {
 		paras = [][]postElement{{{Tag: "text", Text: " "}}}
 	}
 	lang := "zh_cn"
-	if n.tmpl.Language() == template.English {
+	if n.base.Template.Language() == template.English {
 		lang = "en_us"
 	}
 	return postContent{Post: map[string]post{lang: {Title: m.Title, Content: paras}}}
@@ -234,13 +204,7 @@ func (n *Notifier) post(m template.Message) postContent {
 // text renders m as plain text: the title, the body, the links as URLs
 // and the mentions as <at> tags.
 func (n *Notifier) text(m template.Message) textContent {
-	t := m.Title
-	if m.Body != "" {
-		t += "\n\n" + plain(m.Body)
-	}
-	for _, l := range m.Links {
-		t += "\n" + l.Title + ": " + l.URL
-	}
+	t := notify.PlainText(m)
 	var at []string
 	if n.cfg.MentionAll {
 		at = append(at, `<at user_id="all">all</at>`)
@@ -276,9 +240,9 @@ func (n *Notifier) Body(a events.AlertEvent, now time.Time) ([]byte, template.Me
 
 // BodyOf renders any content (an alert, a digest, a test message) like Body.
 func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Message, error) {
-	m, err := c.Render(n.tmpl, func(m template.Message) bool {
+	m, err := c.Render(n.base.Template, func(m template.Message) bool {
 		b := n.unsigned(m)
-		if n.secret != "" {
+		if n.base.Secret != "" {
 			// Budget with a signature of the real size: 10 digits and 44 characters.
 			b.Timestamp, b.Sign = "1700000000", strings.Repeat("x", 44)
 		}
@@ -288,9 +252,9 @@ func (n *Notifier) BodyOf(c notify.Content, now time.Time) ([]byte, template.Mes
 		return nil, template.Message{}, err
 	}
 	b := n.unsigned(m)
-	if n.secret != "" {
+	if n.base.Secret != "" {
 		ts := now.Unix()
-		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.secret, ts)
+		b.Timestamp, b.Sign = strconv.FormatInt(ts, 10), Sign(n.base.Secret, ts)
 	}
 	return notify.EncodeJSON(b), m, nil
 }
@@ -305,18 +269,16 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	start := time.Now()
 	// Sign per attempt: a timestamp from start-up is rejected after an hour.
-	payload, _, err := n.BodyOf(c, n.now())
-	if err != nil {
-		r := notify.RenderFailure(err)
-		return r, r.Err(Name)
-	}
-	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json; charset=utf-8"}}, payload,
-		func(resp notify.Response) notify.Result {
-			return Classify(resp.Status, resp.Header, resp.Body, n.cfg.Keyword)
-		})
-	// The latency includes rendering and signing.
-	r.Latency = time.Since(start)
-	return r, r.Err(Name)
+	payload, _, err := n.BodyOf(c, n.base.Now())
+	return n.base.Deliver(payload, err, func(payload []byte) notify.Result {
+		r := n.base.Post(ctx, n.base.Endpoint.String(), http.Header{"Content-Type": {notify.JSON + "; charset=utf-8"}}, payload,
+			func(status int, h http.Header, body []byte) notify.Result {
+				return Classify(status, h, body, n.cfg.Keyword)
+			})
+		// The latency includes rendering and signing.
+		r.Latency = time.Since(start)
+		return r
+	})
 }
 
 // answer is Feishu's reply: {"code":N,"msg":"…"}, or the legacy
@@ -334,15 +296,7 @@ const minRetry = time.Second
 // resetAfter reads x-ogw-ratelimit-reset (seconds until the limiter
 // resets), falling back to Retry-After and then to minRetry.
 func resetAfter(h http.Header) time.Duration {
-	if h != nil {
-		if d := notify.RetryAfterHeader(h.Get("x-ogw-ratelimit-reset")); d > 0 {
-			return max(d, minRetry)
-		}
-		if d := notify.RetryAfterHeader(h.Get("Retry-After")); d > 0 {
-			return max(d, minRetry)
-		}
-	}
-	return minRetry
+	return notify.WaitHeader(h, minRetry, "x-ogw-ratelimit-reset", "Retry-After")
 }
 
 // Classify turns Feishu's answer into a Result, by the body code first.
@@ -355,7 +309,7 @@ func Classify(status int, h http.Header, respBody []byte, keyword string) notify
 			Hint:          "Feishu's platform limiter answered 429: waiting for x-ogw-ratelimit-reset",
 		}
 	}
-	if status >= 500 || status == http.StatusRequestTimeout {
+	if notify.Transient(status) {
 		return notify.HTTPFailure(status, h, respBody)
 	}
 	var a answer
@@ -368,62 +322,44 @@ func Classify(status int, h http.Header, respBody []byte, keyword string) notify
 		msg = a.StatusMessage
 	}
 	if jsonErr != nil || !hasCode {
-		if status < 200 || status > 299 {
-			return notify.HTTPFailure(status, h, respBody)
-		}
-		return notify.Result{
-			Outcome: events.OutcomeRetryable, HTTPStatus: status,
-			RemoteMessage: notify.Truncate(strings.TrimSpace(string(respBody)), 200),
-			Hint:          "the answer has no code: is the URL a Feishu bot webhook, or is a proxy answering?",
-		}
+		return notify.NoCode(status, h, respBody, "the answer has no code: is the URL a Feishu bot webhook, or is a proxy answering?")
 	}
-	r := notify.Result{HTTPStatus: status, RemoteCode: strconv.FormatInt(code, 10), RemoteMessage: notify.Truncate(msg, 300)}
-	lower := strings.ToLower(msg)
-	switch code {
-	case 0:
-		r.Outcome = events.OutcomeDelivered
-	case 11232, 11247:
-		r.Outcome = events.OutcomeRateLimited
-		r.RetryAfter = resetAfter(h)
-		r.Hint = "Feishu limits a bot to 5 messages per second and 100 per minute: retrying after a pause"
-	case 99991400:
-		r.Outcome = events.OutcomeRateLimited
-		r.RetryAfter = resetAfter(h)
-		r.Hint = "Feishu's platform limiter: waiting for x-ogw-ratelimit-reset"
-	case 9499:
-		if strings.Contains(lower, "too many request") {
-			r.Outcome = events.OutcomeRateLimited
-			r.RetryAfter = resetAfter(h)
-			r.Hint = "Feishu says too many requests: retrying after a pause"
-		} else {
-			r.Outcome = events.OutcomePermanent
-			r.Hint = "Feishu rejected the request (format or size over 20 KB): a notifier bug, report it with the msg"
-		}
-	case 19001:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the webhook token is invalid: copy the bot's whole webhook URL again"
-	case 19002:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "Feishu rejected the msg_type: a notifier bug, report it"
-	case 19021:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "secret does not match (or the clock is more than an hour off): copy the bot's signing secret verbatim and check the host's time sync"
-	case 19022:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "IP not allowlisted: add the notifier's egress IP to the bot's IP allowlist"
-	case 19024:
-		r.Outcome = events.OutcomePermanent
-		if keyword != "" {
-			r.Hint = fmt.Sprintf("the bot's keywords do not include %q: add keyword %s to the bot (or set keyword to one of the bot's keywords)", keyword, keyword)
-		} else {
-			r.Hint = "the bot requires a keyword: set keyword to one of the bot's keywords (e.g. 告警) so every message carries it"
-		}
-	case 19036:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the card is over Feishu's 30 KB limit: the notifier's byte budget failed (a bug)"
-	default:
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = fmt.Sprintf("unknown code %d: retrying a bounded number of times", code)
+	return codes.Classify(notify.Answer{Status: status, Header: h, Code: code, Msg: msg, Keyword: keyword})
+}
+
+// codes are Feishu's codes (contracts/chat.md) and what they mean.
+var codes = notify.Codes{Noun: "code", Known: map[int64]notify.Class{
+	0: {Outcome: events.OutcomeDelivered},
+	// frequency limited
+	11232:    frequencyLimited,
+	11247:    frequencyLimited,
+	99991400: {Outcome: events.OutcomeRateLimited, Hint: "Feishu's platform limiter: waiting for x-ogw-ratelimit-reset", Refine: waitReset},
+	// Bad Request: format or size, unless the msg says too many requests.
+	9499:  {Outcome: events.OutcomePermanent, Hint: "Feishu rejected the request (format or size over 20 KB): a notifier bug, report it with the msg", Refine: badRequest},
+	19001: {Outcome: events.OutcomePermanent, Hint: "the webhook token is invalid: copy the bot's whole webhook URL again"},
+	19002: {Outcome: events.OutcomePermanent, Hint: "Feishu rejected the msg_type: a notifier bug, report it"},
+	19021: {Outcome: events.OutcomePermanent, Hint: "secret does not match (or the clock is more than an hour off): copy the bot's signing secret verbatim and check the host's time sync"},
+	19022: {Outcome: events.OutcomePermanent, Hint: "IP not allowlisted: add the notifier's egress IP to the bot's IP allowlist"},
+	19024: {Outcome: events.OutcomePermanent, Refine: func(c notify.Class, a notify.Answer) notify.Class {
+		c.Hint = notify.KeywordHint("bot", a.Keyword)
+		return c
+	}},
+	19036: {Outcome: events.OutcomePermanent, Hint: "the card is over Feishu's 30 KB limit: the notifier's byte budget failed (a bug)"},
+}}
+
+var frequencyLimited = notify.Class{Outcome: events.OutcomeRateLimited,
+	Hint: "Feishu limits a bot to 5 messages per second and 100 per minute: retrying after a pause", Refine: waitReset}
+
+// waitReset waits for the limiter's reset header (at least minRetry).
+func waitReset(c notify.Class, a notify.Answer) notify.Class {
+	c.RetryAfter = resetAfter(a.Header)
+	return c
+}
+
+// badRequest tells a 9499 that is a rate limit from a malformed request.
+func badRequest(c notify.Class, a notify.Answer) notify.Class {
+	if strings.Contains(strings.ToLower(a.Msg), "too many request") {
+		return notify.Class{Outcome: events.OutcomeRateLimited, RetryAfter: resetAfter(a.Header), Hint: "Feishu says too many requests: retrying after a pause"}
 	}
-	return r
+	return c
 }

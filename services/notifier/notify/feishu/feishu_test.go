@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/notifytest"
 )
 
 const secret = "test-secret"
@@ -28,36 +27,19 @@ func TestSignVector(t *testing.T) {
 }
 
 func TestEndpoint(t *testing.T) {
-	tests := []struct {
-		raw, base, want, err string
-	}{
-		{raw: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123", want: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123"},
-		{raw: "https://open.larksuite.com/open-apis/bot/v2/hook/abc-123", want: "https://open.larksuite.com/open-apis/bot/v2/hook/abc-123"},
-		{raw: "abc-123", want: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123"},
-		{raw: "abc-123", base: "http://127.0.0.1:9/open-apis/bot/v2/hook", want: "http://127.0.0.1:9/open-apis/bot/v2/hook/abc-123"},
-		{raw: "https://open.feishu.cn/open-apis/bot/v2/hook/", err: "is not a custom bot webhook"},
-		{raw: "https://open.feishu.cn/abc-123", err: "is not a custom bot webhook"},
-		{raw: "abc-123?x", err: "is neither a webhook URL nor a bare hook token"},
-	}
-	for _, tt := range tests {
-		u, err := Endpoint(tt.raw, tt.base)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "abc-123") {
-				t.Errorf("Endpoint(%q) err = %v, want %q without the token", tt.raw, err, tt.err)
-			}
-			continue
-		}
-		if err != nil || u.String() != tt.want {
-			t.Errorf("Endpoint(%q) = %v, %v; want %s", tt.raw, u, err, tt.want)
-		}
-	}
+	notifytest.CheckEndpoints(t, Endpoint, "abc-123", []notifytest.EndpointCase{
+		{Raw: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123", Want: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123"},
+		{Raw: "https://open.larksuite.com/open-apis/bot/v2/hook/abc-123", Want: "https://open.larksuite.com/open-apis/bot/v2/hook/abc-123"},
+		{Raw: "abc-123", Want: "https://open.feishu.cn/open-apis/bot/v2/hook/abc-123"},
+		{Raw: "abc-123", Base: "http://127.0.0.1:9/open-apis/bot/v2/hook", Want: "http://127.0.0.1:9/open-apis/bot/v2/hook/abc-123"},
+		{Raw: "https://open.feishu.cn/open-apis/bot/v2/hook/", Err: "is not a custom bot webhook"},
+		{Raw: "https://open.feishu.cn/abc-123", Err: "is not a custom bot webhook"},
+		{Raw: "abc-123?x", Err: "is neither a webhook URL nor a bare hook token"},
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		cfg  Config
-		want string
-	}{
+	notifytest.CheckValidate(t, "r", Config.Validate, []notifytest.ValidateCase[Config]{
 		{Config{URL: "tok"}, ""},
 		{Config{}, "r.url is empty: set url_env (or url_file, or url) to the bot's webhook URL"},
 		{Config{URLFile: "a", URLEnv: "B"}, "r: url, url_file and url_env are exclusive: keep one"},
@@ -67,17 +49,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{URL: "tok", MsgType: MsgPost}, ""},
 		{Config{URL: "tok", MsgType: "card"}, `r.msg_type is "card": use interactive, post or text`},
 		{Config{URL: "tok", LinkBaseURL: "ftp://x"}, `r.link_base_url "ftp://x" is not an http(s) URL without query: use e.g. https://fleet.example.com`},
-	}
-	for _, tt := range tests {
-		err := tt.cfg.Validate("r")
-		got := ""
-		if err != nil {
-			got = err.Error()
-		}
-		if got != tt.want {
-			t.Errorf("Validate(%+v) = %q, want %q", tt.cfg, got, tt.want)
-		}
-	}
+	})
 }
 
 func TestClassify(t *testing.T) {
@@ -157,41 +129,11 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-func alert(n int, sev events.Severity, idOf func(int) string) events.AlertEvent {
-	a := events.AlertEvent{
-		Fingerprint: "fp-1", Receiver: "ops", Status: events.StatusFiring, Kind: events.AlertDeviceOffline,
-		Severity: sev, GroupKey: "site=sh-01", GroupLabels: map[string]string{"site": "sh-01"},
-		StartsAtMS: 1700000000000, CreatedAtMS: 1700000000000,
-	}
-	for i := range n {
-		a.Devices = append(a.Devices, events.AlertDevice{DeviceID: idOf(i), Status: events.StatusFiring, Node: "emqx@n1", Reason: events.ReasonKeepaliveTimeout, SinceMS: 1700000000000})
-	}
-	a, err := events.NewAlertEvent(a)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
-func simple(i int) string { return fmt.Sprintf("dev-%d", i) }
+var alert, simple, secretFile = notifytest.Offline, notifytest.Simple, notifytest.SecretFile
 
 func startSim(t *testing.T, robots ...chatsim.Robot) *chatsim.Server {
 	t.Helper()
-	s := chatsim.New(chatsim.Config{Feishu: robots})
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
-
-func secretFile(t *testing.T, s string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return notifytest.StartSim(t, chatsim.Config{Feishu: robots})
 }
 
 func TestNotifyDelivers(t *testing.T) {

@@ -2,11 +2,11 @@ package slack
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 )
 
 // Config configures one Slack incoming webhook.
@@ -33,28 +33,22 @@ type Config struct {
 	MentionChannel bool `yaml:"mention_channel"`
 }
 
+// source is the part of the config every channel shares.
+func (c Config) source() notify.Source {
+	return notify.Source{
+		Channel: Name, Target: "the incoming webhook URL",
+		URL: c.URL, URLFile: c.URLFile, URLEnv: c.URLEnv,
+		Keyword: c.Keyword, Language: c.Language, Timezone: c.Timezone, LinkBaseURL: c.LinkBaseURL, DefaultLanguage: template.English,
+		Endpoint: Endpoint,
+	}
+}
+
 // Validate checks the settings without reading secrets.
 func (c Config) Validate(field string) error {
-	if err := notify.CheckURLSource(field, "the incoming webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+	if err := c.source().Validate(field); err != nil {
 		return err
 	}
-	if c.URL != "" {
-		if _, err := Endpoint(c.URL); err != nil {
-			return fmt.Errorf("%s.url: %w", field, err)
-		}
-	}
-	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
-		return err
-	}
-	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
-		return err
-	}
-	for i, u := range c.MentionUserIDs {
-		if u == "" || strings.ContainsAny(u, " <>@|") {
-			return fmt.Errorf("%s.mention_user_ids[%d] %q is not a Slack user id: use the U… id", field, i, u)
-		}
-	}
-	return nil
+	return notify.CheckIDs(field, "mention_user_ids", c.MentionUserIDs, " <>@|", "a Slack user id", "use the U… id")
 }
 
 // Endpoint checks an incoming-webhook URL. Errors never repeat it.
@@ -72,8 +66,4 @@ func Endpoint(raw string) (*url.URL, error) {
 		return nil, errors.New("is not an incoming webhook URL (…/services/T…/B…/…): paste the whole URL")
 	}
 	return u, nil
-}
-
-func (c Config) endpoint() (*url.URL, error) {
-	return notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, Endpoint)
 }

@@ -8,7 +8,6 @@ package slack
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,30 +28,18 @@ const (
 
 // Notifier sends alerts to one incoming webhook.
 type Notifier struct {
-	cfg      Config
-	endpoint *url.URL
-	tmpl     *template.Template
-	client   *http.Client
+	cfg  Config
+	base notify.Base
 }
 
 // New reads the URL and prepares the templates (English unless language
 // says zh). A nil client is http.DefaultClient.
 func New(cfg Config, client *http.Client) (*Notifier, error) {
-	if err := cfg.Validate("slack"); err != nil {
-		return nil, err
-	}
-	endpoint, err := cfg.endpoint()
+	base, err := notify.NewBase(cfg.Validate, cfg.source(), client, nil)
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.English, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	return &Notifier{cfg: cfg, endpoint: endpoint, tmpl: tmpl, client: client}, nil
+	return &Notifier{cfg: cfg, base: base}, nil
 }
 
 // Channel returns "slack".
@@ -126,7 +113,7 @@ func (n *Notifier) build(m template.Message) []byte {
 // BodyOf renders c into the request body within the header, section and
 // body limits.
 func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
-	m, err := c.Render(n.tmpl, func(m template.Message) bool {
+	m, err := c.Render(n.base.Template, func(m template.Message) bool {
 		return utf8.RuneCountInString(m.Title) <= MaxHeaderChars && utf8.RuneCountInString(mrkdwn(m.Body)) <= MaxSectionChars &&
 			len(n.build(m)) <= notify.MaxBodyBytes
 	})
@@ -145,49 +132,51 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 // when the result is delivered.
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
-	if err != nil {
-		r := notify.RenderFailure(err)
-		return r, r.Err(Name)
-	}
-	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json"}}, payload,
-		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
-	return r, r.Err(Name)
+	return n.base.Deliver(payload, err, func(payload []byte) notify.Result { return n.base.PostJSON(ctx, payload, Classify) })
 }
 
 // Classify turns Slack's answer (a real HTTP status and a short text
-// body) into a Result.
+// body) into a Result: by statuses for the statuses Slack answers, by
+// notify.HTTPFailure for the others.
 func Classify(status int, h http.Header, respBody []byte) notify.Result {
 	text := strings.TrimSpace(string(respBody))
 	r := notify.Result{HTTPStatus: status, RemoteCode: text, RemoteMessage: notify.Truncate(text, 200)}
 	if len(r.RemoteCode) > 64 || strings.ContainsAny(r.RemoteCode, " <\n") {
 		r.RemoteCode = ""
 	}
-	switch {
-	case status == http.StatusOK:
-		if text == "ok" {
-			r.Outcome = events.OutcomeDelivered
-			return r
-		}
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = "HTTP 200 without \"ok\": is a proxy answering instead of Slack?"
-	case status == http.StatusTooManyRequests:
-		r.Outcome = events.OutcomeRateLimited
-		r.RetryAfter = max(notify.RetryAfterHeader(h.Get("Retry-After")), time.Second)
-		r.Hint = "Slack allows about one message per second per webhook: waiting for Retry-After"
-	case status == http.StatusBadRequest:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "Slack rejected the payload (" + text + "): a notifier bug, report it"
-	case status == http.StatusForbidden:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "Slack refused the webhook (" + text + "): it was revoked or the app lost access; create a new incoming webhook"
-	case status == http.StatusNotFound:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the webhook's channel or the webhook itself does not exist (" + text + "): create a new incoming webhook"
-	case status == http.StatusGone:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the webhook's channel is archived: unarchive it or create a webhook for another channel"
-	default:
+	c, ok := statuses.Class(notify.Answer{Status: status, Header: h, Code: int64(status), Msg: text})
+	if !ok {
 		return notify.HTTPFailure(status, h, respBody)
 	}
+	r.Outcome, r.RetryAfter, r.Hint = c.Outcome, c.RetryAfter, c.Hint
 	return r
+}
+
+// statuses are the HTTP statuses Slack answers with (contracts/chat.md)
+// and what they mean; Msg is the body text ("ok", "invalid_payload", …).
+var statuses = notify.Codes{Noun: "HTTP status", Known: map[int64]notify.Class{
+	http.StatusOK: {Outcome: events.OutcomeRetryable, Hint: "HTTP 200 without \"ok\": is a proxy answering instead of Slack?",
+		Refine: func(c notify.Class, a notify.Answer) notify.Class {
+			if a.Msg == "ok" {
+				return notify.Class{Outcome: events.OutcomeDelivered}
+			}
+			return c
+		}},
+	http.StatusTooManyRequests: {Outcome: events.OutcomeRateLimited, Hint: "Slack allows about one message per second per webhook: waiting for Retry-After",
+		Refine: func(c notify.Class, a notify.Answer) notify.Class {
+			c.RetryAfter = notify.WaitHeader(a.Header, time.Second, "Retry-After")
+			return c
+		}},
+	http.StatusBadRequest: {Outcome: events.OutcomePermanent, Hint: "Slack rejected the payload (%s): a notifier bug, report it", Refine: said},
+	http.StatusForbidden: {Outcome: events.OutcomePermanent, Refine: said,
+		Hint: "Slack refused the webhook (%s): it was revoked or the app lost access; create a new incoming webhook"},
+	http.StatusNotFound: {Outcome: events.OutcomePermanent, Refine: said,
+		Hint: "the webhook's channel or the webhook itself does not exist (%s): create a new incoming webhook"},
+	http.StatusGone: {Outcome: events.OutcomePermanent, Hint: "the webhook's channel is archived: unarchive it or create a webhook for another channel"},
+}}
+
+// said puts what Slack said (the body text) into the hint's %s.
+func said(c notify.Class, a notify.Answer) notify.Class {
+	c.Hint = strings.Replace(c.Hint, "%s", a.Msg, 1)
+	return c
 }

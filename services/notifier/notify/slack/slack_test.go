@@ -13,6 +13,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier/digest"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/notifytest"
 )
 
 func alert(status events.AlertStatus, n, idLen int) events.AlertEvent {
@@ -33,12 +34,7 @@ func alert(status events.AlertStatus, n, idLen int) events.AlertEvent {
 
 func startSim(t *testing.T, robots ...chatsim.Robot) *chatsim.Server {
 	t.Helper()
-	sim := chatsim.New(chatsim.Config{Slack: robots})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return sim
+	return notifytest.StartSim(t, chatsim.Config{Slack: robots})
 }
 
 func TestEndpointAndConfig(t *testing.T) {

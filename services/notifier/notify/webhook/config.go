@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 )
 
 // DefaultMaxBytes is the default request body budget.
@@ -38,27 +39,24 @@ type Config struct {
 	MaxBytes int `yaml:"max_bytes"`
 }
 
+// source is the part of the config every channel shares.
+func (c Config) source() notify.Source {
+	return notify.Source{
+		Channel: Name, Target: "the endpoint's URL",
+		URL: c.URL, URLFile: c.URLFile, URLEnv: c.URLEnv,
+		SecretFile: c.SecretFile, SecretEnv: c.SecretEnv,
+		Keyword: c.Keyword, Language: c.Language, Timezone: c.Timezone, LinkBaseURL: c.LinkBaseURL, DefaultLanguage: template.Chinese,
+		Endpoint: Endpoint,
+	}
+}
+
 // Validate checks the settings without reading secrets.
 func (c Config) Validate(field string) error {
-	if err := notify.CheckURLSource(field, "the endpoint's URL", c.URL, c.URLFile, c.URLEnv); err != nil {
-		return err
-	}
-	if err := notify.CheckSecretSource(field, c.SecretFile, c.SecretEnv); err != nil {
+	if err := c.source().Validate(field); err != nil {
 		return err
 	}
 	if c.MaxBytes < 0 || (c.MaxBytes > 0 && c.MaxBytes < 2000) {
 		return fmt.Errorf("%s.max_bytes is %d: use 0 (default 20000) or at least 2000", field, c.MaxBytes)
-	}
-	if c.URL != "" {
-		if _, err := Endpoint(c.URL); err != nil {
-			return fmt.Errorf("%s.url: %w", field, err)
-		}
-	}
-	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
-		return err
-	}
-	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
-		return err
 	}
 	return nil
 }
@@ -71,16 +69,4 @@ func Endpoint(raw string) (*url.URL, error) {
 		return nil, errors.New("is not an http(s) URL")
 	}
 	return u, nil
-}
-
-func (c Config) secrets() (*url.URL, string, error) {
-	u, err := notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, Endpoint)
-	if err != nil {
-		return nil, "", err
-	}
-	secret, err := notify.ReadSecret(Name, c.SecretFile, c.SecretEnv)
-	if err != nil {
-		return nil, "", err
-	}
-	return u, secret, nil
 }

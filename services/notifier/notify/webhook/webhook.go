@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -33,38 +32,21 @@ const (
 
 // Notifier posts to one endpoint.
 type Notifier struct {
-	cfg      Config
-	endpoint *url.URL
-	secret   string
-	tmpl     *template.Template
-	client   *http.Client
-	now      func() time.Time
+	cfg  Config
+	base notify.Base
 }
 
 // New reads the URL and secret and prepares the templates. A nil client
 // is http.DefaultClient, a nil now is time.Now.
 func New(cfg Config, client *http.Client, now func() time.Time) (*Notifier, error) {
-	if err := cfg.Validate("webhook"); err != nil {
-		return nil, err
-	}
-	endpoint, secret, err := cfg.secrets()
+	base, err := notify.NewBase(cfg.Validate, cfg.source(), client, now)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Notifier{cfg: cfg, endpoint: endpoint, secret: secret, tmpl: tmpl, client: client, now: now}, nil
+	return &Notifier{cfg: cfg, base: base}, nil
 }
 
 // Channel returns "webhook".
@@ -145,7 +127,7 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, error) {
 		keep = len(c.Digest.Samples)
 	}
 	for {
-		m, err := c.Render(n.tmpl, func(m template.Message) bool { return len(notify.EncodeJSON(n.payload(c, m, keep))) <= n.cfg.MaxBytes })
+		m, err := c.Render(n.base.Template, func(m template.Message) bool { return len(notify.EncodeJSON(n.payload(c, m, keep))) <= n.cfg.MaxBytes })
 		if err != nil {
 			return nil, err
 		}
@@ -174,22 +156,18 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 // the answer. The error is nil exactly when the result is delivered.
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, err := n.BodyOf(c)
-	if err != nil {
-		r := notify.RenderFailure(err)
-		return r, r.Err(Name)
-	}
-	h := http.Header{"Content-Type": {"application/json"}}
-	if c.ID != "" {
-		h.Set(IdempotencyHeader, c.ID)
-	}
-	if n.secret != "" {
-		ts := n.now().Unix()
-		h.Set(TimestampHeader, strconv.FormatInt(ts, 10))
-		h.Set(SignatureHeader, Sign(n.secret, ts, payload))
-	}
-	r := notify.Attempt(ctx, n.client, n.endpoint.String(), h, payload,
-		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
-	return r, r.Err(Name)
+	return n.base.Deliver(payload, err, func(payload []byte) notify.Result {
+		h := http.Header{"Content-Type": {notify.JSON}}
+		if c.ID != "" {
+			h.Set(IdempotencyHeader, c.ID)
+		}
+		if n.base.Secret != "" {
+			ts := n.base.Now().Unix()
+			h.Set(TimestampHeader, strconv.FormatInt(ts, 10))
+			h.Set(SignatureHeader, Sign(n.base.Secret, ts, payload))
+		}
+		return n.base.Post(ctx, n.base.Endpoint.String(), h, payload, Classify)
+	})
 }
 
 // Classify turns the endpoint's HTTP status into a Result.

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier/digest"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/notifytest"
 )
 
 func alert(n, idLen int) events.AlertEvent {
@@ -29,14 +28,7 @@ func alert(n, idLen int) events.AlertEvent {
 	return a
 }
 
-func secretFile(t *testing.T, s string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+var secretFile = notifytest.SecretFile
 
 func TestSignMatchesChatsim(t *testing.T) {
 	body := []byte(`{"kind":"alert"}`)

@@ -1,12 +1,11 @@
 package wecom
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/template"
 )
 
 // DefaultBaseURL is where a bare robot key is sent.
@@ -48,19 +47,21 @@ type Config struct {
 	MentionAll     bool     `yaml:"mention_all"`
 }
 
+// source is the part of the config every channel shares.
+func (c Config) source() notify.Source {
+	return notify.Source{
+		Channel: Name, Target: "the robot's webhook URL",
+		URL: c.URL, URLFile: c.URLFile, URLEnv: c.URLEnv, DefaultBaseURL: DefaultBaseURL, BaseURL: c.BaseURL,
+		Keyword: c.Keyword, Language: c.Language, Timezone: c.Timezone, LinkBaseURL: c.LinkBaseURL, DefaultLanguage: template.Chinese,
+		Endpoint: func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) },
+	}
+}
+
 // Validate checks the settings without reading secrets; field is the
 // config path of this section.
 func (c Config) Validate(field string) error {
-	if err := notify.CheckURLSource(field, "the robot's webhook URL", c.URL, c.URLFile, c.URLEnv); err != nil {
+	if err := c.source().Validate(field); err != nil {
 		return err
-	}
-	if err := notify.CheckBaseURL(field, c.BaseURL, DefaultBaseURL); err != nil {
-		return err
-	}
-	if c.URL != "" {
-		if _, err := Endpoint(c.URL, c.BaseURL); err != nil {
-			return fmt.Errorf("%s.url: %w", field, err)
-		}
 	}
 	switch c.MsgType {
 	case "", MsgMarkdown:
@@ -71,44 +72,17 @@ func (c Config) Validate(field string) error {
 	default:
 		return fmt.Errorf("%s.msg_type is %q: use markdown or text", field, c.MsgType)
 	}
-	if err := notify.CheckLocale(field, c.Language, c.Timezone); err != nil {
+	if err := notify.CheckIDs(field, "mention_user_ids", c.MentionUserIDs, " <>@", "a user id", "write it without @, < or spaces"); err != nil {
 		return err
 	}
-	if err := notify.CheckLinkBaseURL(field, c.LinkBaseURL); err != nil {
-		return err
-	}
-	for i, u := range c.MentionUserIDs {
-		if u == "" || strings.ContainsAny(u, " <>@") {
-			return fmt.Errorf("%s.mention_user_ids[%d] %q is not a user id: write it without @, < or spaces", field, i, u)
-		}
-	}
-	for i, m := range c.MentionMobiles {
-		if m == "" || strings.ContainsAny(m, " @") {
-			return fmt.Errorf("%s.mention_mobiles[%d] %q is not a phone number: write it without @ or spaces", field, i, m)
-		}
-	}
-	return nil
+	return notify.CheckIDs(field, "mention_mobiles", c.MentionMobiles, " @", "a phone number", "write it without @ or spaces")
 }
 
 // Endpoint turns a webhook URL or a bare key into the robot's URL. Errors
 // never repeat the key.
 func Endpoint(raw, base string) (*url.URL, error) {
-	if base == "" {
-		base = DefaultBaseURL
-	}
-	u, token, err := notify.ParseWebhook(raw, "key", "robot")
-	if err != nil {
-		return nil, err
-	}
-	if u == nil {
-		return notify.TokenQueryURL(base, "key", token)
-	}
-	if u.Query().Get("key") == "" {
-		return nil, errors.New("has no key parameter: paste the robot's whole webhook URL (…/cgi-bin/webhook/send?key=…)")
-	}
-	return u, nil
-}
-
-func (c Config) endpoint() (*url.URL, error) {
-	return notify.ResolveURL(Name, c.URL, c.URLFile, c.URLEnv, func(raw string) (*url.URL, error) { return Endpoint(raw, c.BaseURL) })
+	return notify.TokenQuery{
+		DefaultBaseURL: DefaultBaseURL, Param: "key", Noun: "key", Owner: "robot",
+		Missing: "has no key parameter: paste the robot's whole webhook URL (…/cgi-bin/webhook/send?key=…)",
+	}.Endpoint(raw, base)
 }

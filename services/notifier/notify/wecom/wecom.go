@@ -9,10 +9,7 @@ package wecom
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,33 +29,21 @@ const (
 
 // Notifier sends alerts to one robot.
 type Notifier struct {
-	cfg      Config
-	endpoint *url.URL
-	tmpl     *template.Template
-	client   *http.Client
+	cfg  Config
+	base notify.Base
 }
 
 // New reads the URL and prepares the templates. A nil client is
 // http.DefaultClient.
 func New(cfg Config, client *http.Client) (*Notifier, error) {
-	if err := cfg.Validate("wecom"); err != nil {
-		return nil, err
-	}
-	endpoint, err := cfg.endpoint()
+	base, err := notify.NewBase(cfg.Validate, cfg.source(), client, nil)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.MsgType == "" {
 		cfg.MsgType = MsgMarkdown
 	}
-	tmpl, err := notify.NewTemplate(cfg.Language, template.Chinese, cfg.Keyword, cfg.Timezone, cfg.LinkBaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if client == nil {
-		client = http.DefaultClient
-	}
-	return &Notifier{cfg: cfg, endpoint: endpoint, tmpl: tmpl, client: client}, nil
+	return &Notifier{cfg: cfg, base: base}, nil
 }
 
 // Channel returns "wecom".
@@ -89,28 +74,14 @@ func color(m template.Message) string {
 	return "info"
 }
 
-// plain turns the templates' markdown into plain text for msg_type text.
-func plain(s string) string {
-	s = strings.ReplaceAll(s, "**", "")
-	return strings.ReplaceAll(s, "  \n", "\n")
-}
-
 // content is the message's content field.
 func (n *Notifier) content(m template.Message) string {
 	if n.cfg.MsgType == MsgText {
-		c := m.Title + "\n\n" + plain(m.Body)
-		for _, l := range m.Links {
-			c += "\n" + l.Title + ": " + l.URL
-		}
-		return c
+		return m.Title + "\n\n" + notify.Plain(m.Body) + notify.LinkLines(m.Links)
 	}
 	c := "## <font color=\"" + color(m) + "\">" + m.Title + "</font>\n" + m.Body
 	if len(m.Links) > 0 {
-		var ls []string
-		for _, l := range m.Links {
-			ls = append(ls, "["+l.Title+"]("+l.URL+")")
-		}
-		c += "\n" + strings.Join(ls, " · ")
+		c += "\n" + notify.MarkdownLinks(m.Links)
 	}
 	if len(n.cfg.MentionUserIDs) > 0 {
 		var who []string
@@ -146,7 +117,7 @@ func (n *Notifier) BodyOf(c notify.Content) ([]byte, template.Message, error) {
 	if n.cfg.MsgType == MsgText {
 		limit = MaxTextBytes
 	}
-	m, err := c.Render(n.tmpl, func(m template.Message) bool {
+	m, err := c.Render(n.base.Template, func(m template.Message) bool {
 		return len(n.content(m)) <= limit && len(n.build(m)) <= notify.MaxBodyBytes
 	})
 	if err != nil {
@@ -164,13 +135,7 @@ func (n *Notifier) Notify(ctx context.Context, a events.AlertEvent) (notify.Resu
 // when the result is delivered.
 func (n *Notifier) Send(ctx context.Context, c notify.Content) (notify.Result, error) {
 	payload, _, err := n.BodyOf(c)
-	if err != nil {
-		r := notify.RenderFailure(err)
-		return r, r.Err(Name)
-	}
-	r := notify.Attempt(ctx, n.client, n.endpoint.String(), http.Header{"Content-Type": {"application/json"}}, payload,
-		func(resp notify.Response) notify.Result { return Classify(resp.Status, resp.Header, resp.Body) })
-	return r, r.Err(Name)
+	return n.base.Deliver(payload, err, func(payload []byte) notify.Result { return n.base.PostJSON(ctx, payload, Classify) })
 }
 
 // RateLimitWait is how long a robot that answered 45009 is paused: WeCom
@@ -192,33 +157,20 @@ func Classify(status int, h http.Header, body []byte) notify.Result {
 	jsonErr := json.Unmarshal(body, &b)
 	code, hasCode := notify.Number(b.ErrCode)
 	if jsonErr != nil || !hasCode {
-		return notify.Result{Outcome: events.OutcomeRetryable, HTTPStatus: status,
-			RemoteMessage: notify.Truncate(strings.TrimSpace(string(body)), 200),
-			Hint:          "the answer has no errcode: is the URL a WeCom robot, or is a proxy answering?"}
+		return notify.NoCode(status, h, body, "the answer has no errcode: is the URL a WeCom robot, or is a proxy answering?")
 	}
-	r := notify.Result{HTTPStatus: status, RemoteCode: strconv.FormatInt(code, 10), RemoteMessage: notify.Truncate(b.ErrMsg, 300)}
-	switch code {
-	case 0:
-		r.Outcome = events.OutcomeDelivered
-	case -1:
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = "WeCom is busy: retrying with backoff"
-	case 45009:
-		r.Outcome = events.OutcomeRateLimited
-		r.RetryAfter = RateLimitWait
-		r.Hint = "WeCom limits a robot to 20 messages per minute: holding messages for the rolling minute"
-	case 93000:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the webhook URL is invalid (the key does not exist or the robot was removed): copy the robot's whole webhook URL again"
-	case 40058:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "the message is over WeCom's length limit: the notifier's byte budget failed (a bug)"
-	case 40008, 44004:
-		r.Outcome = events.OutcomePermanent
-		r.Hint = "WeCom rejected the message format: a notifier bug, report it with the errmsg"
-	default:
-		r.Outcome = events.OutcomeRetryable
-		r.Hint = fmt.Sprintf("unknown errcode %d: retrying a bounded number of times", code)
-	}
-	return r
+	return codes.Classify(notify.Answer{Status: status, Header: h, Code: code, Msg: b.ErrMsg})
 }
+
+// codes are WeCom's errcodes (contracts/chat.md) and what they mean.
+var codes = notify.Codes{Noun: "errcode", Known: map[int64]notify.Class{
+	0:     {Outcome: events.OutcomeDelivered},
+	-1:    {Outcome: events.OutcomeRetryable, Hint: "WeCom is busy: retrying with backoff"},
+	45009: {Outcome: events.OutcomeRateLimited, RetryAfter: RateLimitWait, Hint: "WeCom limits a robot to 20 messages per minute: holding messages for the rolling minute"},
+	93000: {Outcome: events.OutcomePermanent, Hint: "the webhook URL is invalid (the key does not exist or the robot was removed): copy the robot's whole webhook URL again"},
+	40058: {Outcome: events.OutcomePermanent, Hint: "the message is over WeCom's length limit: the notifier's byte budget failed (a bug)"},
+	40008: badFormat,
+	44004: badFormat,
+}}
+
+var badFormat = notify.Class{Outcome: events.OutcomePermanent, Hint: "WeCom rejected the message format: a notifier bug, report it with the errmsg"}

@@ -11,6 +11,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/notifier/chatsim"
 	"github.com/fleetwatch/fleetwatch/services/notifier/notify"
+	"github.com/fleetwatch/fleetwatch/services/notifier/notify/notifytest"
 )
 
 func alert(n int, idLen int) events.AlertEvent {
@@ -29,57 +30,28 @@ func alert(n int, idLen int) events.AlertEvent {
 
 func startSim(t *testing.T, robots ...chatsim.Robot) *chatsim.Server {
 	t.Helper()
-	sim := chatsim.New(chatsim.Config{WeCom: robots})
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return sim
+	return notifytest.StartSim(t, chatsim.Config{WeCom: robots})
 }
 
 func TestEndpoint(t *testing.T) {
-	tests := []struct{ raw, base, want, err string }{
-		{raw: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123", want: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123"},
-		{raw: "k-123", want: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123"},
-		{raw: "k-123", base: "http://127.0.0.1:9/cgi-bin/webhook/send", want: "http://127.0.0.1:9/cgi-bin/webhook/send?key=k-123"},
-		{raw: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?k=k-123", err: "has no key parameter"},
-		{raw: "k 123", err: "is neither a webhook URL nor a bare key"},
-	}
-	for _, tt := range tests {
-		u, err := Endpoint(tt.raw, tt.base)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "k-123") {
-				t.Errorf("Endpoint(%q) err = %v", tt.raw, err)
-			}
-			continue
-		}
-		if err != nil || u.String() != tt.want {
-			t.Errorf("Endpoint(%q) = %v, %v", tt.raw, u, err)
-		}
-	}
+	notifytest.CheckEndpoints(t, Endpoint, "k-123", []notifytest.EndpointCase{
+		{Raw: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123", Want: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123"},
+		{Raw: "k-123", Want: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k-123"},
+		{Raw: "k-123", Base: "http://127.0.0.1:9/cgi-bin/webhook/send", Want: "http://127.0.0.1:9/cgi-bin/webhook/send?key=k-123"},
+		{Raw: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?k=k-123", Err: "has no key parameter"},
+		{Raw: "k 123", Err: "is neither a webhook URL nor a bare key"},
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		cfg  Config
-		want string
-	}{
+	notifytest.CheckValidate(t, "wecom", Config.Validate, []notifytest.ValidateCase[Config]{
 		{Config{URLEnv: "X"}, ""},
 		{Config{}, "wecom.url is empty: set url_env (or url_file, or url) to the robot's webhook URL"},
 		{Config{URLEnv: "X", MsgType: "news"}, `wecom.msg_type is "news": use markdown or text`},
 		{Config{URLEnv: "X", MentionAll: true}, "wecom: mention_mobiles and mention_all need msg_type text (WeCom markdown mentions user ids only)"},
 		{Config{URLEnv: "X", MsgType: "text", MentionMobiles: []string{"@138"}}, `wecom.mention_mobiles[0] "@138" is not a phone number: write it without @ or spaces`},
 		{Config{URLEnv: "X", MentionUserIDs: []string{"<@u>"}}, `wecom.mention_user_ids[0] "<@u>" is not a user id: write it without @, < or spaces`},
-	}
-	for _, tt := range tests {
-		got := ""
-		if err := tt.cfg.Validate("wecom"); err != nil {
-			got = err.Error()
-		}
-		if got != tt.want {
-			t.Errorf("Validate(%+v) = %q, want %q", tt.cfg, got, tt.want)
-		}
-	}
+	})
 }
 
 func TestClassify(t *testing.T) {
