@@ -17,8 +17,11 @@ import (
 // state: still offline past its grace, it fires its offline alert then.
 //
 // A device stores the penalty at its last update and the time of that update
-// (8 bytes); the decay is computed when needed, in integer arithmetic, so
-// that every platform decides alike.
+// in ms (4 + 6 bytes: 48 bits of ms never overflow), so that a penalty
+// decays evenly whatever the half-life (a whole-second clock made a 1 s
+// half-life decay by up to twice as much between some disconnects as
+// between others). The decay is computed when needed, in integer
+// arithmetic, so that every platform decides alike.
 
 // decaySteps is the resolution of the decay table: a half-life is cut into
 // 1024 steps (an error below 0.07 %, always towards slower decay).
@@ -87,9 +90,20 @@ func (t *Tracker) flapSettings(slot uint32, d *device) *route.Flap {
 	return rs[0].Flap
 }
 
-// flapSeconds stores a time (ms) as the flap update time (s).
-func flapSeconds(ms int64) uint32 {
-	return uint32(min(max(ms/1000, 0), math.MaxUint32))
+// maxFlapTime is the latest flap update time a device stores: 48 bits of
+// ms (the year 10889).
+const maxFlapTime = 1<<48 - 1
+
+// flapTime returns the time (ms) of the last update of d's flap penalty.
+func (d *device) flapTime() int64 {
+	return int64(d.flapHi)<<32 | int64(d.flapLo)
+}
+
+// setFlapTime stores ms, clamped to 0..maxFlapTime, as the time of the last
+// update of d's flap penalty.
+func (d *device) setFlapTime(ms int64) {
+	ms = min(max(ms, 0), maxFlapTime)
+	d.flapLo, d.flapHi = uint32(ms), uint16(ms>>32)
 }
 
 // flap adds a real disconnect (at d.since) to the device's penalty and
@@ -99,7 +113,7 @@ func (t *Tracker) flap(slot uint32, d *device, now int64) {
 	if f == nil {
 		return
 	}
-	at, last, hl := d.since, int64(d.flapAt)*1000, f.HalfLife.Milliseconds()
+	at, last, hl := d.since, d.flapTime(), f.HalfLife.Milliseconds()
 	var p uint64
 	if at >= last {
 		cur := decay(d.penalty, at-last, hl)
@@ -107,7 +121,7 @@ func (t *Tracker) flap(slot uint32, d *device, now int64) {
 			d.flapCount = 0 // a new episode of disconnects
 		}
 		p = uint64(cur) + uint64(f.Penalty)
-		d.flapAt = flapSeconds(at)
+		d.setFlapTime(at)
 	} else {
 		// A late disconnect: its penalty has decayed since.
 		p = uint64(d.penalty) + uint64(decay(f.Penalty, last-at, hl))
@@ -126,7 +140,7 @@ func (t *Tracker) flap(slot uint32, d *device, now int64) {
 
 // calmDue is when a flapping device's penalty falls below the reuse limit.
 func (t *Tracker) calmDue(d *device, f *route.Flap) int64 {
-	return satAdd(int64(d.flapAt)*1000, calmAfter(d.penalty, f.Reuse, f.HalfLife.Milliseconds()))
+	return satAdd(d.flapTime(), calmAfter(d.penalty, f.Reuse, f.HalfLife.Milliseconds()))
 }
 
 // calmTimer handles a calm timer of a flapping device: it calms the device

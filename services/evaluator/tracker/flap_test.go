@@ -99,9 +99,9 @@ func TestFlapSuppression(t *testing.T) {
 	// Penalty: 3864 after 4 disconnects by 40 s, decayed to 200 s (2670),
 	// plus the fifth: 3670, below 750 after 5 min × log2(3670/750) = 687 s.
 	d := *devOf(t, tr, "d")
-	due := int64(d.flapAt)*1000 + calmAfter(d.penalty, 750, 300_000)
+	due := d.flapTime() + calmAfter(d.penalty, 750, 300_000)
 	if d.penalty < 3660 || d.penalty > 3680 || due < t0+880_000 || due > t0+890_000 {
-		t.Fatalf("penalty %d at %d, calm at %d", d.penalty, int64(d.flapAt)*1000-t0, due-t0)
+		t.Fatalf("penalty %d at %d, calm at %d", d.penalty, d.flapTime()-t0, due-t0)
 	}
 	runGroups(t, tr, []gstep{
 		{Tick{Now: time.UnixMilli(due - 1)}, nil},
@@ -140,7 +140,7 @@ func TestFlapCalmsWhileOnline(t *testing.T) {
 	}
 	// A takeover is not a flap: no penalty.
 	tr.Apply(Event{disc(t, "d", "n1", 13_000, 200_000, events.ReasonTakenOver)})
-	if d := *devOf(t, tr, "d"); d.flapAt != uint32((t0+12_000)/1000) {
+	if d := *devOf(t, tr, "d"); d.flapTime() != t0+12_000 {
 		t.Fatalf("a takeover updated the penalty: %+v", d)
 	}
 }
@@ -243,4 +243,58 @@ func devOf(t *testing.T, tr *Tracker, id string) *device {
 		t.Fatalf("%s is not tracked", id)
 	}
 	return &tr.devs[slot]
+}
+
+// TestFlapDecayIsEvenWithShortHalfLife: with a 1 s half-life, a penalty
+// halves between disconnects 1 s apart whatever their phase within the
+// second (flap times were whole seconds: the decay then ranged from 1/2 to
+// almost 1/4 by phase), and the calm timer is due to the ms.
+func TestFlapDecayIsEvenWithShortHalfLife(t *testing.T) {
+	const routes = "receivers: [ops]\nflap: {penalty: 1000, suppress: 2400, reuse: 100, half_life: 1s, max_penalty: 4000}\n"
+	for _, phase := range []int64{0, 1, 250, 500, 999} {
+		tr := routedTracker(t, "{}", routes)
+		runGroups(t, tr, []gstep{
+			{Event{conn(t, "d", "n1", 0)}, nil},
+			{Event{disc(t, "d", "n1", 0, 1_000+phase, events.ReasonKeepaliveTimeout)}, nil},
+			{Event{conn(t, "d", "n1", 1_100+phase)}, nil},
+			{Event{disc(t, "d", "n1", 1_100+phase, 2_000+phase, events.ReasonKeepaliveTimeout)}, nil},
+			{Event{conn(t, "d", "n1", 2_100+phase)}, nil},
+		})
+		if d := devOf(t, tr, "d"); d.penalty != 1500 || d.flapTime() != t0+2_000+phase {
+			t.Fatalf("phase %d ms: penalty %d at %d, want 1500 at %d", phase, d.penalty, d.flapTime()-t0, 2_000+phase)
+		}
+		// The third disconnect, 1 s later: 750 + 1000 = 1750; the fourth,
+		// 500 ms after: 1750/√2 + 1000 = 2237 (within the table's 0.07 %);
+		// the fifth, 250 ms after: 2237·2^-¼ + 1000 = 2881, flapping.
+		runGroups(t, tr, []gstep{
+			{Event{disc(t, "d", "n1", 2_100+phase, 3_000+phase, events.ReasonKeepaliveTimeout)}, nil},
+			{Event{conn(t, "d", "n1", 3_100+phase)}, nil},
+		})
+		if d := devOf(t, tr, "d"); d.penalty != 1750 {
+			t.Fatalf("phase %d ms: penalty %d, want 1750", phase, d.penalty)
+		}
+		runGroups(t, tr, []gstep{
+			{Event{disc(t, "d", "n1", 3_100+phase, 3_500+phase, events.ReasonKeepaliveTimeout)}, nil},
+			{Event{conn(t, "d", "n1", 3_600+phase)}, nil},
+		})
+		if d := devOf(t, tr, "d"); d.penalty < 2236 || d.penalty > 2238 {
+			t.Fatalf("phase %d ms: penalty %d, want 2237", phase, d.penalty)
+		}
+		runGroups(t, tr, []gstep{
+			{Event{disc(t, "d", "n1", 3_600+phase, 3_750+phase, events.ReasonKeepaliveTimeout)}, []string{
+				`ops firing device_flapping:root{device_id="d"} new=1 res=0 firing=1 total=1 [d:f]`}},
+		})
+		d := devOf(t, tr, "d")
+		// Calm below 100: log2(p/100) half-lives after the last update.
+		due := d.flapTime() + calmAfter(d.penalty, 100, 1_000)
+		exact := float64(t0+3_750+phase) + 1000*math.Log2(float64(d.penalty)/100)
+		if math.Abs(float64(due)-exact) > 2 {
+			t.Fatalf("phase %d ms: penalty %d, calm due at %d, exact %.1f", phase, d.penalty, due-t0, exact-float64(t0))
+		}
+		runGroups(t, tr, []gstep{
+			{Tick{Now: time.UnixMilli(due - 1)}, nil},
+			{Tick{Now: time.UnixMilli(due)}, []string{
+				`ops resolved device_flapping:root{device_id="d"} new=0 res=1 firing=0 total=1 [d:r]`}},
+		})
+	}
 }

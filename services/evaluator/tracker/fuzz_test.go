@@ -13,16 +13,19 @@ import (
 
 // fuzzOps turns arbitrary bytes into tracker inputs, 6 bytes per input:
 // byte 0 picks the kind (connected, real disconnect, takeover disconnect,
-// disconnect without connected_at, tick), byte 1 the device, node and
-// reason, bytes 2-3 connected_at (or the tick's time), bytes 4-5 the broker
-// time. Times are small offsets so that they collide often.
+// disconnect without connected_at, tick: byte 0 % 5) and the source (byte
+// 0 / 5 % 3: EMQX; AWS IoT, with a version from byte 2 and no
+// connected_at; Sparkplug, with bdSeq byte 2 and no connected_at on
+// disconnects), byte 1 the device, node and reason, bytes 2-3 connected_at
+// (or the tick's time), bytes 4-5 the broker time. Times and versions are
+// small so that they collide often.
 func fuzzOps(data []byte) []Input {
 	nodes := []string{"n1", "n2", "emqx@10.0.0.3"}
 	devs := []string{"a", "b", "dev/1", "x.y*>"}
 	reasons := []events.Reason{events.ReasonKeepaliveTimeout, events.ReasonTakenOver, events.ReasonDiscarded, "", events.ReasonNormal}
 	var in []Input
 	for len(data) >= 6 {
-		op, sel := data[0]%5, data[1]
+		op, sel, src, vb := data[0]%5, data[1], data[0]/5%3, data[2]
 		a := int64(binary.BigEndian.Uint16(data[2:4]))
 		b := int64(binary.BigEndian.Uint16(data[4:6]))
 		data = data[6:]
@@ -48,6 +51,15 @@ func fuzzOps(data []byte) []Input {
 		case 4:
 			in = append(in, Tick{Now: time.UnixMilli(t0 + a*1000)})
 			continue
+		}
+		switch src {
+		case 1:
+			e.Source, e.ConnVersion, e.ConnectedAtMS = "aws_iot", 1+int64(vb%16), 0
+		case 2:
+			e.Source, e.ConnVersion = sourceSparkplug, 1+int64(vb)
+			if e.Kind == events.KindDisconnected {
+				e.ConnectedAtMS = 0
+			}
 		}
 		if sel == 0xff {
 			e.BrokerTSMS = 0 // invalid
@@ -77,6 +89,10 @@ func FuzzApply(f *testing.F) {
 	f.Add(seq(op(0, 0, 1, 1), op(0, 4, 501, 501), op(2, 0, 1, 500), op(4, 0, 1000, 0)))
 	// disconnect without connected_at, duplicates, unseen newer connection
 	f.Add(seq(op(0, 1, 1, 1), op(3, 1, 0, 50), op(3, 1, 0, 50), op(4, 0, 100, 0), op(1, 5, 900, 950), op(4, 0, 3000, 0)))
+	// AWS: version 3, older version 2's disconnect, newer 5's disconnect (gap), tick
+	f.Add(seq(op(5, 0, 3<<8, 1), op(6, 0, 2<<8, 50), op(6, 0, 5<<8, 60), op(4, 0, 1000, 0)))
+	// Sparkplug: bdSeq 255 then 0, the old NDEATH, the current one, tick
+	f.Add(seq(op(10, 0, 255<<8|1, 1), op(10, 0, 0<<8|9, 9), op(11, 0, 255<<8, 20), op(11, 0, 0, 30), op(4, 0, 1000, 0)))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := fuzzOps(data)

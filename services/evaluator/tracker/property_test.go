@@ -20,7 +20,9 @@ import (
 // EMQX allows: each node's events in order, the nodes interleaved freely,
 // and with random duplicates arriving at any later time. Every delivery
 // must converge to the true final state and must never alert an outage that
-// the history did not have.
+// the history did not have. The same properties hold for the histories of
+// sources that key connections by a version instead of connected_at
+// (genVersionHistory: AWS IoT lifecycle events, Sparkplug B NBIRTH/NDEATH).
 
 // hEvent is one event of a generated history.
 type hEvent struct {
@@ -116,6 +118,183 @@ func genHistory(t testing.TB, rng *rand.Rand, devices, maxConns int, lossP float
 				add(events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: node, Reason: reason,
 					RawReason: string(reason), BrokerTSMS: end + skew[node], ConnectedAtMS: connAt}, dt)
 				now = end + (end + 1 - dt) // the next connected lands on the other side
+			}
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].trueT != all[j].trueT {
+			return all[i].trueT < all[j].trueT
+		}
+		return all[i].seq < all[j].seq
+	})
+	for i, r := range all {
+		h.events = append(h.events, hEvent{e: r.e, trueT: r.trueT, idx: i})
+	}
+	return h
+}
+
+// generator makes a history of 1..devices devices with 1..maxConns
+// connections each (see genHistory for lossP).
+type generator struct {
+	name string
+	gen  func(t testing.TB, rng *rand.Rand, devices, maxConns int, lossP float64) history
+	// div divides the number of histories a property test tries.
+	div int
+}
+
+// generators are every kind of history the property tests check.
+var generators = []generator{
+	{"emqx", genHistory, 1},
+	{"aws", func(t testing.TB, rng *rand.Rand, devices, maxConns int, lossP float64) history {
+		return genVersionHistory(t, rng, styleAWS, devices, maxConns, lossP)
+	}, 3},
+	{"sparkplug", func(t testing.TB, rng *rand.Rand, devices, maxConns int, lossP float64) history {
+		return genVersionHistory(t, rng, styleSparkplug, devices, maxConns, lossP)
+	}, 3},
+}
+
+// versionStyle is the source a version history imitates.
+type versionStyle int
+
+const (
+	// styleAWS: AWS IoT lifecycle events, keyed by versionNumber (no
+	// connected_at) and stamped by two brokers whose clocks are up to 5 s
+	// apart, so that broker times often disagree with the versions' order;
+	// a connection on either broker; takeovers (DUPLICATE_CLIENTID, i.e.
+	// discarded) in both orders.
+	styleAWS versionStyle = iota
+	// styleSparkplug: Sparkplug B edge nodes, one broker per device: NBIRTH
+	// carries bdSeq and the edge node's clock (up to 5 s off), NDEATH the
+	// bdSeq and the receive time; bdSeq starts anywhere in 0..255 and wraps;
+	// rebirths (NBIRTH again, same bdSeq) while online; a reconnect before
+	// the broker noticed the old session's death delivers the old NDEATH
+	// (its Will) after the new NBIRTH.
+	styleSparkplug
+)
+
+// genVersionHistory generates a history of a version-keyed source. lossP
+// is the probability that the connect of a connection ended by a real
+// disconnect is lost (not after a Sparkplug reconnect whose late NDEATH
+// would then, rightly, look like the death of the current session).
+func genVersionHistory(t testing.TB, rng *rand.Rand, style versionStyle, devices, maxConns int, lossP float64) history {
+	graceMS := grace.Milliseconds()
+	aws := style == styleAWS
+	nodes := []string{"aws-a", "aws-b"}
+	source := "aws_iot"
+	if !aws {
+		nodes, source = []string{"hivemq-1", "hivemq-2"}, sourceSparkplug
+	}
+	skew := map[string]int64{}
+	for _, n := range nodes {
+		skew[n] = 0
+		if aws {
+			skew[n] = rng.Int64N(10_001) - 5000
+		}
+	}
+	h := history{nodes: nodes, final: map[string]DeviceState{}, outages: map[string][]int64{}}
+	type raw struct {
+		e     events.PresenceEvent
+		trueT int64
+		seq   int
+	}
+	var all []raw
+	add := func(e events.PresenceEvent, trueT int64) {
+		e.Source = source
+		e.ReceivedAtMS = trueT + 3
+		out, err := events.NewPresenceEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, raw{e: out, trueT: trueT, seq: len(all)})
+	}
+	for d := range devices {
+		dev := fmt.Sprintf("dev-%d.%c", d, 'a'+d)
+		now := t0 + rng.Int64N(5000)
+		n := 1 + rng.IntN(maxConns)
+		version := 1 + rng.Int64N(1000) // AWS versionNumber
+		bdSeq := rng.Int64N(256)        // Sparkplug
+		edge := rng.Int64N(10_001) - 5000
+		devNode := nodes[rng.IntN(len(nodes))]
+		handover := false // the previous connection was taken over
+		for i := range n {
+			node, cv := devNode, int64(0)
+			var connected events.PresenceEvent
+			var connTS int64
+			if aws {
+				node, cv = nodes[rng.IntN(len(nodes))], version
+				version += 1 + rng.Int64N(3)
+				connTS = now + skew[node]
+				connected = events.PresenceEvent{DeviceID: dev, Kind: events.KindConnected, Node: node, BrokerTSMS: connTS, ConnVersion: cv}
+			} else {
+				cv = bdSeq%256 + 1
+				bdSeq++
+				connTS = now + edge
+				connected = events.PresenceEvent{DeviceID: dev, Kind: events.KindConnected, Node: node, BrokerTSMS: connTS,
+					ConnectedAtMS: connTS, ConnVersion: cv}
+			}
+			end := now + 1000 + rng.Int64N(30_000)
+			last := i == n-1
+			online := last && rng.IntN(2) == 0
+			realEnd := !online && (last || rng.IntN(2) == 0)
+			lost := false
+			switch {
+			case i == 0 && n > 1 && rng.IntN(4) == 0: // the history starts mid-connection
+				lost = true
+			case i > 0 && realEnd && (aws || !handover) && rng.Float64() < lossP:
+				lost = true
+			default:
+				add(connected, now)
+				if !aws && rng.IntN(4) == 0 { // a rebirth
+					rb := now + 1 + rng.Int64N(end-now-1)
+					connTS = rb + edge
+					connected.BrokerTSMS, connected.ConnectedAtMS = connTS, connTS
+					add(connected, rb)
+				}
+			}
+			handover = false
+			switch {
+			case online:
+				st := DeviceState{DeviceID: dev, Online: true, Node: node, ConnVersion: cv, SinceMS: connTS}
+				if !aws {
+					st.ConnectedAtMS = connTS
+				}
+				h.final[dev] = st
+			case realEnd:
+				reason, raw := realReasons[rng.IntN(len(realReasons))], ""
+				at := end + skew[node]
+				if !aws {
+					reason, raw, at = events.ReasonOther, "NDEATH", end+3
+				}
+				if raw == "" {
+					raw = string(reason)
+				}
+				h.outages[dev] = append(h.outages[dev], at)
+				add(events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: node, Reason: reason,
+					RawReason: raw, BrokerTSMS: at, ConnVersion: cv}, end)
+				if last {
+					st := DeviceState{DeviceID: dev, Node: node, ConnVersion: cv, SinceMS: at, Reason: reason, Pending: true}
+					if !aws && !lost { // a death whose birth was not seen has no known start
+						st.ConnectedAtMS = connTS
+					}
+					h.final[dev] = st
+				}
+				now = end + 1 + rng.Int64N(graceMS/2) // back well within the grace period
+			case aws: // taken over (DUPLICATE_CLIENTID) by the next connection
+				now = end
+				if rng.IntN(5) == 0 {
+					break // no disconnect seen
+				}
+				dt := end
+				if rng.IntN(2) == 0 {
+					dt = end + 1
+				}
+				add(events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: node, Reason: events.ReasonDiscarded,
+					RawReason: "DUPLICATE_CLIENTID", BrokerTSMS: end + skew[node], ConnVersion: cv}, dt)
+				now = end + (end + 1 - dt)
+			default: // Sparkplug: reconnected at once; the old session's NDEATH comes after the new NBIRTH
+				now, handover = end, true
+				add(events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: node, Reason: events.ReasonOther,
+					RawReason: "NDEATH", BrokerTSMS: end + 4, ConnVersion: cv}, end+1)
 			}
 		}
 	}
@@ -281,10 +460,16 @@ func canonical(t testing.TB, ds []Decision) string {
 }
 
 func TestPropertyEveryInterleaving(t *testing.T) {
+	for _, g := range generators {
+		t.Run(g.name, func(t *testing.T) { propEveryInterleaving(t, g) })
+	}
+}
+
+func propEveryInterleaving(t *testing.T, g generator) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	histories, deliveries := 0, 0
-	for histories < 150 {
-		h := genHistory(t, rng, 1+rng.IntN(2), 4, 0)
+	for histories < 150/g.div {
+		h := g.gen(t, rng, 1+rng.IntN(2), 4, 0)
 		if len(h.events) > 11 {
 			continue // keep the enumeration small
 		}
@@ -305,9 +490,15 @@ func TestPropertyEveryInterleaving(t *testing.T) {
 }
 
 func TestPropertyRandomDeliveryWithDuplicates(t *testing.T) {
+	for _, g := range generators {
+		t.Run(g.name, func(t *testing.T) { propRandomDeliveryWithDuplicates(t, g) })
+	}
+}
+
+func propRandomDeliveryWithDuplicates(t *testing.T, g generator) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for range 400 {
-		h := genHistory(t, rng, 1+rng.IntN(3), 8, 0)
+	for range 400 / g.div {
+		h := g.gen(t, rng, 1+rng.IntN(3), 8, 0)
 		inOrder, inOrderDecisions := deliver(t, h, h.events)
 		check(t, h, inOrder, inOrderDecisions)
 		want := canonical(t, inOrderDecisions)
@@ -329,9 +520,15 @@ func TestPropertyRandomDeliveryWithDuplicates(t *testing.T) {
 // takeover), alerts of a device must alternate firing/resolved, and the final
 // state must still be the truth.
 func TestPropertyLateClockAndGaps(t *testing.T) {
+	for _, g := range generators {
+		t.Run(g.name, func(t *testing.T) { propLateClockAndGaps(t, g) })
+	}
+}
+
+func propLateClockAndGaps(t *testing.T, g generator) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for range 400 {
-		h := genHistory(t, rng, 1+rng.IntN(3), 8, 0.2)
+	for range 400 / g.div {
+		h := g.gen(t, rng, 1+rng.IntN(3), 8, 0.2)
 		for range 25 {
 			order := randomDelivery(rng, h, 0.3)
 			tr := newTracker(t)
@@ -395,9 +592,15 @@ func TestPropertyLateClockAndGaps(t *testing.T) {
 // after being announced, and in the end exactly the devices that stay
 // offline are announced and not resolved.
 func TestPropertyGroupedRandomDelivery(t *testing.T) {
+	for _, g := range generators {
+		t.Run(g.name, func(t *testing.T) { propGroupedRandomDelivery(t, g) })
+	}
+}
+
+func propGroupedRandomDelivery(t *testing.T, g generator) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	for range 200 {
-		h := genHistory(t, rng, 1+rng.IntN(4), 8, 0)
+	for range 200 / g.div {
+		h := g.gen(t, rng, 1+rng.IntN(4), 8, 0)
 		for range 10 {
 			order := randomDelivery(rng, h, 0.3)
 			tr := routedTracker(t, "{}", "receivers: [ops]\ngroup_by: []\ngroup_wait: 5s\ngroup_interval: 10s\n")

@@ -25,7 +25,7 @@ import (
 // by New with the same config; applying the same inputs to both then gives
 // byte-identical decisions.
 //
-// Format (version 1): the magic "FWTS", a version byte, then sections of
+// Format (version 2): the magic "FWTS", a version byte, then sections of
 // varints and length-prefixed strings in a fixed order. Label sets are
 // numbered by first use, so that the encoding does not depend on the label
 // table's ids; maps are written sorted; heaps as their arrays (pop order
@@ -34,8 +34,9 @@ import (
 // snapshotMagic starts every snapshot.
 const snapshotMagic = "FWTS"
 
-// snapshotVersion is the format version written.
-const snapshotVersion = 1
+// snapshotVersion is the format version written. Version 1 (still read)
+// had no connection versions and kept flap times in whole seconds.
+const snapshotVersion = 2
 
 // ErrSnapshot is wrapped by every RestoreSnapshot error.
 var ErrSnapshot = errors.New("invalid tracker snapshot")
@@ -89,14 +90,26 @@ func (t *Tracker) MarshalSnapshot() ([]byte, error) {
 	for i := range t.devs {
 		d := &t.devs[i]
 		w.str(t.ids.get(d.id))
-		w.int(d.connAt - prev)
-		prev = d.connAt
-		w.int(d.since - d.connAt)
+		w.uint(uint64(d.vkind) | uint64(d.seq)<<2)
+		if d.vkind == verKey {
+			// connAt is a version: since is the time.
+			w.int(d.since - prev)
+			prev = d.since
+			w.int(d.connAt)
+		} else {
+			w.int(d.connAt - prev)
+			prev = d.connAt
+			w.int(d.since - d.connAt)
+		}
 		w.uint(uint64(d.node))
 		w.uint(uint64(d.reason))
 		w.uint(w.sets[d.labels])
 		w.uint(uint64(d.penalty))
-		w.uint(uint64(d.flapAt))
+		if ft := d.flapTime(); ft == 0 {
+			w.uint(0)
+		} else {
+			w.uint(1 + zigzag(ft-d.since))
+		}
 		w.uint(uint64(d.keepalive))
 		w.uint(uint64(d.flapCount))
 		w.uint(uint64(d.state) | uint64(d.flags)<<2 | uint64(d.fold)<<5)
@@ -272,14 +285,15 @@ func (t *Tracker) RestoreSnapshot(b []byte) error {
 	if !strings.HasPrefix(string(b), snapshotMagic) || len(b) < len(snapshotMagic)+1 {
 		return fmt.Errorf("%w: no %q header", ErrSnapshot, snapshotMagic)
 	}
-	if v := b[len(snapshotMagic)]; v != snapshotVersion {
-		return fmt.Errorf("%w: version %d, this build reads %d", ErrSnapshot, v, snapshotVersion)
+	version := b[len(snapshotMagic)]
+	if version < 1 || version > snapshotVersion {
+		return fmt.Errorf("%w: version %d, this build reads 1 to %d", ErrSnapshot, version, snapshotVersion)
 	}
 	r := &snapReader{b: b[len(snapshotMagic)+1:]}
 	if digest := r.str(); r.err == nil && digest != t.configDigest() {
 		return fmt.Errorf("%w: written with other routes or topology keys (%q, here %q)", ErrSnapshot, digest, t.configDigest())
 	}
-	if err := t.restore(r); err != nil {
+	if err := t.restore(r, version); err != nil {
 		*t = *t.emptyCopy()
 		return err
 	}
@@ -298,7 +312,7 @@ func (t *Tracker) emptyCopy() *Tracker {
 	}
 }
 
-func (t *Tracker) restore(r *snapReader) error {
+func (t *Tracker) restore(r *snapReader, version byte) error {
 	sets := make([]labels.Set, r.count(1))
 	for i := range sets {
 		ls := make([]labels.Label, r.count(2))
@@ -331,14 +345,38 @@ func (t *Tracker) restore(r *snapReader) error {
 			break
 		}
 		d := device{id: t.ids.store(id)}
-		d.connAt = prev + r.int()
-		prev = d.connAt
-		d.since = d.connAt + r.int()
+		if version >= 2 {
+			v := r.uint()
+			d.vkind, d.seq = verKind(v&3), uint8(v>>2)
+			if d.vkind > verSeq || v>>10 != 0 || (d.seq != 0 && d.vkind != verSeq) {
+				r.fail("device %q connection version %d", id, v)
+			}
+		}
+		if d.vkind == verKey {
+			d.since = prev + r.int()
+			prev = d.since
+			d.connAt = r.int()
+		} else {
+			d.connAt = prev + r.int()
+			prev = d.connAt
+			d.since = d.connAt + r.int()
+		}
 		d.node = r.ref(len(t.nodes.names))
 		d.reason = r.ref(len(t.reasons.names))
 		d.labels = set()
 		d.penalty = r.u32()
-		d.flapAt = r.u32()
+		if version >= 2 {
+			// The flap update time in ms, relative to since (0: never).
+			if v := r.uint(); v != 0 {
+				ft := d.since + unzigzag(v-1)
+				if ft <= 0 || ft > maxFlapTime {
+					r.fail("device %q flap time %d", id, ft)
+				}
+				d.setFlapTime(ft)
+			}
+		} else {
+			d.setFlapTime(int64(r.u32()) * 1000) // whole seconds
+		}
 		d.keepalive = uint16(min(r.uint(), math.MaxUint16))
 		d.flapCount = uint16(min(r.uint(), math.MaxUint16))
 		bits := r.uint()
@@ -523,6 +561,11 @@ func (w *snapWriter) useSet(s labels.Set) {
 		w.order = append(w.order, s)
 	}
 }
+
+// zigzag maps a signed value to an unsigned one as varints do.
+func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
+
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
 func (w *snapWriter) uint(v uint64) { w.buf = binary.AppendUvarint(w.buf, v) }
 func (w *snapWriter) int(v int64)   { w.buf = binary.AppendVarint(w.buf, v) }

@@ -22,6 +22,18 @@
 // duplication, the events of one history converge to the same state (see the
 // property tests).
 //
+// Sources without connected_at carry a version (PresenceEvent.ConnVersion).
+// An AWS IoT versionNumber, monotonic, keys the connection instead of
+// connected_at: connections are ordered by version, then node name, whatever
+// the brokers' clocks say; a connect with the current version is a
+// duplicate; against a connection without a version, broker times order
+// them. A Sparkplug bdSeq (Source "sparkplug_b", ConnVersion bdSeq+1) rides
+// along the NBIRTH's connected_at, which orders births: an NDEATH is of the
+// current session when its bdSeq is the last birth's, of a newer one (a
+// gap) when it is newer in 8-bit serial number arithmetic (RFC 1982), else
+// stale; after a death whose birth was not seen, births are ordered by
+// bdSeq.
+//
 // A real disconnect starts an outage and queues a timer (a binary min-heap,
 // lazily skipping timers of outages that already ended) due at the
 // disconnect's broker time + the device's grace (the shortest of its
@@ -47,7 +59,8 @@
 // versioned binary format, restored exactly).
 //
 // Memory: a device is 56 bytes without pointers in one slice (the garbage
-// collector never scans it), its id's bytes in an arena, and an 8-byte
+// collector never scans it; the connection version and the 48-bit flap time
+// fit in what was padding), its id's bytes in an arena, and an 8-byte
 // entry in an open-addressing index (index.go); timers are 24 bytes in a
 // 4-ary heap.
 package tracker
@@ -204,9 +217,13 @@ type DeviceState struct {
 	DeviceID string
 	// Online is false while the device is in an outage.
 	Online bool
-	// Node and ConnectedAtMS key the device's current (or last) connection.
+	// Node and ConnectedAtMS, or ConnVersion, key the device's current (or
+	// last) connection. ConnectedAtMS is 0 for a connection keyed by its
+	// version alone (AWS IoT versionNumber); ConnVersion is 0 for one
+	// without a version, and bdSeq+1 for a Sparkplug connection.
 	Node          string
 	ConnectedAtMS int64
+	ConnVersion   int64
 	// SinceMS is the start of the current connection while online, the
 	// disconnect time while offline (broker time).
 	SinceMS int64
@@ -257,19 +274,27 @@ type device struct {
 	node   uint32     // interned node of the current connection
 	reason uint32     // interned reason of the current outage (0: none)
 	labels labels.Set // interned labels (implicit ones aside)
-	// penalty is the flap penalty at flapAt (unix seconds).
+	// penalty is the flap penalty at the time of its last update, in ms:
+	// flapHi<<32 | flapLo (48 bits; see flapTime).
 	penalty uint32
-	flapAt  uint32
+	flapLo  uint32
 	// keepalive of the current connection in seconds (0: unknown).
 	keepalive uint16
 	// flapCount counts the disconnects of the current flapping episode (or
 	// since the penalty was last below the reuse limit).
 	flapCount uint16
+	flapHi    uint16
 	state     connState
 	flags     flag
 	// fold is 1 + the index of the topology key whose group_outage the
 	// device's alert is folded into (0: none).
 	fold uint8
+	// vkind says whether the current connection carries a version, and
+	// where: in connAt (verKey) or in seq (verSeq).
+	vkind verKind
+	// seq is the Sparkplug bdSeq (ConnVersion-1) of the current connection
+	// when vkind is verSeq.
+	seq uint8
 }
 
 // Tracker holds the state of every device. Create it with New.
@@ -468,11 +493,19 @@ func (t *Tracker) Devices() []DeviceState {
 }
 
 func (t *Tracker) view(d *device) DeviceState {
+	connAt, version := d.connAt, int64(0)
+	switch d.vkind {
+	case verKey:
+		connAt, version = 0, d.connAt
+	case verSeq:
+		version = int64(d.seq) + 1
+	}
 	return DeviceState{
 		DeviceID:      t.ids.get(d.id),
 		Online:        d.state != stateOffline,
 		Node:          t.nodes.name(d.node),
-		ConnectedAtMS: d.connAt,
+		ConnectedAtMS: connAt,
+		ConnVersion:   version,
 		SinceMS:       d.since,
 		Reason:        events.Reason(t.reasons.name(d.reason)),
 		HandedOver:    d.state == stateHandedOver,
@@ -569,6 +602,83 @@ func (a connKey) newer(b connKey) bool {
 	return a.node > b.node
 }
 
+// verKind says whether a connection carries a version (PresenceEvent.
+// ConnVersion) besides its start, and which kind.
+type verKind uint8
+
+const (
+	// verNone: no version; connAt is the connection's start (connected_at,
+	// else the broker time of its connect).
+	verNone verKind = iota
+	// verKey: connAt is the connection's ConnVersion, a monotonic number
+	// that keys and orders the connections of a source without
+	// connected_at (AWS IoT versionNumber); since holds the broker time of
+	// its connect while it is open.
+	verKey
+	// verSeq: connAt is the connection's start, seq its Sparkplug bdSeq
+	// (ConnVersion-1), an 8-bit serial number that pairs a death with its
+	// birth.
+	verSeq
+)
+
+// sourceSparkplug is the PresenceEvent.Source of Sparkplug B events
+// (services/ingest/sparkplug.Source). Their ConnVersion is bdSeq+1, 1..256,
+// wrapping at each 256th connect: it is compared in serial number
+// arithmetic, never as a plain number. Protocol does not tell the sources
+// apart (ingest sets "mqtt" for both AWS IoT and Sparkplug).
+const sourceSparkplug = "sparkplug_b"
+
+// eventVersion returns the kind of version e carries (verNone for
+// ConnVersion 0). A version-keyed event is one without connected_at from a
+// source with monotonic versions; a Sparkplug event's bdSeq rides along its
+// connected_at (NBIRTH) or alone (NDEATH).
+func eventVersion(e *events.PresenceEvent) verKind {
+	switch {
+	case e.ConnVersion == 0:
+		return verNone
+	case e.Source == sourceSparkplug:
+		return verSeq
+	case e.ConnectedAtMS == 0:
+		return verKey
+	}
+	return verNone // connected_at keys the connection
+}
+
+// bdSeq returns the Sparkplug bdSeq carried by a ConnVersion (bdSeq+1).
+func bdSeq(v int64) uint8 { return uint8(v - 1) }
+
+// seqNewer reports whether bdSeq a is newer than b in serial number
+// arithmetic (RFC 1982, SERIAL_BITS 8): 0 < a-b < 128 modulo 256. Exactly
+// 128 apart is undefined by the RFC and never newer.
+func seqNewer(a, b uint8) bool {
+	d := a - b
+	return d != 0 && d < 128
+}
+
+// seqOrder compares the bdSeq s of an event from sameNode or not with the
+// current connection's: 0 for the same connection, 1 for a newer one, -1
+// for an older one (or one on another node with the same bdSeq).
+func seqOrder(s, cur uint8, sameNode bool) int {
+	switch {
+	case s == cur && sameNode:
+		return 0
+	case seqNewer(s, cur):
+		return 1
+	}
+	return -1
+}
+
+// start returns the start of d's current connection as far as the tracker
+// knows it: connAt, or for a version-keyed connection since (its connect's
+// broker time while it is open, its end once it ended). Connections without
+// a common version are ordered by it.
+func start(d *device) int64 {
+	if d.vkind == verKey {
+		return d.since
+	}
+	return d.connAt
+}
+
 func valid(e *events.PresenceEvent) bool {
 	return e.DeviceID != "" && len(e.DeviceID) <= maxIDLen && e.Node != "" && e.BrokerTSMS > 0 && e.ConnectedAtMS >= 0 &&
 		(e.Kind == events.KindConnected || e.Kind == events.KindDisconnected)
@@ -597,26 +707,49 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) {
 	}
 	d := &t.devs[slot]
 	now := createdAt(e)
+	vk := verNone
+	if e.ConnVersion != 0 {
+		vk = eventVersion(e)
+	}
+	cur := t.key(d)
 	if e.Kind == events.KindConnected {
 		k := connKey{connAt: e.ConnectedAtMS, node: e.Node}
 		if k.connAt == 0 {
 			k.connAt = e.BrokerTSMS
 		}
-		cur := t.key(d)
+		var rel int
 		switch {
-		case k == cur:
-			t.stats.Duplicates++
-		case !k.newer(cur):
-			t.stats.Stale++
+		case vk == verKey && d.vkind == verKey:
+			// Both carry a version: it orders them, whatever the clocks
+			// of the brokers that stamped them say.
+			rel = order(connKey{connAt: e.ConnVersion, node: e.Node}, connKey{connAt: d.connAt, node: cur.node})
+		case vk == verSeq && d.vkind == verSeq && d.connAt == 0:
+			// The current session's birth was not seen (its death was):
+			// the bdSeq orders the births.
+			rel = seqOrder(bdSeq(e.ConnVersion), d.seq, e.Node == cur.node)
 		default:
-			t.connect(slot, d, k, e, now)
+			rel = order(k, cur)
+		}
+		switch rel {
+		case 0:
+			t.stats.Duplicates++
+		case 1:
+			t.connect(slot, d, e, vk, now)
+		default:
+			t.stats.Stale++
 		}
 		return
 	}
-	cur := t.key(d)
-	if e.ConnectedAtMS == 0 {
-		// No connected_at (old EMQX): a disconnect from another node, or from
-		// before the current connection began, is not about it.
+	// Which connection the disconnect is of: the current one (0), a newer
+	// one whose connect was not seen (1, a gap), or an older one (-1).
+	rel := -1
+	switch {
+	case e.ConnectedAtMS != 0:
+		rel = order(connKey{connAt: e.ConnectedAtMS, node: e.Node}, cur)
+	case vk == verNone:
+		// No connected_at (old EMQX) nor version: a disconnect from another
+		// node, or from before the current connection began, is not about
+		// it.
 		switch {
 		case e.Node != cur.node || e.BrokerTSMS < cur.connAt:
 			t.stats.Stale++
@@ -626,18 +759,29 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) {
 			t.end(slot, d, e, now)
 		}
 		return
+	case vk == verKey && d.vkind == verKey:
+		rel = order(connKey{connAt: e.ConnVersion, node: e.Node}, connKey{connAt: d.connAt, node: cur.node})
+	case vk == verSeq && d.vkind == verSeq:
+		// A death counts only if its bdSeq is the current birth's; one
+		// newer in serial arithmetic is of a birth not seen.
+		rel = seqOrder(bdSeq(e.ConnVersion), d.seq, e.Node == cur.node)
+	case e.BrokerTSMS >= cur.connAt:
+		// A version, but the current connection has none of its kind: the
+		// disconnect is of another connection (a versioned connection never
+		// pairs with one without), newer unless it predates the current
+		// one's start.
+		rel = 1
 	}
-	k := connKey{connAt: e.ConnectedAtMS, node: e.Node}
-	switch {
-	case k == cur:
+	switch rel {
+	case 0:
 		if d.state != stateOnline {
 			t.stats.Duplicates++
 			return
 		}
-	case k.newer(cur):
+	case 1:
 		// A newer connection whose connect we have not seen: it opened and
 		// ended, in that order.
-		t.connect(slot, d, k, e, now)
+		t.connect(slot, d, e, vk, now)
 	default:
 		t.stats.Stale++
 		return
@@ -645,17 +789,59 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) {
 	t.end(slot, d, e, now)
 }
 
+// order compares connection keys: 1 when a is newer than b, 0 when equal,
+// -1 when older.
+func order(a, b connKey) int {
+	switch {
+	case a == b:
+		return 0
+	case a.newer(b):
+		return 1
+	}
+	return -1
+}
+
+// opening returns the start, connAt and seq of the connection that e opens
+// (a connect, or a disconnect of a connection whose connect was not seen),
+// e carrying a version of kind vk. The start of a connection without
+// connected_at is the event's broker time; its connAt, that time or its
+// version (0 for a Sparkplug death: see connect).
+func opening(e *events.PresenceEvent, vk verKind) (at, connAt int64, seq uint8) {
+	at = e.ConnectedAtMS
+	if at == 0 {
+		at = e.BrokerTSMS
+	}
+	connAt = at
+	switch vk {
+	case verKey:
+		connAt = e.ConnVersion
+	case verSeq:
+		seq = bdSeq(e.ConnVersion)
+		if e.Kind == events.KindDisconnected {
+			// A death whose birth was not seen: its start is unknown
+			// (0), and births are ordered by bdSeq until the next one.
+			connAt = e.ConnectedAtMS
+		}
+	}
+	return at, connAt, seq
+}
+
 // addDevice tracks a device first seen in e (its id hashing to h):
 // connected, or a connection that ended (its connect never seen).
 func (t *Tracker) addDevice(e *events.PresenceEvent, h uint32) {
 	id := t.ids.store(e.DeviceID)
 	slot := uint32(len(t.devs))
-	connAt := e.ConnectedAtMS
-	if e.Kind == events.KindConnected && connAt == 0 {
-		connAt = e.BrokerTSMS
+	vk := verNone
+	if e.ConnVersion != 0 {
+		vk = eventVersion(e)
 	}
-	t.devs = append(t.devs, device{id: id, connAt: connAt, since: connAt, node: t.nodes.intern(e.Node),
-		state: stateOnline, labels: t.labeler.Labels(e)})
+	at, connAt, seq := opening(e, vk)
+	if e.Kind == events.KindDisconnected && vk == verNone {
+		// A disconnect without connected_at nor version: the start is unknown.
+		at, connAt = e.ConnectedAtMS, e.ConnectedAtMS
+	}
+	t.devs = append(t.devs, device{id: id, connAt: connAt, since: at, node: t.nodes.intern(e.Node),
+		state: stateOnline, labels: t.labeler.Labels(e), vkind: vk, seq: seq})
 	t.index.insert(h, slot)
 	d := &t.devs[slot]
 	t.node(d.node).devices++
@@ -667,24 +853,29 @@ func (t *Tracker) addDevice(e *events.PresenceEvent, h uint32) {
 	t.end(slot, d, e, createdAt(e))
 }
 
+// key returns the connection key of d: connAt, or its start for a
+// version-keyed connection (compared with one that is not).
 func (t *Tracker) key(d *device) connKey {
-	return connKey{connAt: d.connAt, node: t.nodes.name(d.node)}
+	return connKey{connAt: start(d), node: t.nodes.name(d.node)}
 }
 
-// connect makes k, opened by e (a connect, or a disconnect of a connection
-// whose connect was not seen), the current, open connection of d.
-func (t *Tracker) connect(slot uint32, d *device, k connKey, e *events.PresenceEvent, now int64) {
+// connect makes the connection opened by e (a connect, or a disconnect of a
+// connection whose connect was not seen), carrying a version of kind vk, the
+// current, open connection of d.
+func (t *Tracker) connect(slot uint32, d *device, e *events.PresenceEvent, vk verKind, now int64) {
+	at, connAt, seq := opening(e, vk)
 	if d.state == stateOffline {
-		t.recover(slot, d, k.connAt, now)
+		t.recover(slot, d, at, now)
 	} else {
 		t.stats.Supersedes++
 	}
-	d.since = k.connAt
-	d.connAt = k.connAt
+	d.since = at
+	d.connAt = connAt
+	d.vkind, d.seq = vk, seq
 	d.state = stateOnline
 	oldNode, oldLabels := d.node, d.labels
-	if t.nodes.name(d.node) != k.node {
-		d.node = t.nodes.intern(k.node)
+	if t.nodes.name(d.node) != e.Node {
+		d.node = t.nodes.intern(e.Node)
 	}
 	if e.Kind == events.KindConnected {
 		d.labels = t.labeler.Relabel(d.labels, e)
