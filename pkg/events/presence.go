@@ -98,6 +98,16 @@ func (r Reason) IsSessionHandover() bool {
 	return r == ReasonTakenOver || r == ReasonDiscarded
 }
 
+// Sources whose ConnVersion the evaluator interprets (see ConnVersion).
+const (
+	// SourceAWSIoT is AWS IoT Core lifecycle events: ConnVersion is
+	// versionNumber + 1, increasing from one connection to the next.
+	SourceAWSIoT = "aws_iot"
+	// SourceSparkplug is Sparkplug B NBIRTH/NDEATH: ConnVersion is bdSeq + 1,
+	// compared in 8-bit serial arithmetic.
+	SourceSparkplug = "sparkplug_b"
+)
+
 // PresenceEvent is one connect or disconnect of one device, whatever the
 // source format. Times are epoch milliseconds.
 type PresenceEvent struct {
@@ -123,8 +133,9 @@ type PresenceEvent struct {
 	// when the source says it (0 when unknown). With Node and DeviceID it
 	// keys the connection.
 	ConnectedAtMS int64 `json:"connected_at_ms,omitempty"`
-	// ConnVersion orders connections for sources without connected_at (AWS
-	// IoT versionNumber, Sparkplug bdSeq); 0 when unknown.
+	// ConnVersion orders connections for sources without connected_at:
+	// AWS IoT's versionNumber + 1 (Source SourceAWSIoT), Sparkplug's bdSeq
+	// + 1 (Source SourceSparkplug, 1–256, wrapping); 0 when unknown.
 	ConnVersion int64 `json:"conn_version,omitempty"`
 	// IP is the peer address without port.
 	IP string `json:"ip,omitempty"`

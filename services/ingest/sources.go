@@ -19,11 +19,11 @@ const (
 	// SourceEMQXRule is EMQX rule-engine events republished over MQTT.
 	SourceEMQXRule = "emqx_rule"
 	// SourceAWSIoT is AWS IoT Core lifecycle events.
-	SourceAWSIoT = "aws_iot"
+	SourceAWSIoT = events.SourceAWSIoT
 	// SourceLastWill is the Last-Will/birth status convention.
 	SourceLastWill = "last_will"
 	// SourceSparkplug is Sparkplug B edge nodes' NBIRTH / NDEATH.
-	SourceSparkplug = "sparkplug_b"
+	SourceSparkplug = events.SourceSparkplug
 	// SourceEMQXWebhook is the HTTP endpoint (v4 web hook, v5 HTTP action).
 	SourceEMQXWebhook = "emqx_webhook"
 	// SourceUnrouted is an MQTT message whose topic no source claims (a

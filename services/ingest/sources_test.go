@@ -116,10 +116,10 @@ func TestAWSIoTSource(t *testing.T) {
 	}
 	want := []events.PresenceEvent{
 		fixtureEvent(t, events.PresenceEvent{DeviceID: "dev-42", Kind: events.KindConnected, Node: "aws-eu-west-1",
-			BrokerTSMS: 1718000000180, ConnVersion: 7, IP: "203.0.113.7", Protocol: "mqtt", Source: awsiot.Source}),
+			BrokerTSMS: 1718000000180, ConnVersion: 8, IP: "203.0.113.7", Protocol: "mqtt", Source: awsiot.Source}),
 		fixtureEvent(t, events.PresenceEvent{DeviceID: "dev-42", Kind: events.KindDisconnected,
 			Reason: events.ReasonKeepaliveTimeout, RawReason: "MQTT_KEEP_ALIVE_TIMEOUT", Node: "aws-eu-west-1",
-			BrokerTSMS: 1718000300450, ConnVersion: 7, Protocol: "mqtt", Source: awsiot.Source}),
+			BrokerTSMS: 1718000300450, ConnVersion: 8, Protocol: "mqtt", Source: awsiot.Source}),
 	}
 	if got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("got %+v\nwant %+v", got, want)

@@ -27,8 +27,11 @@ type Device struct {
 	HandedOver    bool           `json:"handed_over,omitempty"`
 	Node          string         `json:"node"`
 	ConnectedAtMS int64          `json:"connected_at_ms"`
-	SinceMS       int64          `json:"since_ms"`
-	Reason        string         `json:"reason,omitempty"`
+	// ConnVersion keys the connection where the source has no
+	// connected_at (AWS IoT versionNumber + 1, Sparkplug bdSeq + 1).
+	ConnVersion int64  `json:"conn_version,omitempty"`
+	SinceMS     int64  `json:"since_ms"`
+	Reason      string `json:"reason,omitempty"`
 	// Flapping says the device is in a flapping episode (FlapCount
 	// disconnects): one device_flapping alert, its own alerts held.
 	Flapping  bool `json:"flapping,omitempty"`
@@ -143,7 +146,7 @@ func deviceOf(st tracker.DeviceState, ls map[string]string) Device {
 	}
 	return Device{
 		DeviceID: st.DeviceID, Status: st.Status(), Alerting: st.Alerting, HandedOver: st.HandedOver, Node: st.Node,
-		ConnectedAtMS: st.ConnectedAtMS, SinceMS: st.SinceMS, Reason: string(st.Reason), Flapping: st.Flapping,
+		ConnectedAtMS: st.ConnectedAtMS, ConnVersion: st.ConnVersion, SinceMS: st.SinceMS, Reason: string(st.Reason), Flapping: st.Flapping,
 		FlapCount: flaps, Inhibited: st.Inhibited, Labels: ls,
 	}
 }

@@ -56,7 +56,7 @@ func fuzzOps(data []byte) []Input {
 		case 1:
 			e.Source, e.ConnVersion, e.ConnectedAtMS = "aws_iot", 1+int64(vb%16), 0
 		case 2:
-			e.Source, e.ConnVersion = sourceSparkplug, 1+int64(vb)
+			e.Source, e.ConnVersion = events.SourceSparkplug, 1+int64(vb)
 			if e.Kind == events.KindDisconnected {
 				e.ConnectedAtMS = 0
 			}

@@ -182,7 +182,7 @@ func genVersionHistory(t testing.TB, rng *rand.Rand, style versionStyle, devices
 	nodes := []string{"aws-a", "aws-b"}
 	source := "aws_iot"
 	if !aws {
-		nodes, source = []string{"hivemq-1", "hivemq-2"}, sourceSparkplug
+		nodes, source = []string{"hivemq-1", "hivemq-2"}, events.SourceSparkplug
 	}
 	skew := map[string]int64{}
 	for _, n := range nodes {

@@ -621,13 +621,6 @@ const (
 	verSeq
 )
 
-// sourceSparkplug is the PresenceEvent.Source of Sparkplug B events
-// (services/ingest/sparkplug.Source). Their ConnVersion is bdSeq+1, 1..256,
-// wrapping at each 256th connect: it is compared in serial number
-// arithmetic, never as a plain number. Protocol does not tell the sources
-// apart (ingest sets "mqtt" for both AWS IoT and Sparkplug).
-const sourceSparkplug = "sparkplug_b"
-
 // eventVersion returns the kind of version e carries (verNone for
 // ConnVersion 0). A version-keyed event is one without connected_at from a
 // source with monotonic versions; a Sparkplug event's bdSeq rides along its
@@ -636,7 +629,7 @@ func eventVersion(e *events.PresenceEvent) verKind {
 	switch {
 	case e.ConnVersion == 0:
 		return verNone
-	case e.Source == sourceSparkplug:
+	case e.Source == events.SourceSparkplug:
 		return verSeq
 	case e.ConnectedAtMS == 0:
 		return verKey

@@ -39,14 +39,14 @@ func awsDisc(t testing.TB, dev, node string, version, at int64, reason events.Re
 // nbirth is a Sparkplug NBIRTH as ingest makes it: ConnVersion bdSeq+1,
 // connected_at and broker time the payload timestamp (offset at).
 func nbirth(t testing.TB, dev string, bdSeq, at int64) *events.PresenceEvent {
-	return versioned(t, sourceSparkplug, events.PresenceEvent{DeviceID: dev, Kind: events.KindConnected, Node: "hivemq",
+	return versioned(t, events.SourceSparkplug, events.PresenceEvent{DeviceID: dev, Kind: events.KindConnected, Node: "hivemq",
 		BrokerTSMS: t0 + at, ConnectedAtMS: t0 + at, ConnVersion: bdSeq + 1})
 }
 
 // ndeath is a Sparkplug NDEATH: ConnVersion bdSeq+1, no connected_at,
 // broker time the receive time (offset at).
 func ndeath(t testing.TB, dev string, bdSeq, at int64) *events.PresenceEvent {
-	return versioned(t, sourceSparkplug, events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: "hivemq",
+	return versioned(t, events.SourceSparkplug, events.PresenceEvent{DeviceID: dev, Kind: events.KindDisconnected, Node: "hivemq",
 		Reason: events.ReasonOther, RawReason: "NDEATH", BrokerTSMS: t0 + at, ConnVersion: bdSeq + 1})
 }
 

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 )
 
 // Source is reported in events.PresenceEvent.Source.
-const Source = "aws_iot"
+const Source = events.SourceAWSIoT
 
 // TopicPrefix starts every lifecycle presence topic.
 const TopicPrefix = "$aws/events/presence/"
@@ -128,9 +129,12 @@ func parse(data []byte, kind events.Kind) (events.PresenceEvent, error) {
 	if ev.ConnVersion, _, err = field.Int(p.VersionNumber, "versionNumber"); err != nil {
 		return ev, err
 	}
-	if ev.ConnVersion < 0 {
-		return ev, fmt.Errorf("versionNumber %d is negative", ev.ConnVersion)
+	if ev.ConnVersion < 0 || ev.ConnVersion == math.MaxInt64 {
+		return ev, fmt.Errorf("versionNumber %d is out of range (0 to 2^63-2)", ev.ConnVersion)
 	}
+	// Carried + 1: AWS's versions start at 0, and ConnVersion 0 means
+	// "no version".
+	ev.ConnVersion++
 	if ev.IP, err = field.String(p.IPAddress, "ipAddress", true); err != nil {
 		return ev, err
 	}

@@ -44,11 +44,11 @@ func mustEvent(t *testing.T, e events.PresenceEvent) events.PresenceEvent {
 func TestFixtures(t *testing.T) {
 	for file, want := range map[string]events.PresenceEvent{
 		"aws_iot_connected.json": {DeviceID: "dev-42", Kind: events.KindConnected, Node: "aws-iot",
-			BrokerTSMS: 1718000000180, ConnVersion: 7, IP: "203.0.113.7", Protocol: "mqtt",
+			BrokerTSMS: 1718000000180, ConnVersion: 8, IP: "203.0.113.7", Protocol: "mqtt",
 			Source: awsiot.Source, ReceivedAtMS: 1718000999000},
 		"aws_iot_disconnected.json": {DeviceID: "dev-42", Kind: events.KindDisconnected,
 			Reason: events.ReasonKeepaliveTimeout, RawReason: "MQTT_KEEP_ALIVE_TIMEOUT", Node: "aws-iot",
-			BrokerTSMS: 1718000300450, ConnVersion: 7, Protocol: "mqtt", Source: awsiot.Source, ReceivedAtMS: 1718000999000},
+			BrokerTSMS: 1718000300450, ConnVersion: 8, Protocol: "mqtt", Source: awsiot.Source, ReceivedAtMS: 1718000999000},
 	} {
 		f := readFixture(t, file)
 		got, err := awsiot.Parse(f.Topic, f.Payload, "aws-iot", received)
@@ -112,7 +112,7 @@ func TestRejects(t *testing.T) {
 		{discTopic, `{"timestamp":1718000000000,"eventType":"disconnected"}`, awsiot.ErrPayload, "invalid aws iot lifecycle event: clientId is missing"},
 		{discTopic, `{"clientId":"d","eventType":"disconnected"}`, awsiot.ErrPayload, "invalid aws iot lifecycle event: timestamp is missing"},
 		{discTopic, `{"clientId":"d","timestamp":1718000000000,"eventType":"disconnected","versionNumber":-1}`, awsiot.ErrPayload,
-			"invalid aws iot lifecycle event: versionNumber -1 is negative"},
+			"invalid aws iot lifecycle event: versionNumber -1 is out of range (0 to 2^63-2)"},
 		{discTopic, `{"clientId":"d","timestamp":1718000000000,"eventType":"disconnected","clientInitiatedDisconnect":"yes"}`, awsiot.ErrPayload,
 			"invalid aws iot lifecycle event: clientInitiatedDisconnect is a string, want a boolean"},
 	} {

@@ -20,7 +20,7 @@ import (
 )
 
 // Source is reported in events.PresenceEvent.Source.
-const Source = "sparkplug_b"
+const Source = events.SourceSparkplug
 
 // Namespace is the first topic level of Sparkplug B.
 const Namespace = "spBv1.0"
