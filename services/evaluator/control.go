@@ -47,19 +47,11 @@ type control struct {
 
 	invUpdates chan inventorykv.Update
 	nodeEvents chan events.NodeEvent
-
-	// Owned by the processing goroutine.
-	windowsUntil time.Time             // when the expanded windows change
-	relabelLater map[string]labels.Set // inventory changes of alerting devices, by device: the stale inventory set
-	// expired are the silences the tracker reported expired
-	// (expire_when_resolved) that were deleted from the bucket, until the
-	// tracker no longer reports them.
-	expired map[string]bool
 }
 
 // request is work for the processing goroutine.
 type request struct {
-	fn   func(ctx context.Context, tr *tracker.Tracker)
+	fn   func(ctx context.Context)
 	done chan struct{}
 }
 
@@ -69,8 +61,6 @@ func (c *control) init(cfg Config) error {
 	c.silencesChanged = make(chan struct{}, 1)
 	c.invUpdates = make(chan inventorykv.Update, 1024)
 	c.nodeEvents = make(chan events.NodeEvent, 64)
-	c.relabelLater = map[string]labels.Set{}
-	c.expired = map[string]bool{}
 	ws, err := silencestore.CompileWindows(cfg.Silences.Windows, "evaluator.silences.windows")
 	if err != nil {
 		return err
@@ -83,8 +73,8 @@ func (c *control) init(cfg Config) error {
 }
 
 // do runs fn on the processing goroutine and waits for it. Requests queue
-// while the state is being rebuilt.
-func (s *Service) do(ctx context.Context, fn func(ctx context.Context, tr *tracker.Tracker)) error {
+// while the state is being rebuilt. When ctx ends first, fn may still run.
+func (s *Service) do(ctx context.Context, fn func(ctx context.Context)) error {
 	req := request{fn: fn, done: make(chan struct{})}
 	select {
 	case s.ctl.requests <- req:
@@ -101,13 +91,41 @@ func (s *Service) do(ctx context.Context, fn func(ctx context.Context, tr *track
 	}
 }
 
+// runOnLoop runs fn on the processing goroutine and waits until it ran,
+// whatever happens to the caller's context; it fails only when the loop
+// has ended.
+func (s *Service) runOnLoop(fn func(ctx context.Context)) error {
+	req := request{fn: fn, done: make(chan struct{})}
+	select {
+	case s.ctl.requests <- req:
+	case <-s.ctl.loopDone:
+		return errStopped
+	}
+	<-req.done
+	return nil
+}
+
 // Query runs fn on the goroutine that owns the tracker (api.Backend). It
-// fails while the state is being rebuilt.
+// fails while the state is being rebuilt. With lease partitions it runs on
+// the one unit this replica owns; see NotOwnedError for the rest.
 func (s *Service) Query(ctx context.Context, fn func(tr *tracker.Tracker)) error {
 	if err := s.Ready(); err != nil {
 		return err
 	}
-	return s.do(ctx, func(_ context.Context, tr *tracker.Tracker) { fn(tr) })
+	var qerr error
+	err := s.do(ctx, func(context.Context) {
+		us := s.live()
+		switch {
+		case len(us) == 1 && us[0].of <= 1:
+			fn(us[0].tr)
+		default:
+			qerr = &NotOwnedError{Replica: s.cfg.Lease.Replica, Unit: -1, Of: s.cfg.Lease.Partitions, Owned: unitIDs(us)}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return qerr
 }
 
 // ConfigSilences returns the silences of the configured maintenance windows
@@ -198,7 +216,7 @@ func (s *Service) startSide(ctx context.Context, wg *sync.WaitGroup) error {
 		select {
 		case u := <-s.ctl.invUpdates:
 			loaded = u.Loaded
-			s.applyInventory(nil, u)
+			s.applyInventory(u)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -212,41 +230,43 @@ func (s *Service) startSide(ctx context.Context, wg *sync.WaitGroup) error {
 	return nil
 }
 
-// applyInventory applies a change of the dynamic inventory (tr nil: before
-// the tracker exists). A device that is alerting is relabelled once it
-// recovered (see retryRelabel).
-func (s *Service) applyInventory(tr *tracker.Tracker, u inventorykv.Update) {
-	if u.Loaded {
+// applyInventory applies a change of the dynamic inventory to the units'
+// trackers (none before they exist). A device that is alerting is
+// relabelled once it recovered (see retryRelabel).
+func (s *Service) applyInventory(up inventorykv.Update) {
+	if up.Loaded {
 		return
 	}
 	var old labels.Set
-	if u.Labels == nil {
-		old = s.dynamic.Delete(u.DeviceID)
+	if up.Labels == nil {
+		old = s.dynamic.Delete(up.DeviceID)
 	} else {
 		var err error
-		if old, err = s.dynamic.Set(u.DeviceID, u.Labels); err != nil {
-			s.log.Warn("ignore a bad inventory entry", "device_id", u.DeviceID, "err", err)
+		if old, err = s.dynamic.Set(up.DeviceID, up.Labels); err != nil {
+			s.log.Warn("ignore a bad inventory entry", "device_id", up.DeviceID, "err", err)
 			return
 		}
 	}
-	s.relabel(tr, u.DeviceID, old)
+	for _, u := range s.units {
+		s.relabel(u, up.DeviceID, old)
+	}
 }
 
-func (s *Service) relabel(tr *tracker.Tracker, id string, old labels.Set) {
-	if tr == nil || tr.Relabel(id, old) {
+func (s *Service) relabel(u *unit, id string, old labels.Set) {
+	if u.tr == nil || u.tr.Relabel(id, old) {
 		return
 	}
-	if _, ok := s.ctl.relabelLater[id]; !ok {
-		s.ctl.relabelLater[id] = old
+	if _, ok := u.relabelLater[id]; !ok {
+		u.relabelLater[id] = old
 	}
 }
 
 // retryRelabel relabels the devices whose inventory changed while they were
 // alerting, once they no longer are.
-func (s *Service) retryRelabel(tr *tracker.Tracker) {
-	for id, old := range s.ctl.relabelLater {
-		if tr.Relabel(id, old) {
-			delete(s.ctl.relabelLater, id)
+func (s *Service) retryRelabel(u *unit) {
+	for id, old := range u.relabelLater {
+		if u.tr.Relabel(id, old) {
+			delete(u.relabelLater, id)
 		}
 	}
 }
@@ -262,17 +282,17 @@ func (s *Service) silenceSet(now time.Time) ([]silence.Silence, time.Time) {
 	return append(set, ws...), until
 }
 
-// applySilences feeds the silences in force to the tracker at the clock's
-// now and publishes what it decided.
-func (s *Service) applySilences(ctx context.Context, tr *tracker.Tracker) {
-	s.applySilencesAt(ctx, tr, s.now())
+// applySilences feeds the silences in force to a unit's tracker at the
+// clock's now and publishes what it decided.
+func (s *Service) applySilences(u *unit) {
+	s.applySilencesAt(u, s.now())
 }
 
-func (s *Service) applySilencesAt(ctx context.Context, tr *tracker.Tracker, now time.Time) {
+func (s *Service) applySilencesAt(u *unit, now time.Time) {
 	set, until := s.silenceSet(now)
-	s.ctl.windowsUntil = until
-	s.publishDecisions(ctx, tr.Apply(tracker.Silences{Now: now, Active: set}))
-	s.deleteExpired(ctx, tr)
+	u.silencesUntil = until
+	s.publishDecisions(u, u.tr.Apply(tracker.Silences{Now: now, Active: set}))
+	s.deleteExpired(u)
 }
 
 // deleteTimeout bounds the deletion of one expired silence.
@@ -282,15 +302,17 @@ const deleteTimeout = 5 * time.Second
 // expire_when_resolved whose devices and alerts have all recovered
 // (tracker.ExpiredSilences), each once: the bucket's watch then hands the
 // tracker a set without them. Deleting is idempotent (one already gone is
-// done), and a failure is retried after the next batch or tick.
-func (s *Service) deleteExpired(ctx context.Context, tr *tracker.Tracker) {
-	ids := tr.ExpiredSilences()
-	if len(ids) == 0 && len(s.ctl.expired) == 0 {
+// done), and a failure is retried after the next batch or tick. With lease
+// partitions each unit's tracker decides for its own devices.
+func (s *Service) deleteExpired(u *unit) {
+	ctx := u.ctx
+	ids := u.tr.ExpiredSilences()
+	if len(ids) == 0 && len(u.expired) == 0 {
 		return
 	}
 	done := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if s.ctl.expired[id] {
+		if u.expired[id] {
 			done[id] = true
 			continue
 		}
@@ -310,19 +332,20 @@ func (s *Service) deleteExpired(ctx context.Context, tr *tracker.Tracker) {
 		}
 		done[id] = true
 	}
-	s.ctl.expired = done
+	u.expired = done
 }
 
-// publishDecisions publishes decisions not caused by a presence event.
-func (s *Service) publishDecisions(ctx context.Context, ds []tracker.Decision) {
+// publishDecisions publishes a unit's decisions not caused by a presence
+// event.
+func (s *Service) publishDecisions(u *unit, ds []tracker.Decision) {
 	if len(ds) == 0 {
 		return
 	}
 	out := make([]outMsg, 0, len(ds))
 	for _, d := range ds {
-		out = append(out, outMsg{ctx: ctx, alert: d.Alert})
+		out = append(out, outMsg{ctx: u.ctx, alert: d.Alert})
 	}
-	s.publish(ctx, out)
+	s.publish(u, out)
 }
 
 // startNodes follows the NODES stream: the last event of every node first

@@ -73,6 +73,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/services/evaluator/api"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/inventorykv"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
+	"github.com/fleetwatch/fleetwatch/services/evaluator/lease"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silencestore"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
@@ -143,6 +144,11 @@ type Config struct {
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	// SnapshotBucket is the NATS object store bucket of the snapshots.
 	SnapshotBucket string `yaml:"snapshot_bucket"`
+	// Lease shares the work among evaluator replicas through partition
+	// leases (docs/scaling.md). Off unless lease.replica is set: then
+	// lease.partitions (L, default 1) ownership units are leased, unit l
+	// covering the presence partitions p with p mod L = l.
+	Lease lease.Config `yaml:"lease"`
 }
 
 // DefaultConfig returns the evaluator's defaults.
@@ -199,6 +205,12 @@ func (c Config) withDefaults() Config {
 	if c.AckWait == 0 {
 		c.AckWait = d.AckWait
 	}
+	if c.Lease.Replica != "" {
+		if c.Lease.Partitions == 0 {
+			c.Lease.Partitions = 1
+		}
+		c.Lease = c.Lease.WithDefaults()
+	}
 	c.API = c.API.WithDefaults()
 	c.Silences = c.Silences.WithDefaults()
 	c.InventoryKV = c.InventoryKV.WithDefaults()
@@ -232,6 +244,9 @@ func (c Config) Validate() error {
 	if err := snapshotstore.ValidateBucket("evaluator.snapshot_bucket", c.SnapshotBucket); err != nil {
 		return err
 	}
+	if err := c.validateLease(); err != nil {
+		return err
+	}
 	seen := make(map[string]bool, len(c.Receivers))
 	for i, r := range c.Receivers {
 		switch {
@@ -260,6 +275,31 @@ func (c Config) Validate() error {
 	_, err := c.routes()
 	return err
 }
+
+// validateLease checks evaluator.lease: off (no replica, nothing else
+// set), or L lease partitions that divide the presence partitions.
+func (c Config) validateLease() error {
+	if c.Lease.Replica == "" {
+		if c.Lease != (lease.Config{}) {
+			return errors.New("evaluator.lease.replica is empty but other evaluator.lease fields are set: set replica to a name unique among the evaluator replicas (e.g. the pod name, or $FLEETWATCH_EVALUATOR_REPLICA), or remove evaluator.lease")
+		}
+		return nil
+	}
+	l := c.Lease.WithDefaults()
+	if c.Lease.Partitions == 0 {
+		l.Partitions = 1
+	}
+	switch {
+	case l.Partitions < 1 || l.Partitions > c.Partitions:
+		return fmt.Errorf("evaluator.lease.partitions is %d: use 1 to evaluator.partitions (%d), a divisor of it, e.g. 1 or 4", l.Partitions, c.Partitions)
+	case c.Partitions%l.Partitions != 0:
+		return fmt.Errorf("evaluator.lease.partitions %d does not divide evaluator.partitions %d: use a divisor of it, e.g. 1, 2, 4 or 8 for 64", l.Partitions, c.Partitions)
+	}
+	return l.Validate()
+}
+
+// leased reports whether partition leases are on.
+func (c Config) leased() bool { return c.Lease.Replica != "" }
 
 func validSeverity(s events.Severity) bool {
 	return s == events.SeverityInfo || s == events.SeverityWarning || s == events.SeverityCritical
@@ -315,10 +355,14 @@ type Service struct {
 	snapBytes atomic.Int64 // size of the last snapshot written
 	snap      snapshots
 
-	// Owned by the processing goroutine: the newest broker time applied,
-	// and whether the consumer had more messages after the last batch.
-	watermark int64
-	backlog   bool
+	// units are the trackers this replica runs, by lease partition
+	// (one, covering every partition, without leases). Owned by the
+	// processing goroutine; stats is their metrics' view.
+	units   []*unit
+	batches chan fetched
+	stats   unitStats
+	leases  *lease.Manager  // nil without leases
+	runWG   *sync.WaitGroup // Run's goroutines (lease mode: the units' fetchers)
 
 	ctl control
 }
@@ -367,13 +411,23 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	if s.metrics, err = newMetrics(mp, &s.devices, &s.snapBytes); err != nil {
+	if s.metrics, err = newMetrics(mp, &s.devices, &s.snapBytes, &s.stats); err != nil {
 		return nil, err
 	}
 	if err := s.ctl.init(cfg); err != nil {
 		return nil, err
 	}
-	s.snap.pending = make(chan takenSnapshot, 1)
+	if cfg.leased() {
+		s.leases, err = lease.New(cfg.Lease, lease.Handler{Acquire: s.acquireUnit, Release: s.releaseUnit},
+			lease.Deps{JetStream: js, Logger: s.log, MeterProvider: mp})
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.snap.pending = map[string]takenSnapshot{}
+	s.snap.signal = make(chan struct{}, 1)
+	s.snap.written = map[string]uint64{}
+	s.batches = make(chan fetched)
 	s.setReady(errRecovering)
 	return s, nil
 }
@@ -385,36 +439,44 @@ func (s *Service) Ready() error { return *s.ready.Load() }
 func (s *Service) setReady(err error) { s.ready.Store(&err) }
 
 // trackerConfig is the tracker's part of cfg, with a labeler that reads the
-// service's label table and inventory.
-func (s *Service) trackerConfig(cfg Config, routes *route.Tree) (tracker.Config, error) {
+// service's label table and inventory, and the unit's id scope.
+func (s *Service) trackerConfig(cfg Config, routes *route.Tree, scope string) (tracker.Config, error) {
 	l, err := labels.NewLabeler(cfg.Labels, s.table, s.dynamic.Inventory())
 	if err != nil {
 		return tracker.Config{}, err
 	}
-	return cfg.trackerConfig(routes, l), nil
+	tc := cfg.trackerConfig(routes, l)
+	tc.IDScope = scope
+	return tc, nil
 }
 
-func (s *Service) newTracker() (*tracker.Tracker, error) {
-	tc, err := s.trackerConfig(s.cfg, s.routes)
+func (s *Service) newTracker(scope string) (*tracker.Tracker, error) {
+	tc, err := s.trackerConfig(s.cfg, s.routes, scope)
 	if err != nil {
 		return nil, err
 	}
 	return tracker.New(tc)
 }
 
-// Run ensures the durable consumer and the KV buckets, serves the API,
-// rebuilds the state, and processes presence events until ctx ends. It
-// returns nil on a clean stop.
+// Run ensures the KV buckets, serves the API and processes presence events
+// until ctx ends; it returns nil on a clean stop. Without leases it ensures
+// the durable consumer, rebuilds the state (see the package doc) and
+// processes every partition. With leases it joins the replicas in the lease
+// bucket and runs one tracker per lease partition it owns (see lease.go).
 func (s *Service) Run(ctx context.Context) error {
 	defer s.setReady(errStopped)
 	s.setReady(errRecovering)
+	if s.cfg.leased() {
+		return s.runLeased(ctx)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	defer close(s.ctl.loopDone)
-	cons, err := events.EnsureConsumer(ctx, s.js, events.StreamPresence,
-		events.ConsumerConfig(events.ConsumerEvaluator, events.PresencePrefix+".>", s.cfg.AckWait, 4*s.cfg.FetchBatch))
+	s.runWG = &wg
+	u := newUnit(s.cfg, 0, 0, 0, ctx)
+	cons, err := s.ensureConsumer(ctx, u)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -427,18 +489,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	tr, err := s.newTracker()
-	if err != nil {
-		return err
-	}
-	snap, err := s.loadSnapshot(ctx, tr)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("recover state: %w", err)
-	}
-	if err := s.rebuild(ctx, tr, snap); err != nil {
+	if err := s.recoverUnit(ctx, u, cons); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -446,10 +497,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.startNodes(ctx, &wg)
 	s.startSnapshotWriter(ctx, &wg)
+	s.startFetch(u, &wg)
+	s.addUnit(u)
 	s.setReady(nil)
-	s.log.Info("evaluating", "grace", s.cfg.Grace, "receivers", s.cfg.Receivers, "devices", tr.Len())
-	s.loop(ctx, cons, tr, &wg)
-	s.finalSnapshot(ctx, cons, tr)
+	s.log.Info("evaluating", "grace", s.cfg.Grace, "receivers", s.cfg.Receivers, "devices", u.tr.Len())
+	s.loop(ctx)
+	s.stopUnit(u)
+	s.finalSnapshot(context.WithoutCancel(ctx), u)
 	return nil
 }
 

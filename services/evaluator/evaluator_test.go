@@ -57,6 +57,7 @@ type harness struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	clock *fakeClock
+	topo  events.Topology // of the KV buckets (zero: one replica)
 }
 
 func newHarness(t *testing.T) *harness {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"go.opentelemetry.io/otel/attribute"
@@ -35,7 +36,7 @@ var (
 	outcomeDeadLettered = metric.WithAttributes(attribute.String("outcome", "dead_lettered"))
 )
 
-func newMetrics(mp metric.MeterProvider, devices, snapBytes *atomic.Int64) (*metrics, error) {
+func newMetrics(mp metric.MeterProvider, devices, snapBytes *atomic.Int64, units *unitStats) (*metrics, error) {
 	m := mp.Meter("github.com/fleetwatch/fleetwatch/services/evaluator")
 	var (
 		out metrics
@@ -88,6 +89,42 @@ func newMetrics(mp metric.MeterProvider, devices, snapBytes *atomic.Int64) (*met
 			return nil
 		})); err != nil {
 		return nil, fmt.Errorf("metric devices: %w", err)
+	}
+	// Per ownership unit ("all", or "l<l>of<L>" with lease partitions),
+	// for the units this replica owns.
+	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_unit_consumer_pending",
+		metric.WithDescription("Messages the unit's durable consumer has not delivered yet (num_pending at the last fetch): the consumer lag."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			units.each(func(name string, st unitStat) {
+				o.Observe(int64(st.pending), metric.WithAttributes(attribute.String("unit", name)))
+			})
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("metric unit_consumer_pending: %w", err)
+	}
+	if _, err = m.Int64ObservableGauge("fleetwatch_evaluator_unit_snapshot_bytes",
+		metric.WithDescription("Size of the unit's last snapshot written by this replica."), metric.WithUnit("By"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			units.each(func(name string, st unitStat) {
+				if !st.snapWritten.IsZero() {
+					o.Observe(st.snapBytes, metric.WithAttributes(attribute.String("unit", name)))
+				}
+			})
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("metric unit_snapshot_bytes: %w", err)
+	}
+	if _, err = m.Float64ObservableGauge("fleetwatch_evaluator_unit_snapshot_age_seconds", metric.WithUnit("s"),
+		metric.WithDescription("Time since this replica last wrote the unit's snapshot."),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			units.each(func(name string, st unitStat) {
+				if !st.snapWritten.IsZero() {
+					o.Observe(time.Since(st.snapWritten).Seconds(), metric.WithAttributes(attribute.String("unit", name)))
+				}
+			})
+			return nil
+		})); err != nil {
+		return nil, fmt.Errorf("metric unit_snapshot_age: %w", err)
 	}
 	return &out, nil
 }

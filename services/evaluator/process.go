@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -35,8 +34,9 @@ type outMsg struct {
 // see ctx, so it bounds how long stopping takes.
 const maxIdleWait = time.Second
 
-// fetched is what one fetch returned.
+// fetched is what one fetch of a unit's consumer returned.
 type fetched struct {
+	u    *unit
 	msgs []jetstream.Msg
 	err  error
 }
@@ -46,23 +46,37 @@ type fetched struct {
 // (under load: full batches); when nothing is, it waits for the next
 // message, up to a tick, and hands it over alone. A fetch that waits to fill
 // a batch would hold a lone disconnect's decision until the wait ends.
-func (s *Service) fetch(ctx context.Context, cons jetstream.Consumer, out chan<- fetched, batch int, tick time.Duration) {
+func (s *Service) fetch(ctx context.Context, u *unit, out chan<- fetched, batch int, tick time.Duration) {
 	for ctx.Err() == nil {
-		msgs, err := drain(cons.FetchNoWait(batch))
+		msgs, err := drain(u.cons.FetchNoWait(batch))
 		if err == nil && len(msgs) == 0 {
-			msgs, err = drain(cons.Fetch(1, jetstream.FetchMaxWait(min(tick, maxIdleWait))))
+			s.stats.set(u.name, func(st *unitStat) { st.pending = 0 })
+			msgs, err = drain(u.cons.Fetch(1, jetstream.FetchMaxWait(min(tick, maxIdleWait))))
 		}
 		if len(msgs) == 0 && err == nil {
 			continue
 		}
+		if len(msgs) > 0 {
+			if md, merr := msgs[len(msgs)-1].Metadata(); merr == nil {
+				s.stats.set(u.name, func(st *unitStat) { st.pending = md.NumPending })
+			}
+		}
 		select {
-		case out <- fetched{msgs: msgs, err: err}:
+		case out <- fetched{u: u, msgs: msgs, err: err}:
 		case <-ctx.Done():
+			nakAll(msgs) // for whoever owns the unit next
 			return
 		}
 		if err != nil {
 			sleep(ctx, tick)
 		}
+	}
+}
+
+// nakAll asks for the redelivery of messages that will not be processed.
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
 	}
 }
 
@@ -82,19 +96,12 @@ func drain(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 }
 
 // loop applies fetched batches, a tick at least every Config.Tick, and
-// whatever else must reach the tracker (API queries, reloads, silences,
-// inventory changes, node health), until ctx ends. It is the only user of
-// tr: everything that reads or changes the tracker runs here, between
-// batches.
-func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker, wg *sync.WaitGroup) {
-	batches := make(chan fetched)
-	fctx, stopFetch := context.WithCancel(ctx)
-	defer stopFetch()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.fetch(fctx, cons, batches, s.cfg.FetchBatch, s.cfg.Tick)
-	}()
+// whatever else must reach the trackers (API queries, reloads, silences,
+// inventory changes, node health, units starting and stopping), until ctx
+// ends. It is the only user of the trackers: everything that reads or
+// changes one runs here, between batches. A unit whose ownership context
+// ended processes nothing more: its batches are handed back.
+func (s *Service) loop(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.Tick)
 	defer ticker.Stop()
 	snapTicker := time.NewTicker(s.cfg.SnapshotInterval)
@@ -104,28 +111,41 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 		case <-ctx.Done():
 			return
 		case <-snapTicker.C:
-			s.snapshotLater(ctx, cons, tr)
-		case f := <-batches:
+			for _, u := range s.live() {
+				s.snapshotLater(u)
+			}
+		case f := <-s.batches:
+			u := f.u
+			if u.gone || u.ctx.Err() != nil {
+				nakAll(f.msgs)
+				continue
+			}
 			if len(f.msgs) > 0 {
-				s.handleBatch(ctx, tr, f.msgs)
-				s.deleteExpired(ctx, tr)
+				s.handleBatch(u, f.msgs)
+				s.deleteExpired(u)
 			}
 			if f.err != nil {
-				s.log.Warn("fetch presence events", "err", f.err)
+				s.log.Warn("fetch presence events", "unit", u.name, "err", f.err)
 			}
 		case <-ticker.C:
-			s.tick(ctx, tr)
+			for _, u := range s.live() {
+				s.tick(u)
+			}
 		case req := <-s.ctl.requests:
-			req.fn(ctx, tr)
+			req.fn(ctx)
 			close(req.done)
 		case <-s.ctl.silencesChanged:
-			s.applySilences(ctx, tr)
-		case u := <-s.ctl.invUpdates:
-			s.applyInventory(tr, u)
+			for _, u := range s.live() {
+				s.applySilences(u)
+			}
+		case up := <-s.ctl.invUpdates:
+			s.applyInventory(up)
 		case e := <-s.ctl.nodeEvents:
-			s.publishDecisions(ctx, tr.Apply(tracker.Node{NodeEvent: &e}))
-			s.devices.Store(int64(tr.Len()))
-			s.deleteExpired(ctx, tr)
+			for _, u := range s.live() {
+				s.publishDecisions(u, u.tr.Apply(tracker.Node{NodeEvent: &e}))
+				s.deleteExpired(u)
+			}
+			s.countDevices()
 		}
 	}
 }
@@ -133,7 +153,8 @@ func (s *Service) loop(ctx context.Context, cons jetstream.Consumer, tr *tracker
 // handleBatch applies a batch, publishes its decisions, and acks the inputs
 // once every publish is acknowledged. It returns the number of messages the
 // batch held.
-func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch []jetstream.Msg) int {
+func (s *Service) handleBatch(u *unit, batch []jetstream.Msg) int {
+	ctx, tr := u.ctx, u.tr
 	before := tr.Stats()
 	var (
 		out  []outMsg
@@ -160,17 +181,17 @@ func (s *Service) handleBatch(ctx context.Context, tr *tracker.Tracker, batch []
 			continue
 		}
 		span.SetAttributes(attribute.String("fleetwatch.device_id", e.DeviceID), attribute.String("fleetwatch.kind", string(e.Kind)))
-		s.watermark = max(s.watermark, e.BrokerTSMS)
+		u.watermark = max(u.watermark, e.BrokerTSMS)
 		for _, d := range tr.Apply(tracker.Event{PresenceEvent: &e}) {
 			out = append(out, outMsg{ctx: mctx, alert: d.Alert})
 		}
 		span.End()
 		done = append(done, msg)
 	}
-	s.backlog = n > 0 && pending > 0
+	u.backlog = n > 0 && pending > 0
 	s.metrics.countApplied(ctx, before, tr.Stats())
-	s.devices.Store(int64(tr.Len()))
-	if !s.publish(ctx, out) {
+	s.countDevices()
+	if !s.publish(u, out) {
 		return n // stopping: the inputs stay unacked and are redelivered
 	}
 	for _, m := range done {
@@ -207,11 +228,12 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, cause error
 // applied (an event-time watermark) rather than the clock: a grace timer
 // fires only once every event up to its due time has been applied, so a
 // reconnect still waiting in the queue is never reported as an outage.
-func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
+func (s *Service) tick(u *unit) {
+	ctx, tr := u.ctx, u.tr
 	clock := s.now()
 	now := clock
-	if s.backlog && s.watermark > 0 && s.watermark < now.UnixMilli() {
-		now = time.UnixMilli(s.watermark)
+	if u.backlog && u.watermark > 0 && u.watermark < now.UnixMilli() {
+		now = time.UnixMilli(u.watermark)
 	}
 	tctx, span := s.tracer.Start(ctx, "evaluator.tick", trace.WithAttributes(attribute.Int64("fleetwatch.now_ms", now.UnixMilli())))
 	ds := tr.Apply(tracker.Tick{Now: now})
@@ -221,27 +243,29 @@ func (s *Service) tick(ctx context.Context, tr *tracker.Tracker) {
 	for _, d := range ds {
 		out = append(out, outMsg{ctx: tctx, alert: d.Alert})
 	}
-	s.publish(ctx, out)
-	if !s.ctl.windowsUntil.IsZero() && !clock.Before(s.ctl.windowsUntil) {
-		s.applySilencesAt(ctx, tr, clock) // a maintenance window ended: its next occurrence
+	s.publish(u, out)
+	if until := u.silencesUntil; !until.IsZero() && !clock.Before(until) {
+		s.applySilencesAt(u, clock) // a maintenance window ended: its next occurrence
 	}
-	if len(s.ctl.relabelLater) > 0 {
-		s.retryRelabel(tr)
+	if len(u.relabelLater) > 0 {
+		s.retryRelabel(u)
 	}
-	s.deleteExpired(ctx, tr)
+	s.deleteExpired(u)
 }
 
-// publish stores every alert in ALERTS, retrying with backoff until all are
-// acknowledged. It returns false when ctx ended first.
-func (s *Service) publish(ctx context.Context, out []outMsg) bool {
+// publish stores every alert of a unit in ALERTS, retrying with backoff
+// until all are acknowledged. It returns false when the unit's context
+// ended first.
+func (s *Service) publish(u *unit, out []outMsg) bool {
 	if len(out) == 0 {
 		return true
 	}
+	ctx := u.ctx
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		seq, err := s.publishOnce(ctx, out)
 		if err == nil {
-			s.snap.alertsSeq = max(s.snap.alertsSeq, seq)
+			u.alertsSeq = max(u.alertsSeq, seq)
 			for _, o := range out {
 				s.metrics.decisions.Add(ctx, 1, metric.WithAttributes(
 					attribute.String("status", string(o.alert.Status)), attribute.String("receiver", o.alert.Receiver)))
@@ -249,12 +273,12 @@ func (s *Service) publish(ctx context.Context, out []outMsg) bool {
 			return true
 		}
 		if ctx.Err() != nil {
-			s.snap.unpublished = true
+			u.unpublished = true
 			return false
 		}
-		s.log.Warn("publish alerts, will retry", "alerts", len(out), "attempt", attempt, "err", err)
+		s.log.Warn("publish alerts, will retry", "unit", u.name, "alerts", len(out), "attempt", attempt, "err", err)
 		if !sleep(ctx, backoff) {
-			s.snap.unpublished = true
+			u.unpublished = true
 			return false
 		}
 		backoff = min(2*backoff, 5*time.Second)

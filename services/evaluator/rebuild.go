@@ -16,10 +16,12 @@ import (
 // concludes that the rest of the stream is gone (deleted or expired).
 const replayIdle = 5 * time.Second
 
-// rebuild rebuilds tr from the streams (see the package doc), from the
-// snapshot restored into it when snap is not nil, and publishes what a
-// previous run decided but did not get to publish.
-func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapshotstore.Snapshot) error {
+// rebuild rebuilds a unit's tracker from the streams (see the package doc),
+// from the snapshot restored into it when snap is not nil, and publishes
+// what a previous owner decided but did not get to publish. It replays only
+// the unit's presence subjects; it reads every alert id.
+func (s *Service) rebuild(ctx context.Context, u *unit, snap *snapshotstore.Snapshot) error {
+	tr := u.tr
 	started := time.Now()
 	ctx, span := s.tracer.Start(ctx, "evaluator.rebuild")
 	defer span.End()
@@ -49,7 +51,7 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapsh
 		// Labels follow the current rules and inventory, which may have
 		// changed since the snapshot was written.
 		if !tr.LabelsCurrent() {
-			tc, err := s.trackerConfig(s.cfg, s.routes)
+			tc, err := s.trackerConfig(s.cfg, s.routes, u.scope)
 			if err != nil {
 				return err
 			}
@@ -61,9 +63,9 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapsh
 			s.log.Info("snapshot relabelled: the label rules or the inventory changed since it was written")
 		}
 	}
-	s.applySilences(ctx, tr) // the set in force, before the replay
+	s.applySilences(u) // the set in force, before the replay
 
-	nAlerts, lastAlert, err := replay(ctx, s.js, events.StreamAlerts, true, alertsFrom, func(m jetstream.Msg) {
+	nAlerts, lastAlert, err := replay(ctx, s.js, events.StreamAlerts, nil, true, alertsFrom, func(m jetstream.Msg) {
 		if id := m.Headers().Get(events.HeaderMsgID); id != "" {
 			sent[id] = struct{}{}
 		}
@@ -72,7 +74,7 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapsh
 		return err
 	}
 	skipped := 0
-	nPresence, _, err := replay(ctx, s.js, events.StreamPresence, false, presenceFrom, func(m jetstream.Msg) {
+	nPresence, _, err := replay(ctx, s.js, events.StreamPresence, u.filters, false, presenceFrom, func(m jetstream.Msg) {
 		e, err := decodePresence(m.Subject(), m.Data(), s.cfg.Partitions)
 		if err != nil {
 			skipped++ // the live consumer dead-letters it
@@ -87,28 +89,28 @@ func (s *Service) rebuild(ctx context.Context, tr *tracker.Tracker, snap *snapsh
 	now := s.now()
 	add(tr.Apply(tracker.Tick{Now: now}))
 	add(tr.Alerting(now))
-	s.devices.Store(int64(tr.Len()))
 	s.metrics.replayed.Add(ctx, int64(nPresence))
 	span.SetAttributes(attribute.Int("fleetwatch.presence_events", nPresence), attribute.Int("fleetwatch.alerts_published", len(out)),
 		attribute.Bool("fleetwatch.snapshot", snap != nil))
-	s.snap.alertsSeq = lastAlert
+	u.alertsSeq = lastAlert
 	if snap != nil {
-		s.snap.alertsSeq = max(s.snap.alertsSeq, snap.AlertsSeq)
+		u.alertsSeq = max(u.alertsSeq, snap.AlertsSeq)
 	}
-	if !s.publish(ctx, out) {
+	if !s.publish(u, out) {
 		return ctx.Err()
 	}
-	s.log.Info("state rebuilt", "snapshot", snap != nil, "presence_from_seq", presenceFrom, "presence_events", nPresence,
+	s.log.Info("state rebuilt", "unit", u.name, "epoch", u.epoch, "snapshot", snap != nil, "presence_from_seq", presenceFrom, "presence_events", nPresence,
 		"skipped", skipped, "alerts_seen", nAlerts, "devices", tr.Len(), "alerts_published", len(out),
 		"took", time.Since(started).Round(time.Millisecond))
-	s.deleteExpired(ctx, tr)
+	s.deleteExpired(u)
 	return nil
 }
 
 // replay calls fn for every message of stream from sequence from, in
 // order, up to the stream's last sequence when replay starts (returned),
-// with an ordered (ephemeral) consumer.
-func replay(ctx context.Context, js jetstream.JetStream, stream string, headersOnly bool, from uint64, fn func(jetstream.Msg)) (int, uint64, error) {
+// with an ordered (ephemeral) consumer; filters, when set, select the
+// subjects.
+func replay(ctx context.Context, js jetstream.JetStream, stream string, filters []string, headersOnly bool, from uint64, fn func(jetstream.Msg)) (int, uint64, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, 0, fmt.Errorf("stream %s: %w", stream, err)
@@ -121,7 +123,7 @@ func replay(ctx context.Context, js jetstream.JetStream, stream string, headersO
 	if info.State.Msgs == 0 || last < max(from, 1) {
 		return 0, last, nil
 	}
-	cc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: headersOnly}
+	cc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: headersOnly, FilterSubjects: filters}
 	if from > info.State.FirstSeq {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
@@ -136,6 +138,12 @@ func replay(ctx context.Context, js jetstream.JetStream, stream string, headersO
 	defer it.Stop()
 	n := 0
 	for {
+		if n == 0 {
+			// Nothing to replay for these subjects: do not wait replayIdle.
+			if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+				return 0, last, nil
+			}
+		}
 		nctx, cancel := context.WithTimeout(ctx, replayIdle)
 		m, err := it.Next(jetstream.NextContext(nctx))
 		cancel()

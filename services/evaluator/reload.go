@@ -42,18 +42,18 @@ func (s *Service) Reload(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	var rerr error
-	err = s.do(ctx, func(ctx context.Context, tr *tracker.Tracker) {
+	err = s.do(ctx, func(context.Context) {
 		if rerr = fixedSettings(s.cfg, cfg); rerr != nil {
 			return
 		}
 		// The inventory file and the labeler, interned in the live table:
-		// nothing changes until the tracker accepts the config.
+		// nothing changes until the trackers accept the config.
 		file, err := labels.LoadInventory(cfg.Labels.Inventory, s.table)
 		if err != nil {
 			rerr = fmt.Errorf("evaluator.labels.inventory: %w", err)
 			return
 		}
-		tc, err := s.trackerConfig(cfg, routes)
+		tc, err := s.trackerConfig(cfg, routes, "")
 		if err != nil {
 			rerr = err
 			return
@@ -64,25 +64,36 @@ func (s *Service) Reload(ctx context.Context, cfg Config) error {
 		}
 		changed, stale := s.dynamic.ReplaceFile(file)
 		relabelAll := !reflect.DeepEqual(s.cfg.Labels, cfg.Labels)
-		ds, err := tr.Reconfigure(tc, s.now(), relabelAll)
-		if err != nil {
-			rerr = err // not reached: tracker.New accepted tc
-			return
-		}
-		if !relabelAll {
-			for _, id := range changed {
-				s.relabel(tr, id, stale[id])
+		flushed := 0
+		for _, u := range s.units {
+			utc, err := s.trackerConfig(cfg, routes, u.scope)
+			if err != nil {
+				rerr = err // not reached: the same config was accepted above
+				return
 			}
+			ds, err := u.tr.Reconfigure(utc, s.now(), relabelAll)
+			if err != nil {
+				rerr = err // not reached: tracker.New accepted tc
+				return
+			}
+			if !relabelAll {
+				for _, id := range changed {
+					s.relabel(u, id, stale[id])
+				}
+			}
+			flushed += len(ds)
+			s.publishDecisions(u, ds)
 		}
 		s.cfg, s.routes = cfg, routes
 		s.ctl.windows.Store(&windows)
 		if s.ctl.api != nil {
 			s.ctl.api.SetToken(token)
 		}
-		s.publishDecisions(ctx, ds)
-		s.applySilences(ctx, tr)
+		for _, u := range s.units {
+			s.applySilences(u)
+		}
 		s.log.Info("config reloaded", "grace", cfg.Grace, "receivers", cfg.Receivers, "relabelled_all", relabelAll,
-			"inventory_changes", len(changed), "notifications_flushed", len(ds), "windows", len(windows))
+			"inventory_changes", len(changed), "notifications_flushed", flushed, "windows", len(windows), "units", len(s.units))
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
@@ -114,6 +125,7 @@ func fixedSettings(old, cfg Config) error {
 		{"inventory_kv.bucket", old.InventoryKV.Bucket, cfg.InventoryKV.Bucket},
 		{"snapshot_interval", old.SnapshotInterval, cfg.SnapshotInterval},
 		{"snapshot_bucket", old.SnapshotBucket, cfg.SnapshotBucket},
+		{"lease", old.Lease, cfg.Lease},
 	} {
 		if f.old != f.new {
 			return fmt.Errorf("evaluator.%s changed from %v to %v: it cannot change while running; restart the evaluator to apply it", f.name, f.old, f.new)

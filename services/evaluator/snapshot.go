@@ -9,7 +9,6 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
-	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -37,6 +36,9 @@ import (
 // were since re-created, is logged and ignored: full replay.
 
 // snapshotKey is the object of the evaluator's state (every partition).
+// With lease partitions, unit l of L > 1 is stored under "l<l>of<L>", with
+// the lease's epoch (snapshotstore fences older epochs); with L = 1 under
+// snapshotKey too.
 const snapshotKey = snapshotstore.KeyAll
 
 // snapshotTimeout bounds taking (ack floor) and writing one snapshot.
@@ -45,25 +47,26 @@ const snapshotTimeout = 30 * time.Second
 // snapshots is the service's snapshot state.
 type snapshots struct {
 	store *snapshotstore.Store
-	// mu serialises writes; written is the generation of the last one, so
-	// that an older snapshot never replaces a newer one.
+	// mu serialises writes; written is the generation of the last one per
+	// key, so that an older snapshot never replaces a newer one.
 	mu      sync.Mutex
-	written uint64
-	// pending hands the newest snapshot to the writer (capacity 1).
-	pending chan takenSnapshot
+	written map[string]uint64
+	// pending holds the newest snapshot of each key for the writer;
+	// signal wakes it (capacity 1).
+	pendingMu sync.Mutex
+	pending   map[string]takenSnapshot
+	signal    chan struct{}
 
-	// Owned by the processing goroutine: the last generation taken, the
-	// newest ALERTS sequence published, whether a decision could not be
-	// published, and the streams' identities.
+	// Owned by the processing goroutine: the last generation taken and the
+	// streams' identities.
 	gen             uint64
-	alertsSeq       uint64
-	unpublished     bool
 	presenceCreated time.Time
 	alertsCreated   time.Time
 }
 
 // takenSnapshot is a snapshot waiting to be written.
 type takenSnapshot struct {
+	u    *unit
 	gen  uint64
 	snap snapshotstore.Snapshot
 	took time.Duration // marshalling it
@@ -82,10 +85,10 @@ func streamCreated(ctx context.Context, js jetstream.JetStream, stream string) (
 	return info.Created, nil
 }
 
-// loadSnapshot restores the stored snapshot into tr (a new tracker) and
-// returns it, or nil when there is none or it cannot be used (logged; tr
-// stays empty).
-func (s *Service) loadSnapshot(ctx context.Context, tr *tracker.Tracker) (*snapshotstore.Snapshot, error) {
+// loadSnapshot restores the unit's stored snapshot into its tracker (a new
+// one) and returns it, or nil when there is none or it cannot be used
+// (logged; the tracker stays empty).
+func (s *Service) loadSnapshot(ctx context.Context, u *unit) (*snapshotstore.Snapshot, error) {
 	var err error
 	if s.snap.presenceCreated, err = streamCreated(ctx, s.js, events.StreamPresence); err != nil {
 		return nil, err
@@ -93,20 +96,21 @@ func (s *Service) loadSnapshot(ctx context.Context, tr *tracker.Tracker) (*snaps
 	if s.snap.alertsCreated, err = streamCreated(ctx, s.js, events.StreamAlerts); err != nil {
 		return nil, err
 	}
+	log := s.log.With("unit", u.name)
 	started := time.Now()
-	snap, size, ok, err := s.snap.store.Get(ctx, snapshotKey)
+	snap, size, ok, err := s.snap.store.Get(ctx, u.name)
 	switch {
 	case errors.Is(err, snapshotstore.ErrCorrupt):
-		s.log.Warn("ignore the stored snapshot: full replay", "reason", err, "bytes", size)
+		log.Warn("ignore the stored snapshot: full replay", "reason", err, "bytes", size)
 		return nil, nil
 	case err != nil:
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		s.log.Warn("read the stored snapshot: full replay", "err", err)
+		log.Warn("read the stored snapshot: full replay", "err", err)
 		return nil, nil
 	case !ok:
-		s.log.Info("no stored snapshot: full replay")
+		log.Info("no stored snapshot: full replay")
 		return nil, nil
 	}
 	var reason string
@@ -115,27 +119,30 @@ func (s *Service) loadSnapshot(ctx context.Context, tr *tracker.Tracker) (*snaps
 		reason = fmt.Sprintf("written for %d partitions, the config says %d", snap.Partitions, s.cfg.Partitions)
 	case !snap.PresenceCreated.Equal(s.snap.presenceCreated) || !snap.AlertsCreated.Equal(s.snap.alertsCreated):
 		reason = "written for streams that were deleted and created again since"
+	case u.epoch > 0 && snap.Epoch > u.epoch:
+		// Not expected: the lease was claimed after that write.
+		return nil, fmt.Errorf("snapshot %s was written with lease epoch %d, newer than ours (%d)", u.name, snap.Epoch, u.epoch)
 	}
 	if reason == "" {
-		if err := tr.RestoreSnapshot(snap.Tracker); err != nil {
+		if err := u.tr.RestoreSnapshot(snap.Tracker); err != nil {
 			reason = err.Error()
 		}
 	}
 	if reason != "" {
-		s.log.Warn("ignore the stored snapshot: full replay", "reason", reason, "bytes", size)
+		log.Warn("ignore the stored snapshot: full replay", "reason", reason, "bytes", size)
 		return nil, nil
 	}
 	took := time.Since(started)
 	s.metrics.snapshotSeconds.Record(ctx, took.Seconds(), phaseRestore)
-	s.log.Info("snapshot restored", "bytes", size, "presence_seq", snap.PresenceSeq, "alerts_seq", snap.AlertsSeq,
-		"devices", tr.Len(), "took", took.Round(time.Millisecond))
+	log.Info("snapshot restored", "bytes", size, "presence_seq", snap.PresenceSeq, "alerts_seq", snap.AlertsSeq,
+		"epoch", snap.Epoch, "devices", u.tr.Len(), "took", took.Round(time.Millisecond))
 	return &snap, nil
 }
 
-// takeSnapshot captures the tracker's state and the positions it covers.
-// It runs on the processing goroutine.
-func (s *Service) takeSnapshot(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker) (takenSnapshot, error) {
-	if s.snap.unpublished {
+// takeSnapshot captures a unit's state and the positions it covers. It
+// runs on the processing goroutine.
+func (s *Service) takeSnapshot(ctx context.Context, u *unit) (takenSnapshot, error) {
+	if u.unpublished {
 		return takenSnapshot{}, errors.New("decisions were not published")
 	}
 	started := time.Now()
@@ -146,42 +153,38 @@ func (s *Service) takeSnapshot(ctx context.Context, cons jetstream.Consumer, tr 
 	if err := s.js.Conn().FlushWithContext(tctx); err != nil {
 		return takenSnapshot{}, fmt.Errorf("flush acks: %w", err)
 	}
-	info, err := cons.Info(tctx)
+	info, err := u.cons.Info(tctx)
 	if err != nil {
 		return takenSnapshot{}, fmt.Errorf("consumer info: %w", err)
 	}
-	data, err := tr.MarshalSnapshot()
+	data, err := u.tr.MarshalSnapshot()
 	if err != nil {
 		return takenSnapshot{}, err
 	}
 	s.snap.gen++
-	return takenSnapshot{gen: s.snap.gen, took: time.Since(started), snap: snapshotstore.Snapshot{
-		PresenceSeq: info.AckFloor.Stream, AlertsSeq: s.snap.alertsSeq, PresenceCreated: s.snap.presenceCreated,
-		AlertsCreated: s.snap.alertsCreated, Partitions: s.cfg.Partitions, Tracker: data,
+	return takenSnapshot{u: u, gen: s.snap.gen, took: time.Since(started), snap: snapshotstore.Snapshot{
+		PresenceSeq: info.AckFloor.Stream, AlertsSeq: u.alertsSeq, PresenceCreated: s.snap.presenceCreated,
+		AlertsCreated: s.snap.alertsCreated, Partitions: s.cfg.Partitions, Tracker: data, Epoch: u.epoch,
 	}}, nil
 }
 
-// snapshotLater takes a snapshot and hands it to the writer, replacing one
-// that is still waiting.
-func (s *Service) snapshotLater(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker) {
-	ts, err := s.takeSnapshot(ctx, cons, tr)
+// snapshotLater takes a snapshot of a unit and hands it to the writer,
+// replacing one of the same unit that is still waiting.
+func (s *Service) snapshotLater(u *unit) {
+	ts, err := s.takeSnapshot(u.ctx, u)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("take a snapshot, will retry at the next interval", "err", err)
-			s.metrics.snapshots.Add(ctx, 1, outcomeFailed)
+		if u.ctx.Err() == nil {
+			s.log.Warn("take a snapshot, will retry at the next interval", "unit", u.name, "err", err)
+			s.metrics.snapshots.Add(u.ctx, 1, outcomeFailed)
 		}
 		return
 	}
-	for {
-		select {
-		case s.snap.pending <- ts:
-			return
-		default:
-		}
-		select {
-		case <-s.snap.pending: // an older one still waiting: replaced
-		default:
-		}
+	s.snap.pendingMu.Lock()
+	s.snap.pending[u.name] = ts
+	s.snap.pendingMu.Unlock()
+	select {
+	case s.snap.signal <- struct{}{}:
+	default:
 	}
 }
 
@@ -193,8 +196,16 @@ func (s *Service) startSnapshotWriter(ctx context.Context, wg *sync.WaitGroup) {
 		defer wg.Done()
 		for {
 			select {
-			case ts := <-s.snap.pending:
-				_ = s.writeSnapshot(ctx, ts)
+			case <-s.snap.signal:
+				s.snap.pendingMu.Lock()
+				todo := s.snap.pending
+				s.snap.pending = map[string]takenSnapshot{}
+				s.snap.pendingMu.Unlock()
+				for _, ts := range todo {
+					if ts.u.ctx.Err() == nil { // a unit no longer owned writes nothing
+						_ = s.writeSnapshot(ts.u.ctx, ts)
+					}
+				}
 			case <-ctx.Done():
 				return
 			}
@@ -202,50 +213,55 @@ func (s *Service) startSnapshotWriter(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 }
 
-// writeSnapshot stores a snapshot unless a newer one was stored already.
+// writeSnapshot stores a snapshot unless a newer one of its unit was
+// stored already.
 func (s *Service) writeSnapshot(ctx context.Context, ts takenSnapshot) error {
 	s.snap.mu.Lock()
 	defer s.snap.mu.Unlock()
-	if ts.gen <= s.snap.written {
+	key := ts.u.name
+	if ts.gen <= s.snap.written[key] {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
 	started := time.Now()
-	size, err := s.snap.store.Put(wctx, snapshotKey, ts.snap)
+	size, err := s.snap.store.Put(wctx, key, ts.snap)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("write a snapshot, will retry at the next interval", "err", err)
+			s.log.Warn("write a snapshot, will retry at the next interval", "unit", key, "err", err)
 		}
 		s.metrics.snapshots.Add(ctx, 1, outcomeFailed)
 		return err
 	}
-	s.snap.written = ts.gen
+	s.snap.written[key] = ts.gen
 	put := time.Since(started)
 	s.metrics.snapshots.Add(ctx, 1, outcomeWritten)
 	s.metrics.snapshotSeconds.Record(ctx, ts.took.Seconds(), phaseTake)
 	s.metrics.snapshotSeconds.Record(ctx, put.Seconds(), phasePut)
 	s.snapBytes.Store(int64(size))
-	s.log.Debug("snapshot written", "bytes", size, "presence_seq", ts.snap.PresenceSeq, "alerts_seq", ts.snap.AlertsSeq,
-		"take", ts.took.Round(time.Millisecond), "put", put.Round(time.Millisecond))
+	s.stats.set(key, func(st *unitStat) { st.snapBytes, st.snapWritten = int64(size), time.Now() })
+	s.log.Debug("snapshot written", "unit", key, "bytes", size, "presence_seq", ts.snap.PresenceSeq, "alerts_seq", ts.snap.AlertsSeq,
+		"epoch", ts.snap.Epoch, "take", ts.took.Round(time.Millisecond), "put", put.Round(time.Millisecond))
 	return nil
 }
 
-// finalSnapshot takes and writes a snapshot at a clean shutdown (ctx has
-// ended: the work gets its own deadline).
-func (s *Service) finalSnapshot(ctx context.Context, cons jetstream.Consumer, tr *tracker.Tracker) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotTimeout)
+// finalSnapshot takes and writes a snapshot of a unit that stopped
+// processing (at a clean shutdown, or a lease handed over). ctx bounds
+// the work (with snapshotTimeout).
+func (s *Service) finalSnapshot(ctx context.Context, u *unit) error {
+	fctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
-	ts, err := s.takeSnapshot(fctx, cons, tr)
+	ts, err := s.takeSnapshot(fctx, u)
 	if err == nil {
 		err = s.writeSnapshot(fctx, ts)
 	}
 	if err != nil {
-		s.log.Warn("no snapshot at shutdown: the next start replays from the previous one", "err", err)
-		return
+		s.log.Warn("no final snapshot: the next owner replays from the previous one", "unit", u.name, "err", err)
+		return err
 	}
-	s.log.Info("snapshot written at shutdown", "bytes", s.snapBytes.Load(), "presence_seq", ts.snap.PresenceSeq,
-		"alerts_seq", ts.snap.AlertsSeq, "devices", tr.Len())
+	s.log.Info("snapshot written", "unit", u.name, "bytes", s.snapBytes.Load(), "presence_seq", ts.snap.PresenceSeq,
+		"alerts_seq", ts.snap.AlertsSeq, "epoch", u.epoch, "devices", u.tr.Len())
+	return nil
 }
 
 // Snapshot phases and outcomes (metrics).

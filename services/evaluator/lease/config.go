@@ -54,6 +54,9 @@ var replicaName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // bucketName is what JetStream accepts as a KV bucket name.
 var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// WithDefaults returns c with its zero fields filled, as New does.
+func (c Config) WithDefaults() Config { return c.withDefaults() }
+
 // withDefaults fills the zero fields.
 func (c Config) withDefaults() Config {
 	if c.Partitions == 0 {

@@ -3,9 +3,17 @@
 // with the stream positions it covers, so that a restart loads it and
 // replays only the tail of PRESENCE instead of the whole stream.
 //
-// One object per key: "all" while one evaluator owns every partition (a
-// partition's id once partitions are leased). An object is written whole
-// and replaces the previous one; a reader sees the old or the new one.
+// One object per key: "all" while one evaluator owns every partition (or
+// with one lease partition), "l<l>of<L>" for lease partition l of L. An
+// object is written whole and replaces the previous one; a reader sees the
+// old or the new one.
+//
+// Fencing: a snapshot written under a partition lease carries the lease's
+// epoch in the object's metadata ("epoch"). Put refuses (ErrFenced) to
+// replace a snapshot written with a newer epoch, so that a replica that
+// lost its lease without noticing (frozen past its margin) cannot replace
+// the new owner's snapshot. The check reads the object's info just before
+// writing: it closes the window down to that read-then-write, not fully.
 //
 // Envelope (version 1): the magic "FWES", a version byte, then uvarints:
 // the PRESENCE sequence covered, the ALERTS sequence covered, the creation
@@ -15,12 +23,15 @@
 package snapshotstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +47,13 @@ const (
 	magic   = "FWES"
 	version = 1
 )
+
+// ErrFenced is returned by Put when the stored snapshot was written with a
+// newer lease epoch than the one being written.
+var ErrFenced = errors.New("snapshot written by a newer lease owner")
+
+// epochKey is the object metadata key of the writer's lease epoch.
+const epochKey = "epoch"
 
 // ErrCorrupt is wrapped by every Unmarshal error.
 var ErrCorrupt = errors.New("corrupt or incompatible evaluator snapshot")
@@ -57,6 +75,9 @@ type Snapshot struct {
 	Partitions int
 	// Tracker is tracker.MarshalSnapshot's output.
 	Tracker []byte
+	// Epoch is the lease epoch of the writer (0 without leases). It is
+	// kept in the object's metadata, not in the envelope.
+	Epoch uint64
 }
 
 // Marshal encodes the snapshot.
@@ -167,29 +188,62 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 }
 
 // Put stores s under key, replacing the previous snapshot, and returns its
-// size in bytes.
+// size in bytes. A snapshot with an Epoch does not replace one written
+// with a newer epoch: that is ErrFenced.
 func (st *Store) Put(ctx context.Context, key string, s Snapshot) (int, error) {
+	if s.Epoch > 0 {
+		info, err := st.obs.GetInfo(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+		case err != nil:
+			return 0, fmt.Errorf("check snapshot %s/%s: %w", st.bucket, key, err)
+		default:
+			if e := epochOf(info); e > s.Epoch {
+				return 0, fmt.Errorf("put snapshot %s/%s with epoch %d: %w (epoch %d)", st.bucket, key, s.Epoch, ErrFenced, e)
+			}
+		}
+	}
 	b := s.Marshal()
-	if _, err := st.obs.PutBytes(ctx, key, b); err != nil {
+	meta := jetstream.ObjectMeta{Name: key}
+	if s.Epoch > 0 {
+		meta.Metadata = map[string]string{epochKey: strconv.FormatUint(s.Epoch, 10)}
+	}
+	if _, err := st.obs.Put(ctx, meta, bytes.NewReader(b)); err != nil {
 		return 0, fmt.Errorf("put snapshot %s/%s: %w", st.bucket, key, err)
 	}
 	return len(b), nil
+}
+
+// epochOf is the lease epoch in an object's metadata (0: none).
+func epochOf(info *jetstream.ObjectInfo) uint64 {
+	if info == nil {
+		return 0
+	}
+	e, _ := strconv.ParseUint(info.Metadata[epochKey], 10, 64)
+	return e
 }
 
 // Get returns the snapshot under key and its size in bytes; ok is false
 // when there is none. A snapshot that does not decode is an error wrapping
 // ErrCorrupt.
 func (st *Store) Get(ctx context.Context, key string) (s Snapshot, size int, ok bool, err error) {
-	b, err := st.obs.GetBytes(ctx, key)
+	res, err := st.obs.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return Snapshot{}, 0, false, nil
 	}
 	if err != nil {
 		return Snapshot{}, 0, false, fmt.Errorf("get snapshot %s/%s: %w", st.bucket, key, err)
 	}
+	defer res.Close()
+	b, err := io.ReadAll(res)
+	if err != nil {
+		return Snapshot{}, 0, false, fmt.Errorf("get snapshot %s/%s: %w", st.bucket, key, err)
+	}
+	info, _ := res.Info()
 	s, err = Unmarshal(b)
 	if err != nil {
 		return Snapshot{}, len(b), false, err
 	}
+	s.Epoch = epochOf(info)
 	return s, len(b), true, nil
 }

@@ -98,3 +98,42 @@ func TestStore(t *testing.T) {
 		t.Fatalf("validate: %v", err)
 	}
 }
+
+// TestStoreFencing: a snapshot written with a lease epoch keeps it, and an
+// older epoch cannot replace it; a newer one can.
+func TestStoreFencing(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	st, err := snapshotstore.Open(t.Context(), js, snapshotstore.DefaultBucket, 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "l1of4"
+	s := sample()
+	s.Epoch = 7
+	if _, err := st.Put(t.Context(), key, s); err != nil {
+		t.Fatal(err)
+	}
+	stale := s
+	stale.Epoch, stale.PresenceSeq = 5, 999
+	if _, err := st.Put(t.Context(), key, stale); !errors.Is(err, snapshotstore.ErrFenced) {
+		t.Fatalf("put with an older epoch: %v, want ErrFenced", err)
+	}
+	got, _, ok, err := st.Get(t.Context(), key)
+	if err != nil || !ok || !reflect.DeepEqual(got, s) {
+		t.Fatalf("get after a fenced put: %+v %v %v", got, ok, err)
+	}
+	same := s
+	same.PresenceSeq++
+	if _, err := st.Put(t.Context(), key, same); err != nil {
+		t.Fatalf("put with the same epoch: %v", err)
+	}
+	newer := s
+	newer.Epoch = 9
+	if _, err := st.Put(t.Context(), key, newer); err != nil {
+		t.Fatalf("put with a newer epoch: %v", err)
+	}
+	if got, _, _, _ := st.Get(t.Context(), key); got.Epoch != 9 {
+		t.Fatalf("epoch %d after the newer put, want 9", got.Epoch)
+	}
+}

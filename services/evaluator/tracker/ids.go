@@ -48,10 +48,15 @@ func (t *Tracker) fingerprint(kind events.AlertKind, key string) string {
 // notificationID is a notification's idempotency key: the group episode
 // (fingerprint and start) and the notification's sequence number in it, so
 // that repeats and updates get distinct ids and a replay derives the same.
-// It is events.ContentID("alert.v1", receiver, fp, status, start, end, seq).
+// It is events.ContentID("alert.v1", receiver, fp, status, start, end, seq),
+// or, with Config.IDScope set, events.ContentID("alert.v1", scope, receiver,
+// fp, status, start, end, seq).
 func (t *Tracker) notificationID(receiver, fp string, status events.AlertStatus, start, end int64, seq uint32) string {
 	h := &t.ids2
 	h.add("alert.v1")
+	if t.idScope != "" {
+		h.add(t.idScope)
+	}
 	h.add(receiver)
 	h.add(fp)
 	h.add(string(status))

@@ -34,6 +34,22 @@ func TestIDHasherMatchesContentID(t *testing.T) {
 	}
 }
 
+// TestScopedNotificationID: a scope is one more part after "alert.v1", and
+// different scopes give different ids for the same notification.
+func TestScopedNotificationID(t *testing.T) {
+	tr := newTracker(t)
+	unscoped := tr.notificationID("ops", "fp", events.StatusFiring, 10, 0, 1)
+	tr.idScope = "l1of4"
+	got := tr.notificationID("ops", "fp", events.StatusFiring, 10, 0, 1)
+	if want := events.ContentID("alert.v1", "l1of4", "ops", "fp", "firing", "10", "0", "1"); got != want {
+		t.Fatalf("scoped notificationID = %s, want %s", got, want)
+	}
+	tr.idScope = "l2of4"
+	if other := tr.notificationID("ops", "fp", events.StatusFiring, 10, 0, 1); other == got || other == unscoped || got == unscoped {
+		t.Fatalf("scopes do not separate ids: %s %s %s", unscoped, got, other)
+	}
+}
+
 // TestStateSizes pins the per-device and per-timer sizes the memory budget
 // rests on.
 func TestStateSizes(t *testing.T) {

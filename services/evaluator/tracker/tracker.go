@@ -101,6 +101,11 @@ type Config struct {
 	Correlation Correlation
 	// NodeSeverity is the severity of node_silent alerts (default warning).
 	NodeSeverity events.Severity
+	// IDScope is mixed into every notification id when not empty, so that
+	// trackers that each own a share of the devices (the evaluator's lease
+	// partitions) never derive the same id for different notifications.
+	// Empty: the ids are events.ContentID of the notification alone.
+	IDScope string
 }
 
 // Input is what Apply consumes: an Event, a Tick, a Silences or a Node.
@@ -303,6 +308,7 @@ type Tracker struct {
 	labeler      *labels.Labeler
 	table        *labels.Table
 	nodeSeverity events.Severity
+	idScope      string
 
 	index   deviceIndex // device id → slot in devs
 	ids     idArena     // the device ids' bytes
@@ -366,6 +372,7 @@ func New(cfg Config) (*Tracker, error) {
 		routes:       cfg.Routes,
 		labeler:      cfg.Labeler,
 		nodeSeverity: cfg.NodeSeverity,
+		idScope:      cfg.IDScope,
 		index:        newDeviceIndex(),
 		groups:       make(map[string]*group),
 		flapGroups:   make(map[uint32][]string),

@@ -415,7 +415,7 @@ func (t *Tracker) Reconfigure(cfg Config, now time.Time, relabel bool) ([]Decisi
 	clear(t.targetCache)
 	clear(t.alertTargets)
 	clear(t.flapGroups)
-	t.routes, t.labeler, t.nodeSeverity = nt.routes, nt.labeler, nt.nodeSeverity
+	t.routes, t.labeler, t.nodeSeverity, t.idScope = nt.routes, nt.labeler, nt.nodeSeverity, nt.idScope
 	if !recounted {
 		// The same topology groups; what depends on the routes is
 		// recomputed.

@@ -29,8 +29,13 @@ func (c *fileConfig) CommonConfig() *stage.Common { return &c.Common }
 
 func (c *fileConfig) Validate() error { return c.Evaluator.Validate() }
 
+// defaultConfig is the config before the file: evaluator.lease.replica
+// defaults to $FLEETWATCH_EVALUATOR_REPLICA (e.g. the pod name), which turns
+// partition leases on unless the file sets another name.
 func defaultConfig() *fileConfig {
-	return &fileConfig{Common: stage.DefaultCommon(evaluator.StageName), Evaluator: evaluator.DefaultConfig()}
+	cfg := &fileConfig{Common: stage.DefaultCommon(evaluator.StageName), Evaluator: evaluator.DefaultConfig()}
+	cfg.Evaluator.Lease.Replica = os.Getenv("FLEETWATCH_EVALUATOR_REPLICA")
+	return cfg
 }
 
 var spec = stage.Spec{
