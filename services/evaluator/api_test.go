@@ -3,11 +3,13 @@ package evaluator_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -351,5 +353,44 @@ func TestReload(t *testing.T) {
 	}
 	if n := sums(t, r.metrics, "fleetwatch_evaluator_reloads", "")[""]; n != 2 {
 		t.Fatalf("reloads metric %d", n)
+	}
+}
+
+// TestAPIWithLeases: with lease partitions, a replica answers for the
+// devices of the units it owns, answers 409 with a JSON error naming the
+// unit for the others, and 409 for lists that span several units.
+func TestAPIWithLeases(t *testing.T) {
+	h := newHarness(t)
+	cfg := apiConfig(t)
+	cfg.Lease = leaseConfig("a", 4).Lease
+	a := h.start(t, cfg)
+	c := client{t: t, base: "http://" + a.svc.APIAddr()}
+	waitFor(t, "replica a owning every unit", func() bool { return len(a.svc.Owned()) == 4 })
+	h.publish(t, connected(t, "plant1-a", "n1", t0))
+	waitFor(t, "plant1-a known", func() bool {
+		code, _ := c.do("GET", "/api/v1/devices/plant1-a", "", "", nil)
+		return code == 200
+	})
+	if code, msg := c.do("GET", "/api/v1/devices", "", "", nil); code != 409 ||
+		msg != "replica a owns lease partitions [0 1 2 3] of 4: this query needs exactly one (evaluator.lease.partitions 1), ask for a single device instead" {
+		t.Fatalf("list over 4 units: %d %s", code, msg)
+	}
+
+	cfg.Lease.Replica = "b"
+	b := h.start(t, cfg)
+	waitFor(t, "two units each", func() bool { return len(a.svc.Owned()) == 2 && len(b.svc.Owned()) == 2 })
+	// A device of a unit that b owns, asked of a.
+	var id string
+	for i := 0; id == ""; i++ {
+		d := fmt.Sprintf("dev-%d", i)
+		if slices.Contains(b.svc.Owned(), events.Partition(d, events.DefaultPartitions)%4) {
+			id = d
+		}
+	}
+	unit := events.Partition(id, events.DefaultPartitions) % 4
+	want := fmt.Sprintf("replica a does not own lease partition %d of 4, where this device lives (it owns [%d %d]): ask the replica that does",
+		unit, a.svc.Owned()[0], a.svc.Owned()[1])
+	if code, msg := c.do("GET", "/api/v1/devices/"+id, "", "", nil); code != 409 || msg != want {
+		t.Fatalf("device of b's unit asked of a: %d %q, want 409 %q", code, msg, want)
 	}
 }

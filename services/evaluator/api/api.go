@@ -35,6 +35,10 @@ type Backend interface {
 	// once it ran; an error when the evaluator is not ready or ctx ends
 	// first (fn then does not run, or its result is dropped).
 	Query(ctx context.Context, fn func(tr *tracker.Tracker)) error
+	// QueryDevice runs fn on the tracker that holds deviceID. With
+	// partition leases, an error with an HTTPStatus() int method (409)
+	// when another replica owns the device's lease partition.
+	QueryDevice(ctx context.Context, deviceID string, fn func(tr *tracker.Tracker)) error
 	// Ready returns nil while the evaluator is consuming live events.
 	Ready() error
 	// ConfigSilences returns the silences of the configured maintenance

@@ -118,19 +118,32 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// query runs fn on the tracker's goroutine, answering 503 when it cannot.
-func (s *Server) query(w http.ResponseWriter, r *http.Request, fn func(tr *tracker.Tracker)) bool {
+// query runs fn on the tracker's goroutine (the one holding deviceID when
+// it is not ""), answering 503 when it cannot, or the error's own status
+// (409: another replica owns the device's lease partition).
+func (s *Server) query(w http.ResponseWriter, r *http.Request, deviceID string, fn func(tr *tracker.Tracker)) bool {
 	if err := s.deps.Backend.Ready(); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "the evaluator is not ready: "+err.Error())
 		return false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	if err := s.deps.Backend.Query(ctx, fn); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+	var err error
+	if deviceID != "" {
+		err = s.deps.Backend.QueryDevice(ctx, deviceID, fn)
+	} else {
+		err = s.deps.Backend.Query(ctx, fn)
+	}
+	if err != nil {
+		code := http.StatusServiceUnavailable
+		var hs interface{ HTTPStatus() int }
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
 			err = fmt.Errorf("the evaluator did not answer within %s (busy publishing or stalled)", s.cfg.Timeout)
+		case errors.As(err, &hs):
+			code = hs.HTTPStatus()
 		}
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeError(w, code, err.Error())
 		return false
 	}
 	return true
@@ -157,7 +170,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		d  Device
 		ok bool
 	)
-	if !s.query(w, r, func(tr *tracker.Tracker) {
+	if !s.query(w, r, id, func(tr *tracker.Tracker) {
 		var st tracker.DeviceState
 		if st, ok = tr.Device(id); ok {
 			d = deviceOf(st, tr.Labels(id))
@@ -250,7 +263,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, lq listQuery, aler
 	for _, st := range tracker.Statuses {
 		out.Counts[st] = 0
 	}
-	if !s.query(w, r, func(tr *tracker.Tracker) {
+	if !s.query(w, r, "", func(tr *tracker.Tracker) {
 		p := page{limit: lq.limit, after: lq.after}
 		tr.EachDevice(func(v *tracker.DeviceView) bool {
 			if alertingOnly && !v.Alerting() {
@@ -319,7 +332,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var gs []tracker.GroupState
-	if !s.query(w, r, func(tr *tracker.Tracker) { gs = tr.GroupStates(n) }) {
+	if !s.query(w, r, "", func(tr *tracker.Tracker) { gs = tr.GroupStates(n) }) {
 		return
 	}
 	out := struct {
