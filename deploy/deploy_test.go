@@ -370,11 +370,25 @@ func TestK8sManifests(t *testing.T) {
 func checkDeployment(t *testing.T, l *schemaLoader, d *appsv1.Deployment, configMaps map[string]*corev1.ConfigMap, secrets map[string]*corev1.Secret) stageConfig {
 	t.Helper()
 	stage := d.Labels["app.kubernetes.io/component"]
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-		t.Errorf("replicas %v, want 1 for now", d.Spec.Replicas)
-	}
-	if stage == "evaluator" || stage == "ingest" {
-		if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+	switch stage {
+	case "evaluator":
+		// Partition leases: a standby, and rolling updates that hand the
+		// leases over at a clean shutdown.
+		if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+			t.Errorf("replicas %v, want at least 2 (a hot standby with partition leases)", d.Spec.Replicas)
+		}
+		ru := d.Spec.Strategy.RollingUpdate
+		if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("strategy %+v: want RollingUpdate with maxUnavailable 0 (a new pod joins before an old one releases)", d.Spec.Strategy)
+		}
+		if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 30 {
+			t.Errorf("terminationGracePeriodSeconds %v, want more than lease.shutdown_timeout (30s)", g)
+		}
+	default:
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+			t.Errorf("replicas %v, want 1 for now", d.Spec.Replicas)
+		}
+		if stage == "ingest" && d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 			t.Errorf("strategy %q: a rolling update would run two %ss at once", d.Spec.Strategy.Type, stage)
 		}
 	}
@@ -446,6 +460,20 @@ func checkDeployment(t *testing.T, l *schemaLoader, d *appsv1.Deployment, config
 	c := parseStageConfig(t, stage, "ConfigMap "+cm.Name+" "+key, []byte(text))
 	checkStageConfig(t, l, c)
 
+	if stage == "evaluator" {
+		// Several replicas need partition leases, each under its own name.
+		if c.get("evaluator", "lease") == nil {
+			t.Errorf("%s: no evaluator.lease: %d replicas would all evaluate every device", c.source, *d.Spec.Replicas)
+		}
+		named := false
+		for _, e := range ctr.Env {
+			named = named || e.Name == "FLEETWATCH_EVALUATOR_REPLICA" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+				e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+		}
+		if lr, _ := c.get("evaluator", "lease", "replica").(string); lr == "" && !named {
+			t.Error("evaluator: lease.replica is not set and FLEETWATCH_EVALUATOR_REPLICA does not come from metadata.name")
+		}
+	}
 	if port := apiPort(t, c); port != 0 && containerPort(ctr, "api") != port {
 		t.Errorf("%s: evaluator.api.listen port %d, but the container's api port is %d", c.source, port, containerPort(ctr, "api"))
 	}
