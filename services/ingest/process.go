@@ -137,7 +137,7 @@ func (s *Service) prepare(ctx context.Context, in input, parse parseFunc, trackN
 // eventMsg is the JetStream message of ev: its subject, its JSON, its id
 // as Nats-Msg-Id and the trace context of ctx.
 func (s *Service) eventMsg(ctx context.Context, ev *events.PresenceEvent) *nats.Msg {
-	msg := &nats.Msg{Subject: ev.Subject(s.cfg.Partitions), Data: appendEvent(make([]byte, 0, 512), ev),
+	msg := &nats.Msg{Subject: ev.Subject(s.cfg.Partitions), Data: events.AppendPresence(make([]byte, 0, 512), ev),
 		Header: nats.Header{events.HeaderMsgID: []string{ev.ID}}}
 	telemetry.Inject(ctx, msg)
 	return msg

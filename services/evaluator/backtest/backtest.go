@@ -288,6 +288,10 @@ func check(e *events.PresenceEvent) error {
 	return nil
 }
 
+// maxInterned bounds the strings (device ids, nodes, …) the decoder
+// shares between events; past it, strings are allocated.
+const maxInterned = 50_000_000
+
 // batchSize is the events handed from the reader to the simulations at
 // once.
 const batchSize = 4096
@@ -320,7 +324,8 @@ func decodeLines(r io.Reader, free <-chan []events.PresenceEvent, full chan<- []
 	var in Input
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<20), 8<<20)
-	dec := NewDecoder()
+	dec := events.NewPresenceDecoder(maxInterned)
+	dec.IgnoreID = true // the tracker does not read it
 	b := <-free
 	for sc.Scan() {
 		in.Lines++
@@ -332,7 +337,7 @@ func decodeLines(r io.Reader, free <-chan []events.PresenceEvent, full chan<- []
 		e := &b[len(b)-1]
 		if err := dec.Decode(line, e); err != nil {
 			b = b[:len(b)-1]
-			in.skip(in.Lines, err)
+			in.skip(in.Lines, fmt.Errorf("invalid presence event JSON: %w", err))
 			continue
 		}
 		if err := check(e); err != nil {
