@@ -1,7 +1,6 @@
 package evaluator
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -12,7 +11,7 @@ import (
 // partition count.
 func decodePresence(subject string, data []byte, partitions int) (events.PresenceEvent, error) {
 	var e events.PresenceEvent
-	if err := json.Unmarshal(data, &e); err != nil {
+	if err := events.DecodePresence(data, &e); err != nil {
 		return events.PresenceEvent{}, fmt.Errorf("decode presence event: %w", err)
 	}
 	if err := e.Validate(); err != nil {
