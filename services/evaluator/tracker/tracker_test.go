@@ -107,12 +107,7 @@ func TestScenarios(t *testing.T) {
 		takenover = events.ReasonTakenOver
 		discarded = events.ReasonDiscarded
 	)
-	tests := []struct {
-		name  string
-		steps func(t *testing.T) []step
-		want  DeviceState // final state of device "d"
-		stats func(s Stats) bool
-	}{
+	tests := []scenario{
 		{
 			name: "grace respected",
 			steps: func(t *testing.T) []step {
@@ -346,7 +341,8 @@ func TestScenarios(t *testing.T) {
 			want: DeviceState{DeviceID: "d", Online: true, Node: "n1", ConnectedAtMS: t0, SinceMS: t0, HandedOver: true},
 		},
 		{
-			name: "one alert per receiver, in order",
+			name:      "one alert per receiver, in order",
+			receivers: []string{"ops", "dev"},
 			steps: func(t *testing.T) []step {
 				return []step{
 					ev(conn(t, "d", "n1", 0)),
@@ -370,14 +366,25 @@ func TestScenarios(t *testing.T) {
 			want: DeviceState{DeviceID: "d", Node: "n2", ConnectedAtMS: t0, SinceMS: t0 + 10_000, Reason: keepalive, Alerting: true},
 		},
 	}
+	runScenarios(t, tests)
+}
+
+// scenario is a table case of the tracker's state machine: steps applied
+// to a fresh tracker, the final state of device "d" and its stats.
+type scenario struct {
+	name string
+	// receivers of the tracker (default: one)
+	receivers []string
+	steps     func(t *testing.T) []step
+	want      DeviceState // final state of device "d"
+	stats     func(s Stats) bool
+}
+
+func runScenarios(t *testing.T, tests []scenario) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tr *Tracker
-			if tc.name == "one alert per receiver, in order" {
-				tr = newTracker(t, "ops", "dev")
-			} else {
-				tr = newTracker(t)
-			}
+			tr := newTracker(t, tc.receivers...)
 			run(t, tr, tc.steps(t))
 			got, ok := tr.Device("d")
 			if !ok {

@@ -56,12 +56,7 @@ func TestVersionedConnections(t *testing.T) {
 		discarded = events.ReasonDiscarded
 		other     = events.ReasonOther
 	)
-	tests := []struct {
-		name  string
-		steps func(t *testing.T) []step
-		want  DeviceState // final state of device "d"
-		stats func(s Stats) bool
-	}{
+	tests := []scenario{
 		{
 			name: "aws: an older version's disconnect after a newer connect is stale",
 			steps: func(t *testing.T) []step {
@@ -250,22 +245,7 @@ func TestVersionedConnections(t *testing.T) {
 			stats: func(s Stats) bool { return s.Stale == 1 && s.Duplicates == 1 },
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tr := newTracker(t)
-			run(t, tr, tc.steps(t))
-			got, ok := tr.Device("d")
-			if !ok {
-				t.Fatal("device d not tracked")
-			}
-			if got != tc.want {
-				t.Fatalf("final state\n got %+v\nwant %+v", got, tc.want)
-			}
-			if tc.stats != nil && !tc.stats(tr.Stats()) {
-				t.Fatalf("stats %+v", tr.Stats())
-			}
-		})
-	}
+	runScenarios(t, tests)
 }
 
 func TestSeqNewer(t *testing.T) {
