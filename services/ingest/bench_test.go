@@ -8,13 +8,13 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
 	"github.com/nats-io/nats.go"
@@ -104,7 +104,7 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	base := svc.Stats().Published
 
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime(b)
+	start, cpu0 := time.Now(), telemetry.ProcessCPU()
 	var last paho.Token
 	for i := range b.N {
 		// Stay within the broker's per-subscriber queue (mochi drops
@@ -137,7 +137,7 @@ func benchIngest(b *testing.B, viaPaho bool) {
 		time.Sleep(time.Millisecond)
 	}
 	ingestRate := float64(b.N) / time.Since(start).Seconds()
-	ingestCPU := (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(b.N)
+	ingestCPU := (telemetry.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(b.N)
 	b.StopTimer()
 
 	rawRate, rawCPU := rawPublishRate(b, nc, b.N)
@@ -172,7 +172,7 @@ func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64
 	if tok := sub.Subscribe("bench/mqtt-only/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		b.Fatalf("mqtt-only subscribe: %v", tok.Error())
 	}
-	start, cpu0 := time.Now(), cpuTime(b)
+	start, cpu0 := time.Now(), telemetry.ProcessCPU()
 	for i := range n {
 		for i%500 == 0 && int64(i)-got.Load() > window {
 			time.Sleep(100 * time.Microsecond)
@@ -189,19 +189,7 @@ func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return float64(n) / time.Since(start).Seconds(), (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(n)
-}
-
-// cpuTime is the CPU time (user and system) this process used so far: the
-// broker, ingest and the NATS server all run in it. CPU per event holds on
-// a machine shared with other work, where rates do not.
-func cpuTime(b *testing.B) time.Duration {
-	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return float64(n) / time.Since(start).Seconds(), (telemetry.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(n)
 }
 
 // rawPublishRate publishes n presence events asynchronously with
@@ -226,7 +214,7 @@ func rawPublishRate(b *testing.B, nc *nats.Conn, n int) (float64, float64) {
 		m.Header.Set(events.HeaderMsgID, ev.ID)
 		msgs[i] = m
 	}
-	start, cpu0 := time.Now(), cpuTime(b)
+	start, cpu0 := time.Now(), telemetry.ProcessCPU()
 	for _, m := range msgs {
 		_, err := js.PublishMsgAsync(m)
 		for errors.Is(err, nats.ErrTooManyStalledMsgs) { // a busy machine: wait on
@@ -241,5 +229,5 @@ func rawPublishRate(b *testing.B, nc *nats.Conn, n int) (float64, float64) {
 	case <-time.After(2 * time.Minute):
 		b.Fatal("raw publishes not acknowledged within 2 min")
 	}
-	return float64(n) / time.Since(start).Seconds(), (cpuTime(b) - cpu0).Seconds() * 1e6 / float64(n)
+	return float64(n) / time.Since(start).Seconds(), (telemetry.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(n)
 }

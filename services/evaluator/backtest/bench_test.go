@@ -3,11 +3,11 @@ package backtest
 import (
 	"bytes"
 	"encoding/json"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 )
 
@@ -30,14 +30,14 @@ func BenchmarkDecode(b *testing.B) {
 	b.SetBytes(int64(len(data) / len(lines)))
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuNS()
+	cpu := telemetry.ProcessCPU().Nanoseconds()
 	for i := 0; i < b.N; i++ {
 		var e events.PresenceEvent // as decodeLines: a zero event per line
 		if err := dec.Decode(lines[i%len(lines)], &e); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuNS()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(telemetry.ProcessCPU().Nanoseconds()-cpu)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkReplay measures a whole backtest from JSON lines, per event:
@@ -46,7 +46,7 @@ func BenchmarkReplay(b *testing.B) {
 	data := benchHistory(b, 1_000_000)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuNS()
+	cpu := telemetry.ProcessCPU().Nanoseconds()
 	n := 0
 	for i := 0; i < b.N; i++ {
 		tr, err := tracker.New(tracker.Config{Grace: 30 * time.Second, Receivers: []string{"default"}, Severity: events.SeverityWarning})
@@ -62,15 +62,7 @@ func BenchmarkReplay(b *testing.B) {
 		n += res.Candidate.Events
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(cpuNS()-cpu)/float64(n), "cpu-ns/event")
-}
-
-// cpuNS is the CPU time (user + system) the process used so far: unlike
-// wall time, it does not grow when other processes share the cores.
-func cpuNS() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	b.ReportMetric(float64(telemetry.ProcessCPU().Nanoseconds()-cpu)/float64(n), "cpu-ns/event")
 }
 
 // BenchmarkDecodeEncodingJSON is the baseline of BenchmarkDecode:
@@ -81,12 +73,12 @@ func BenchmarkDecodeEncodingJSON(b *testing.B) {
 	b.SetBytes(int64(len(data) / len(lines)))
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cpuNS()
+	cpu := telemetry.ProcessCPU().Nanoseconds()
 	for i := 0; i < b.N; i++ {
 		var e events.PresenceEvent
 		if err := json.Unmarshal(lines[i%len(lines)], &e); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuNS()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(telemetry.ProcessCPU().Nanoseconds()-cpu)/float64(b.N), "cpu-ns/op")
 }
