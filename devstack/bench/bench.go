@@ -32,6 +32,9 @@ type Config struct {
 	BackgroundRate int
 	// SnapshotDevices is the device count of the snapshot measurement.
 	SnapshotDevices int
+	// RestartDevices is the device count of the evaluator restart
+	// measurement (0 skips it).
+	RestartDevices int
 	// ClickHouseAddr enables the ClickHouse measurements ("" skips them).
 	ClickHouseAddr string
 	// Progress receives a line per step.
@@ -43,7 +46,7 @@ type Config struct {
 }
 
 // Steps are the measurement steps, in run order.
-var Steps = []string{"jetstream", "clickhouse", "ingest", "core", "memory", "snapshot", "evaluator", "notifier", "archiver", "latency"}
+var Steps = []string{"jetstream", "clickhouse", "ingest", "core", "memory", "snapshot", "evaluator", "restart", "notifier", "archiver", "latency"}
 
 // baselineOf names the baseline step a step's ratio needs: Only adds it, so
 // that every ratio compares with a baseline measured in the same run.
@@ -55,6 +58,7 @@ func DefaultConfig() Config {
 		Events:          100_000,
 		MemoryDevices:   []int{1_000_000, 10_000_000},
 		SnapshotDevices: 1_000_000,
+		RestartDevices:  1_000_000,
 		LatencySamples:  30,
 		BackgroundRate:  10_000,
 		ClickHouseAddr:  os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
@@ -147,6 +151,7 @@ func Run(ctx context.Context, cfg Config) *Report {
 		{"memory", "evaluator memory", benchEvaluatorMemory},
 		{"snapshot", "evaluator snapshot", benchEvaluatorSnapshot},
 		{"evaluator", "evaluator service", benchEvaluatorService},
+		{"restart", "evaluator restart", benchEvaluatorRestart},
 		{"notifier", "notifier throughput", benchNotifier},
 		{"archiver", "archiver throughput", benchArchiver},
 		{"latency", "end-to-end latency", benchLatency},
