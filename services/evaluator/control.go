@@ -151,14 +151,25 @@ var _ api.Backend = (*Service)(nil)
 // the API. Goroutines end with ctx.
 func (s *Service) startSide(ctx context.Context, wg *sync.WaitGroup) error {
 	replicas, memory := s.topo.Replicas, s.topo.MemoryStorage
-	var err error
-	if s.ctl.silences, err = silencestore.Open(ctx, s.js, s.cfg.Silences, replicas, memory, s.log); err != nil {
+	err := s.openRetrying(ctx, "silences kv bucket "+s.cfg.Silences.Bucket, func(ctx context.Context) (err error) {
+		s.ctl.silences, err = silencestore.Open(ctx, s.js, s.cfg.Silences, replicas, memory, s.log)
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	if s.ctl.inventory, err = inventorykv.Open(ctx, s.js, s.cfg.InventoryKV, replicas, memory, s.log); err != nil {
+	err = s.openRetrying(ctx, "inventory kv bucket "+s.cfg.InventoryKV.Bucket, func(ctx context.Context) (err error) {
+		s.ctl.inventory, err = inventorykv.Open(ctx, s.js, s.cfg.InventoryKV, replicas, memory, s.log)
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	if s.snap.store, err = snapshotstore.Open(ctx, s.js, s.cfg.SnapshotBucket, replicas, memory); err != nil {
+	err = s.openRetrying(ctx, "snapshot object store "+s.cfg.SnapshotBucket, func(ctx context.Context) (err error) {
+		s.snap.store, err = snapshotstore.Open(ctx, s.js, s.cfg.SnapshotBucket, replicas, memory)
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	if s.cfg.API.Listen != "" {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/lease"
 	"github.com/nats-io/nats-server/v2/server"
@@ -54,7 +55,9 @@ func (h *harness) startReplica(t *testing.T, url, name string, l int) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := evaluator.New(leaseConfig(name, l), evaluator.Deps{
+	cfg := leaseConfig(name, l)
+	cfg.Lease.BucketReplicas = max(h.topo.Replicas, 1) // the lease bucket like the streams
+	svc, err := evaluator.New(cfg, evaluator.Deps{
 		NATS:           nc,
 		Logger:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name),
 		TracerProvider: sdktrace.NewTracerProvider(),
@@ -234,26 +237,34 @@ func (h *harness) checkExactlyOnce(t *testing.T, l int) {
 func (h *harness) publishRetry(t *testing.T, es ...events.PresenceEvent) {
 	t.Helper()
 	for _, e := range es {
-		data, err := json.Marshal(e)
-		if err != nil {
+		if err := h.publishAcked(t.Context(), e); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			m := nats.NewMsg(events.PresenceSubject(e.DeviceID, events.DefaultPartitions))
-			m.Data = data
-			m.Header.Set(events.HeaderMsgID, e.ID)
-			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-			_, err := h.js.PublishMsg(ctx, m)
-			cancel()
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("publish %s: %v", e.ID, err)
-			}
-			time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// publishAcked publishes one event, retrying with the same Nats-Msg-Id
+// until the stream acknowledges it (for at most 20s).
+func (h *harness) publishAcked(ctx context.Context, e events.PresenceEvent) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m := nats.NewMsg(events.PresenceSubject(e.DeviceID, events.DefaultPartitions))
+		m.Data = data
+		m.Header.Set(events.HeaderMsgID, e.ID)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := h.js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return nil
 		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("publish %s: %w", e.ID, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -396,4 +407,127 @@ func TestLeaseNATSRestart(t *testing.T) {
 		ns = start()
 		waitOwned(t, l, rs...)
 	})
+}
+
+// TestLeaseOnThreeNodeCluster runs two replicas (L = 4) over a 3-node
+// JetStream cluster where everything is R3 (the streams, the lease bucket,
+// the silences and inventory buckets, the snapshot store), and stops a NATS
+// node while presence events are being published: in phase 1 a node that
+// does not lead PRESENCE; in phase 2, once it is back, the one that does
+// (a stream leader election). The publisher retries like the ingest: every
+// event must be acknowledged and stored once, and every expected
+// notification must be in ALERTS exactly once.
+func TestLeaseOnThreeNodeCluster(t *testing.T) {
+	const l = 4
+	c := natstest.StartCluster(t, 3)
+	nc, js := c.Connect(t)
+	topo := events.DefaultTopology()
+	topo.Replicas = 3
+	// R3 assets right after the cluster formed: placement can fail until
+	// every peer reported in.
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		err := events.EnsureStreams(ctx, js, topo)
+		if err != nil {
+			t.Logf("ensure streams, will retry: %v", err)
+		}
+		return err == nil
+	})
+	h := &harness{nc: nc, js: js, clock: &fakeClock{}, topo: topo}
+	h.clock.set(t0)
+	rs := []*replica{h.startReplica(t, c.URLs(), "r0", l), h.startReplica(t, c.URLs(), "r1", l)}
+	waitOwned(t, l, rs...)
+
+	// publishStopping publishes es from another goroutine and stops node
+	// victim() once a third of them are acknowledged; it returns the node.
+	publishStopping := func(es []events.PresenceEvent, victim func() int) int {
+		t.Helper()
+		var acked atomic.Int64
+		done := make(chan error, 1)
+		go func() {
+			for _, e := range es {
+				if err := h.publishAcked(t.Context(), e); err != nil {
+					done <- err
+					return
+				}
+				acked.Add(1)
+				time.Sleep(10 * time.Millisecond) // paced, so that the stop comes mid-stream
+			}
+			done <- nil
+		}()
+		natstest.Eventually(t, 20*time.Second, func() bool { return acked.Load() >= int64(len(es)/3) })
+		node := victim()
+		c.Stop(node)
+		t.Logf("stopped node %d after %d of %d events acknowledged", node, acked.Load(), len(es))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return node
+	}
+	leader := func() int {
+		var n int
+		natstest.Eventually(t, 10*time.Second, func() bool { n = c.StreamLeader(events.StreamPresence); return n >= 0 })
+		return n
+	}
+
+	phase1, phase2 := scenarioPhase1(t), scenarioPhase2(t)
+	stopped := publishStopping(phase1, func() int { return (leader() + 1) % c.Size() })
+	began := time.Now()
+	h.waitDrained(t, l, "phase 1 applied")
+	t.Logf("phase 1 applied %s after the stop", time.Since(began).Round(10*time.Millisecond))
+	h.clock.set(t0 + 40_000)
+	c.Restart(stopped)
+	h.clock.set(t0 + 60_000)
+	old := publishStopping(phase2, leader)
+	t.Logf("PRESENCE leader: node %d, was node %d", leader(), old)
+	began = time.Now()
+	h.waitDrained(t, l, "phase 2 applied")
+	t.Logf("phase 2 applied %s after publishing", time.Since(began).Round(10*time.Millisecond))
+	h.clock.set(t0 + 90_000)
+	h.checkExactlyOnce(t, l)
+
+	// No event lost, none stored twice.
+	ids := map[string]int{}
+	for _, m := range h.streamMsgs(t, events.StreamPresence) {
+		ids[m.Header.Get(events.HeaderMsgID)]++
+	}
+	for _, e := range append(phase1, phase2...) {
+		if ids[e.ID] != 1 {
+			t.Errorf("event %s stored %d times in PRESENCE, want 1", e.ID, ids[e.ID])
+		}
+	}
+	if len(ids) != len(phase1)+len(phase2) {
+		t.Errorf("PRESENCE holds %d distinct events, want %d", len(ids), len(phase1)+len(phase2))
+	}
+}
+
+// waitDrained waits until every unit's consumer is drained, for at most
+// 40s: a node stop can stall a replica's processing goroutine for up to
+// the snapshot timeout (30s), see TestLeaseOnThreeNodeCluster. On timeout
+// it reports the consumers' state.
+func (h *harness) waitDrained(t *testing.T, l int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for !h.drained(t, l) {
+		if time.Now().After(deadline) {
+			for u := range l {
+				name := fmt.Sprintf("%s-l%dof%d", events.ConsumerEvaluator, u, l)
+				c, err := h.js.Consumer(t.Context(), events.StreamPresence, name)
+				if err != nil {
+					t.Logf("consumer %s: %v", name, err)
+					continue
+				}
+				info, err := c.Info(t.Context())
+				if err != nil {
+					t.Logf("consumer %s: %v", name, err)
+					continue
+				}
+				t.Logf("consumer %s: pending %d, ack pending %d, waiting pulls %d, leader %s, delivered %d, ack floor %d", name,
+					info.NumPending, info.NumAckPending, info.NumWaiting, info.Cluster.Leader, info.Delivered.Stream, info.AckFloor.Stream)
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -159,13 +159,20 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int,
 	if memory {
 		storage = jetstream.MemoryStorage
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kcfg := jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "fleetwatch dynamic device inventory: device id -> labels (evaluator API)",
 		History:     1,
 		Storage:     storage,
 		Replicas:    max(replicas, 1),
-	})
+	}
+	// Create first, update only a bucket that exists with another
+	// configuration: on a cluster, an update racing another replica's
+	// create of the same bucket can go unanswered.
+	kv, err := js.CreateKeyValue(ctx, kcfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.UpdateKeyValue(ctx, kcfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create or update kv bucket %s: %w", cfg.Bucket, err)
 	}

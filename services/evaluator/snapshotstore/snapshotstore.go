@@ -175,12 +175,19 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 	if memory {
 		storage = jetstream.MemoryStorage
 	}
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	ocfg := jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "fleetwatch evaluator state snapshots, by partition (all: every partition)",
 		Storage:     storage,
 		Replicas:    max(replicas, 1),
-	})
+	}
+	// Create first, update only a bucket that exists with another
+	// configuration: on a cluster, an update racing another replica's
+	// create of the same bucket can go unanswered.
+	obs, err := js.CreateObjectStore(ctx, ocfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		obs, err = js.UpdateObjectStore(ctx, ocfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create or update object store %s: %w", bucket, err)
 	}
