@@ -41,8 +41,14 @@ import (
 // snapshotKey too.
 const snapshotKey = snapshotstore.KeyAll
 
-// snapshotTimeout bounds taking (ack floor) and writing one snapshot.
+// snapshotTimeout bounds writing one snapshot.
 const snapshotTimeout = 30 * time.Second
+
+// snapshotInfoTimeout bounds reading the ack floor for a snapshot. It runs
+// on the processing goroutine, which applies nothing meanwhile: a request
+// lost to a NATS node that stops must not stall processing for long. A
+// snapshot that fails is taken again at the next interval.
+const snapshotInfoTimeout = 3 * time.Second
 
 // snapshots is the service's snapshot state.
 type snapshots struct {
@@ -146,7 +152,7 @@ func (s *Service) takeSnapshot(ctx context.Context, u *unit) (takenSnapshot, err
 		return takenSnapshot{}, errors.New("decisions were not published")
 	}
 	started := time.Now()
-	tctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	tctx, cancel := context.WithTimeout(ctx, snapshotInfoTimeout)
 	defer cancel()
 	// The acks were sent without waiting: make sure the server has them,
 	// so that the ack floor is as high as it can be.
