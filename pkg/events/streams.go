@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -129,7 +130,14 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, t Topology) erro
 		return err
 	}
 	for _, cfg := range t.StreamConfigs() {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		// Create first, update only a stream that exists: concurrent
+		// create-or-updates of a new R3 stream (every stage starting at
+		// once on a fresh cluster) can go unanswered until they time out.
+		_, err := js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			_, err = js.UpdateStream(ctx, cfg)
+		}
+		if err != nil {
 			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
 		}
 	}
@@ -157,4 +165,18 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 		return nil, fmt.Errorf("create or update consumer %s on %s: %w", cfg.Durable, stream, err)
 	}
 	return c, nil
+}
+
+// EnsureKeyValue creates a KV bucket, or updates it when it exists. It
+// creates first: on a cluster, an update racing another replica's create
+// of the same new bucket can go unanswered until it times out.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.UpdateKeyValue(ctx, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create or update kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }

@@ -255,9 +255,9 @@ func Start(ctx context.Context, common Common, logger *slog.Logger, run func(ctx
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = events.EnsureStreams(sctx, js, common.Topology)
-	cancel()
+	err = events.OpenRetrying(ctx, logger, "the fleetwatch streams", func(ctx context.Context) error {
+		return events.EnsureStreams(ctx, js, common.Topology)
+	})
 	if err != nil {
 		return err
 	}

@@ -151,21 +151,21 @@ var _ api.Backend = (*Service)(nil)
 // the API. Goroutines end with ctx.
 func (s *Service) startSide(ctx context.Context, wg *sync.WaitGroup) error {
 	replicas, memory := s.topo.Replicas, s.topo.MemoryStorage
-	err := s.openRetrying(ctx, "silences kv bucket "+s.cfg.Silences.Bucket, func(ctx context.Context) (err error) {
+	err := events.OpenRetrying(ctx, s.log, "silences kv bucket "+s.cfg.Silences.Bucket, func(ctx context.Context) (err error) {
 		s.ctl.silences, err = silencestore.Open(ctx, s.js, s.cfg.Silences, replicas, memory, s.log)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	err = s.openRetrying(ctx, "inventory kv bucket "+s.cfg.InventoryKV.Bucket, func(ctx context.Context) (err error) {
+	err = events.OpenRetrying(ctx, s.log, "inventory kv bucket "+s.cfg.InventoryKV.Bucket, func(ctx context.Context) (err error) {
 		s.ctl.inventory, err = inventorykv.Open(ctx, s.js, s.cfg.InventoryKV, replicas, memory, s.log)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	err = s.openRetrying(ctx, "snapshot object store "+s.cfg.SnapshotBucket, func(ctx context.Context) (err error) {
+	err = events.OpenRetrying(ctx, s.log, "snapshot object store "+s.cfg.SnapshotBucket, func(ctx context.Context) (err error) {
 		s.snap.store, err = snapshotstore.Open(ctx, s.js, s.cfg.SnapshotBucket, replicas, memory)
 		return err
 	})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -70,7 +71,7 @@ func (k *knownNodes) sync(ctx context.Context) {
 func (k *knownNodes) syncErr(ctx context.Context) error {
 	h := k.s.cfg.Health
 	if k.kv == nil {
-		kv, err := k.s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := events.EnsureKeyValue(ctx, k.s.js, jetstream.KeyValueConfig{
 			Bucket:      h.Bucket,
 			Description: "fleetwatch ingest: the broker nodes heard, so that one already down at start is reported",
 			History:     1,
@@ -79,7 +80,7 @@ func (k *knownNodes) syncErr(ctx context.Context) error {
 			Replicas:    h.Replicas,
 		})
 		if err != nil {
-			return fmt.Errorf("create or update kv bucket: %w", err)
+			return err
 		}
 		k.kv = kv
 	}

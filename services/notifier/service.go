@@ -212,7 +212,7 @@ func (s *Service) Ready() error {
 // request timeout); alerts still waiting are nak'ed for immediate
 // redelivery.
 func (s *Service) Run(ctx context.Context) error {
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := events.EnsureKeyValue(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket:      s.cfg.Idempotency.Bucket,
 		Description: "fleetwatch notifier: final delivery outcome per alert id",
 		History:     1,
@@ -221,11 +221,11 @@ func (s *Service) Run(ctx context.Context) error {
 		Replicas:    s.cfg.Idempotency.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("notifier: create or update kv bucket %s: %w", s.cfg.Idempotency.Bucket, err)
+		return fmt.Errorf("notifier: %w", err)
 	}
 	s.kv.Store(&kv)
 	if b := s.cfg.RateLimits.Bucket; b != "" {
-		bkv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		bkv, err := events.EnsureKeyValue(ctx, s.js, jetstream.KeyValueConfig{
 			Bucket:      b,
 			Description: "fleetwatch notifier: recent sends and pauses per receiver, shared by every replica",
 			History:     1,
@@ -234,12 +234,12 @@ func (s *Service) Run(ctx context.Context) error {
 			Replicas:    s.cfg.Idempotency.Replicas,
 		})
 		if err != nil {
-			return fmt.Errorf("notifier: create or update kv bucket %s: %w", b, err)
+			return fmt.Errorf("notifier: %w", err)
 		}
 		s.budget = ratelimit.NewKV(bkv)
 	}
 	if len(s.chains) > 0 {
-		ekv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		ekv, err := events.EnsureKeyValue(ctx, s.js, jetstream.KeyValueConfig{
 			Bucket:      s.cfg.Escalation.Bucket,
 			Description: "fleetwatch notifier: escalation chain state per alert episode, shared by every replica",
 			History:     1,
@@ -248,7 +248,7 @@ func (s *Service) Run(ctx context.Context) error {
 			Replicas:    s.cfg.Idempotency.Replicas,
 		})
 		if err != nil {
-			return fmt.Errorf("notifier: create or update kv bucket %s: %w", s.cfg.Escalation.Bucket, err)
+			return fmt.Errorf("notifier: %w", err)
 		}
 		s.esc = newEscalator(ekv, s.js, s.chains, s)
 		if err := s.esc.watch(ctx); err != nil {

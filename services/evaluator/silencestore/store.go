@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/silence"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -117,15 +118,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int,
 		Storage:     storage,
 		Replicas:    max(replicas, 1),
 	}
-	// Create first, update only a bucket that exists with another
-	// configuration: on a cluster, an update racing another replica's
-	// create of the same bucket can go unanswered.
-	kv, err := js.CreateKeyValue(ctx, kcfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.UpdateKeyValue(ctx, kcfg)
-	}
+	kv, err := events.EnsureKeyValue(ctx, js, kcfg)
 	if err != nil {
-		return nil, fmt.Errorf("create or update kv bucket %s: %w", cfg.Bucket, err)
+		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
