@@ -335,8 +335,8 @@ const (
 // calmBound is the longest a flapping device of the flapping scenario
 // takes to calm down after its last disconnect: its penalty is at most
 // FlapCycles+1 default penalties (capped at max_penalty), and it calms when
-// that has decayed below the reuse limit; plus a second, the resolution of
-// the tracker's flap clock.
+// that has decayed below the reuse limit; plus a second of slack for the
+// ticks.
 func calmBound(cfg Config) time.Duration {
 	p := min(float64(cfg.FlapCycles+1)*route.DefaultFlapPenalty, route.DefaultFlapMaxPenalty)
 	halfLives := max(math.Log2(p/route.DefaultFlapReuse), 0)

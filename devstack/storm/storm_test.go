@@ -42,7 +42,7 @@ func TestStormCorrectness(t *testing.T) {
 	cfg.Grace, cfg.Tick = 2*time.Second, 100*time.Millisecond
 	cfg.Lag = 50
 	cfg.FlapCycles = 5
-	cfg.FlapHalfLife = 4 * time.Second // the tracker's flap clock counts seconds: shorter decays unevenly
+	cfg.FlapHalfLife = 4 * time.Second // the flappers calm down within the test's bound
 	cfg.NodeSilentAfter = 500 * time.Millisecond
 	cfg.PahoDevices = 20
 	cfg.ClickHouseAddr = clickHouse(t)
