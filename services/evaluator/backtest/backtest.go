@@ -18,6 +18,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -263,13 +264,6 @@ type Input struct {
 	FirstError string `json:"first_error,omitempty"`
 }
 
-func (in *Input) skip(line int, err error) {
-	in.Skipped++
-	if in.FirstError == "" {
-		in.FirstError = fmt.Sprintf("line %d: %v", line, err)
-	}
-}
-
 // check is the validation the backtest applies: the fields the tracker
 // relies on (not the content-derived id, which costs a hash per event).
 func check(e *events.PresenceEvent) error {
@@ -297,66 +291,136 @@ const maxInterned = 50_000_000
 const batchSize = 4096
 
 // ReadJSONL decodes presence events, one JSON object per line (empty lines
-// are ignored), and calls fn with batches of them, on another goroutine
-// than the decoding one: decoding and simulating run in parallel. The
-// events of a batch are valid only during fn.
+// are ignored), and calls fn with batches of them, in the order of the
+// lines, on another goroutine than the decoding ones: the lines are read
+// in chunks that decoders goroutines decode in parallel while the
+// simulations apply the previous ones. The events of a batch are valid
+// only during fn.
 func ReadJSONL(r io.Reader, fn func([]events.PresenceEvent)) (Input, error) {
-	free := make(chan []events.PresenceEvent, 3)
-	full := make(chan []events.PresenceEvent, 2)
-	for range 3 {
-		free <- make([]events.PresenceEvent, 0, batchSize)
+	free := make(chan *chunk, numChunks)
+	for range numChunks {
+		free <- &chunk{done: make(chan struct{}, 1), evs: make([]events.PresenceEvent, 0, batchSize)}
 	}
-	done := make(chan struct{})
+	work := make(chan *chunk, numChunks)
+	order := make(chan *chunk, numChunks)
+	var wg sync.WaitGroup
+	for range decoders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dec := events.NewPresenceDecoder(maxInterned / decoders)
+			dec.IgnoreID = true // the tracker does not read it
+			for c := range work {
+				c.decode(dec)
+				c.done <- struct{}{}
+			}
+		}()
+	}
+	applied := make(chan Input)
 	go func() {
-		defer close(done)
-		for b := range full {
-			fn(b)
-			free <- b[:0]
+		var in Input
+		for c := range order {
+			<-c.done
+			in.Skipped += c.skipped
+			if in.FirstError == "" {
+				in.FirstError = c.firstError
+			}
+			if len(c.evs) > 0 {
+				fn(c.evs)
+			}
+			free <- c
 		}
+		applied <- in
 	}()
-	in, err := decodeLines(r, free, full)
-	close(full)
-	<-done
-	return in, err
+	lines, err := readChunks(r, free, work, order)
+	close(work)
+	close(order)
+	in := <-applied
+	wg.Wait()
+	in.Lines = lines
+	if err != nil {
+		return in, fmt.Errorf("read line %d: %w", lines+1, err)
+	}
+	return in, nil
 }
 
-func decodeLines(r io.Reader, free <-chan []events.PresenceEvent, full chan<- []events.PresenceEvent) (Input, error) {
-	var in Input
+// decoders is the number of goroutines decoding JSON lines, numChunks the
+// chunks of lines in flight (read, decoding, decoded or being applied).
+const (
+	decoders  = 2
+	numChunks = 3 * decoders
+)
+
+// chunk is up to batchSize consecutive lines and their events.
+type chunk struct {
+	data  []byte // the lines' bytes, one after the other
+	ends  []int  // where each line ends in data
+	first int    // the number of the first line (from 1)
+	evs   []events.PresenceEvent
+	// skipped counts the lines that did not decode or check; firstError
+	// is the first one's error, with its line number.
+	skipped    int
+	firstError string
+	done       chan struct{} // signalled when decoded
+}
+
+// readChunks reads the lines of r into chunks, hands each to a decoder
+// (work) and, in order, to the simulations (order). It returns the number
+// of lines read.
+func readChunks(r io.Reader, free <-chan *chunk, work, order chan<- *chunk) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<20), 8<<20)
-	dec := events.NewPresenceDecoder(maxInterned)
-	dec.IgnoreID = true // the tracker does not read it
-	b := <-free
+	lines := 0
+	var c *chunk
+	send := func() {
+		work <- c
+		order <- c
+		c = nil
+	}
 	for sc.Scan() {
-		in.Lines++
-		line := sc.Bytes()
+		lines++
+		if c == nil {
+			c = <-free
+			c.data, c.ends, c.first = c.data[:0], c.ends[:0], lines
+		}
+		c.data = append(c.data, sc.Bytes()...)
+		c.ends = append(c.ends, len(c.data))
+		if len(c.ends) == batchSize {
+			send()
+		}
+	}
+	if c != nil {
+		send()
+	}
+	return lines, sc.Err()
+}
+
+// decode decodes the chunk's lines into its events.
+func (c *chunk) decode(dec *events.PresenceDecoder) {
+	c.evs, c.skipped, c.firstError = c.evs[:0], 0, ""
+	from := 0
+	for i, end := range c.ends {
+		line := c.data[from:end]
+		from = end
 		if len(line) == 0 {
 			continue
 		}
-		b = append(b, events.PresenceEvent{})
-		e := &b[len(b)-1]
-		if err := dec.Decode(line, e); err != nil {
-			b = b[:len(b)-1]
-			in.skip(in.Lines, fmt.Errorf("invalid presence event JSON: %w", err))
-			continue
+		c.evs = append(c.evs, events.PresenceEvent{})
+		e := &c.evs[len(c.evs)-1]
+		err := dec.Decode(line, e)
+		if err != nil {
+			err = fmt.Errorf("invalid presence event JSON: %w", err)
+		} else {
+			err = check(e)
 		}
-		if err := check(e); err != nil {
-			b = b[:len(b)-1]
-			in.skip(in.Lines, err)
-			continue
-		}
-		if len(b) == batchSize {
-			full <- b
-			b = <-free
+		if err != nil {
+			c.evs = c.evs[:len(c.evs)-1]
+			c.skipped++
+			if c.firstError == "" {
+				c.firstError = fmt.Sprintf("line %d: %v", c.first+i, err)
+			}
 		}
 	}
-	if len(b) > 0 {
-		full <- b
-	}
-	if err := sc.Err(); err != nil {
-		return in, fmt.Errorf("read line %d: %w", in.Lines+1, err)
-	}
-	return in, nil
 }
 
 // Result is a backtest's outcome.

@@ -405,22 +405,49 @@ func (r *Route) GroupLabels(get func(string) string, all func() map[string]strin
 // GroupKey formats a route's group key from its group labels:
 // root{site="a",gateway="gw1"}. It is stable for the same labels.
 func (r *Route) GroupKey(groupLabels map[string]string) string {
+	n := len(r.ID) + 2
+	for k, v := range groupLabels {
+		n += len(k) + len(v) + 4
+	}
 	var b strings.Builder
+	b.Grow(n)
 	b.WriteString(r.ID)
 	b.WriteByte('{')
-	ks := make([]string, 0, len(groupLabels))
-	for k := range groupLabels {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	for i, k := range ks {
-		if i > 0 {
-			b.WriteByte(',')
+	if len(groupLabels) == 1 {
+		// The common case (group_by one label): nothing to sort.
+		for k, v := range groupLabels {
+			writeLabel(&b, k, v)
 		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(groupLabels[k]))
+	} else {
+		ks := make([]string, 0, len(groupLabels))
+		for k := range groupLabels {
+			ks = append(ks, k)
+		}
+		slices.Sort(ks)
+		for i, k := range ks {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeLabel(&b, k, groupLabels[k])
+		}
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// writeLabel writes name=strconv.Quote(value).
+func writeLabel(b *strings.Builder, name, value string) {
+	b.WriteString(name)
+	b.WriteByte('=')
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b.WriteString(strconv.Quote(value))
+			return
+		}
+	}
+	// Printable ASCII without quotes or backslashes: strconv.Quote adds the
+	// quotes alone.
+	b.WriteByte('"')
+	b.WriteString(value)
+	b.WriteByte('"')
 }

@@ -3,6 +3,8 @@ package route
 import (
 	"bytes"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +318,54 @@ routes:
 			t.Errorf("flap %+v: %v, want %q", tc.f, err, tc.want)
 		}
 	}
+}
+
+// groupKeyReference is GroupKey as it was first written: the keys sorted,
+// each value strconv.Quote'd. Group keys are part of the alerts (and their
+// fingerprints), so the faster GroupKey must produce the same bytes.
+func groupKeyReference(r *Route, groupLabels map[string]string) string {
+	var b strings.Builder
+	b.WriteString(r.ID)
+	b.WriteByte('{')
+	ks := make([]string, 0, len(groupLabels))
+	for k := range groupLabels {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	for i, k := range ks {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(groupLabels[k]))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func TestGroupKeyMatchesReference(t *testing.T) {
+	r := &Route{ID: "root.1"}
+	values := []string{"", "a", "dev-00001", `q"uote`, `back\slash`, "tab\t", "nul\x00", "\x01", "del\x7f", "ü", "日本",
+		"\xff invalid", " space ", "~!@#$%^&*()_+{}|:<>?`-=[];',./"}
+	for _, v := range values {
+		for _, m := range []map[string]string{nil, {}, {"device_id": v}, {"site": v, "gateway": "gw" + v}, {"b": "1", "a": v, "c": v + v}} {
+			if got, want := r.GroupKey(m), groupKeyReference(r, m); got != want {
+				t.Errorf("GroupKey(%q) = %q, want %q", m, got, want)
+			}
+		}
+	}
+}
+
+func FuzzGroupKey(f *testing.F) {
+	f.Add("dev-1", "site")
+	f.Add("\"\\\x00ü", "a")
+	f.Fuzz(func(t *testing.T, v, name string) {
+		r := &Route{ID: "root"}
+		for _, m := range []map[string]string{{name: v}, {name: v, name + "x": v + "y"}} {
+			if got, want := r.GroupKey(m), groupKeyReference(r, m); got != want {
+				t.Fatalf("GroupKey(%q) = %q, want %q", m, got, want)
+			}
+		}
+	})
 }

@@ -223,12 +223,9 @@ func (t *Tracker) offlineTargets(slot uint32, d *device) []target {
 	var tgs []target
 	if t.routes.PerDevice && d.flags&flagAlerting != 0 {
 		// Routing reads the device id, so nothing is shared between
-		// devices: keep an alerting device's targets until it leaves.
-		var ok bool
-		if tgs, ok = t.alertTargets[slot]; !ok {
-			tgs = t.computeTargets(slot, d, kindOffline)
-			t.alertTargets[slot] = tgs
-		}
+		// devices: keep an alerting device's targets until it leaves, and
+		// after, while the cache has room, for its next outage.
+		tgs = t.deviceTargets(slot, d)
 	} else {
 		tgs = t.targets(slot, d, kindOffline)
 	}
@@ -240,6 +237,62 @@ func (t *Tracker) offlineTargets(slot uint32, d *device) []target {
 		return tgs
 	}
 	return t.inhibitedTargets(tgs, og)
+}
+
+// deviceTargets are the cached targets of one device (per-device routing).
+type deviceTargets struct {
+	// key is what they were computed from, besides the device id.
+	key targetKey
+	// live says the device is alerting: they hold until it leaves (or
+	// drops out of) its groups, whatever its state says.
+	live bool
+	tgs  []target
+}
+
+// maxAlertTargets bounds the cached targets of devices that are not
+// alerting any more (those of alerting devices are always kept).
+const maxAlertTargets = 1 << 15
+
+// deviceTargets returns the targets of an alerting device's
+// device_offline alert, from the cache when they were computed before from
+// the same labels, node and reason (computeTargets is a function of those
+// and the device id).
+func (t *Tracker) deviceTargets(slot uint32, d *device) []target {
+	ck := targetKey{labels: d.labels, node: d.node, reason: d.reason, kind: kindOffline}
+	e, ok := t.alertTargets[slot]
+	if ok && e.live {
+		return e.tgs
+	}
+	if !ok || e.key != ck {
+		if !ok && len(t.alertTargets) >= max(maxAlertTargets, 2*t.liveTargets) {
+			t.pruneTargets()
+		}
+		e = deviceTargets{key: ck, tgs: t.computeTargets(slot, d, kindOffline)}
+	}
+	e.live = true
+	t.liveTargets++
+	t.alertTargets[slot] = e
+	return e.tgs
+}
+
+// releaseTargets ends the hold of a device's cached targets (it left its
+// groups).
+func (t *Tracker) releaseTargets(slot uint32) {
+	if e, ok := t.alertTargets[slot]; ok && e.live {
+		e.live = false
+		t.liveTargets--
+		t.alertTargets[slot] = e
+	}
+}
+
+// pruneTargets forgets the cached targets of devices that are not
+// alerting.
+func (t *Tracker) pruneTargets() {
+	for slot, e := range t.alertTargets {
+		if !e.live {
+			delete(t.alertTargets, slot)
+		}
+	}
 }
 
 // group returns the group of a target, creating it when create is set.
@@ -352,7 +405,7 @@ func (t *Tracker) leaveAll(slot uint32, d *device, until, now int64, drop bool) 
 		d.fold = 0
 	}
 	if t.routes.PerDevice {
-		delete(t.alertTargets, slot)
+		t.releaseTargets(slot)
 	}
 }
 
@@ -546,7 +599,7 @@ func (t *Tracker) notify(out []Decision, g *group, status events.AlertStatus, no
 	lr := smallest(recovered, room, byUntil)
 	room -= len(lr)
 	ls := smallest(still, room, bySince)
-	list := make([]events.AlertDevice, 0, len(lf)+len(lr)+len(ls))
+	list := t.deviceList(len(lf) + len(lr) + len(ls))
 	for pi, part := range [3][]entry{lf, lr, ls} {
 		st := events.StatusFiring
 		if pi == 1 {
@@ -608,6 +661,24 @@ func (t *Tracker) notify(out []Decision, g *group, status events.AlertStatus, no
 	}
 	return t.emit(out, a, g.receivers, g.seq, len(fresh), len(recovered), len(fresh)+len(still))
 }
+
+// deviceList returns an empty list with room for n devices, carved from a
+// shared block: one allocation for many notifications. Each list has its
+// own capacity, so appending to one never writes into another.
+func (t *Tracker) deviceList(n int) []events.AlertDevice {
+	if n == 0 {
+		return make([]events.AlertDevice, 0)
+	}
+	if n > cap(t.devSlab)-len(t.devSlab) {
+		t.devSlab = make([]events.AlertDevice, 0, max(n, deviceSlab))
+	}
+	i := len(t.devSlab)
+	t.devSlab = t.devSlab[:i+n]
+	return t.devSlab[i : i : i+n]
+}
+
+// deviceSlab is the number of devices of a deviceList block.
+const deviceSlab = 128
 
 // emit appends the notification a once per receiver.
 func (t *Tracker) emit(out []Decision, a events.AlertEvent, receivers []string, seq uint32, fresh, recovered, firing int) []Decision {

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"strings"
+	"unsafe"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 )
@@ -15,10 +17,22 @@ import (
 // the same bytes.
 type idHasher struct {
 	buf []byte
+	// block holds the bytes of the notification ids handed out (see
+	// sumShared); bytes once handed out are never written again.
+	block []byte
 }
+
+// idBlock is the size of a block of notification ids: 32 ids.
+const idBlock = 32 * 32
 
 // add appends one part: escaped (NUL and 0x01 prefixed by 0x01), then NUL.
 func (h *idHasher) add(p string) {
+	if strings.IndexByte(p, 0) < 0 && strings.IndexByte(p, 1) < 0 {
+		// The common case: nothing to escape, one copy.
+		h.buf = append(h.buf, p...)
+		h.buf = append(h.buf, 0)
+		return
+	}
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c <= 1 {
 			h.buf = append(h.buf, 1)
@@ -35,6 +49,22 @@ func (h *idHasher) sum() string {
 	var out [32]byte
 	hex.Encode(out[:], s[:16])
 	return string(out[:])
+}
+
+// sumShared is sum for short-lived ids (notification ids, published and
+// dropped): their bytes are carved from a block shared by 32 ids, one
+// allocation instead of one per id. A block is never reused, so the
+// strings stay immutable; it is freed when none of its ids is referenced.
+func (h *idHasher) sumShared() string {
+	s := sha256.Sum256(h.buf)
+	h.buf = h.buf[:0]
+	if cap(h.block)-len(h.block) < 32 {
+		h.block = make([]byte, 0, idBlock)
+	}
+	i := len(h.block)
+	h.block = h.block[:i+32]
+	hex.Encode(h.block[i:i+32], s[:16])
+	return unsafe.String(&h.block[i], 32)
 }
 
 // fingerprint is the stable fingerprint of a group's notifications:
@@ -66,5 +96,5 @@ func (t *Tracker) notificationID(receiver, fp string, status events.AlertStatus,
 	h.buf = append(h.buf, 0)
 	h.buf = strconv.AppendUint(h.buf, uint64(seq), 10)
 	h.buf = append(h.buf, 0)
-	return h.sum()
+	return h.sumShared()
 }

@@ -319,13 +319,18 @@ type Tracker struct {
 	// flapGroups lists the device_flapping groups of each flapping device.
 	flapGroups map[uint32][]string
 	// alertTargets keeps the targets of alerting devices when routing
-	// reads the device id (a cache: not part of the state).
-	alertTargets map[uint32][]target
+	// reads the device id, and those of some devices that alerted before
+	// (a cache: not part of the state); liveTargets counts the former.
+	alertTargets map[uint32]deviceTargets
+	liveTargets  int
 	// out is the decisions' slice Apply returns, reused.
 	out []Decision
 	// scratch holds notify's lists between calls; ids2 hashes ids.
 	scratch [3][]entry
 	ids2    idHasher
+	// devSlab is the block deviceList carves notifications' device lists
+	// from.
+	devSlab []events.AlertDevice
 	// free holds emptied groups for reuse.
 	free []*group
 	// targetCache memoizes targets when they do not depend on the device id.
@@ -376,7 +381,7 @@ func New(cfg Config) (*Tracker, error) {
 		index:        newDeviceIndex(),
 		groups:       make(map[string]*group),
 		flapGroups:   make(map[uint32][]string),
-		alertTargets: make(map[uint32][]target),
+		alertTargets: make(map[uint32]deviceTargets),
 		targetCache:  make(map[targetKey][]target),
 		nodes:        newInterner(),
 		reasons:      newInterner(),

@@ -414,6 +414,7 @@ func (t *Tracker) Reconfigure(cfg Config, now time.Time, relabel bool) ([]Decisi
 	t.gtimers = t.gtimers[:0]
 	clear(t.targetCache)
 	clear(t.alertTargets)
+	t.liveTargets = 0
 	clear(t.flapGroups)
 	t.routes, t.labeler, t.nodeSeverity, t.idScope = nt.routes, nt.labeler, nt.nodeSeverity, nt.idScope
 	if !recounted {
