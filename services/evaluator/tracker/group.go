@@ -59,10 +59,13 @@ type member struct {
 }
 
 // groupTimer is a scheduled flush; stale ones (next changed, group gone)
-// are skipped.
+// are skipped. g is the group it was scheduled for, so that a due timer
+// needs no map lookup: groups are reused from a free list, so it counts
+// only while g still has the key (a freed group's key is "").
 type groupTimer struct {
 	due int64
 	key string
+	g   *group
 }
 
 func (a groupTimer) before(b groupTimer) bool {
@@ -484,7 +487,7 @@ func (t *Tracker) schedule(g *group, now int64) {
 		return
 	}
 	g.next = due
-	t.gtimers.push(groupTimer{due: due, key: g.key})
+	t.gtimers.push(groupTimer{due: due, key: g.key, g: g})
 }
 
 // flushDue flushes every group whose flush is due at now, in (due, key)
@@ -492,8 +495,8 @@ func (t *Tracker) schedule(g *group, now int64) {
 func (t *Tracker) flushDue(out []Decision, now int64) []Decision {
 	for len(t.gtimers) > 0 && t.gtimers[0].due <= now {
 		tm := t.gtimers.pop()
-		g := t.groups[tm.key]
-		if g == nil || g.next != tm.due {
+		g := tm.g
+		if g == nil || g.key != tm.key || g.next != tm.due {
 			continue
 		}
 		g.next = 0
@@ -519,7 +522,7 @@ func (t *Tracker) flush(out []Decision, g *group, now int64) []Decision {
 	}
 	if repeat > 0 && g.next == 0 {
 		g.next = satAdd(g.last, repeat)
-		t.gtimers.push(groupTimer{due: g.next, key: g.key})
+		t.gtimers.push(groupTimer{due: g.next, key: g.key, g: g})
 	}
 	return out
 }

@@ -452,7 +452,9 @@ func (t *Tracker) restore(r *snapReader, version byte) error {
 	n = r.count(2)
 	t.gtimers = make(groupHeap, 0, n)
 	for range n {
-		t.gtimers = append(t.gtimers, groupTimer{due: r.int(), key: r.str()})
+		gt := groupTimer{due: r.int(), key: r.str()}
+		gt.g = t.groups[gt.key]
+		t.gtimers = append(t.gtimers, gt)
 	}
 	for range r.count(2) {
 		s := slot()

@@ -464,7 +464,7 @@ func (t *Tracker) Reconfigure(cfg Config, now time.Time, relabel bool) ([]Decisi
 		delete(oldGroups, g.key)
 		t.groups[g.key] = g
 		if g.next != 0 {
-			t.gtimers.push(groupTimer{due: g.next, key: g.key})
+			t.gtimers.push(groupTimer{due: g.next, key: g.key, g: g})
 		}
 	}
 	r.ann = make(map[uint32]announced)
@@ -690,7 +690,7 @@ func (r *rejoin) adopt(g *group, tg target) *group {
 	g.fp = t.fingerprint(g.kind, g.key)
 	t.groups[g.key] = g
 	if g.next != 0 {
-		t.gtimers.push(groupTimer{due: g.next, key: g.key})
+		t.gtimers.push(groupTimer{due: g.next, key: g.key, g: g})
 	}
 	return g
 }
@@ -725,7 +725,7 @@ func (r *rejoin) settle() {
 		g := t.groups[k]
 		if rep := g.route.RepeatInterval.Milliseconds(); rep > 0 && g.notified && g.next == 0 {
 			g.next = satAdd(g.last, rep)
-			t.gtimers.push(groupTimer{due: g.next, key: g.key})
+			t.gtimers.push(groupTimer{due: g.next, key: g.key, g: g})
 		}
 	}
 }
