@@ -35,6 +35,8 @@ type Config struct {
 	// RestartDevices is the device count of the evaluator restart
 	// measurement (0 skips it).
 	RestartDevices int
+	// BacktestEvents is the event count of the backtest measurement.
+	BacktestEvents int
 	// ClickHouseAddr enables the ClickHouse measurements ("" skips them).
 	ClickHouseAddr string
 	// Progress receives a line per step.
@@ -46,7 +48,7 @@ type Config struct {
 }
 
 // Steps are the measurement steps, in run order.
-var Steps = []string{"jetstream", "clickhouse", "ingest", "core", "memory", "snapshot", "evaluator", "restart", "notifier", "archiver", "latency"}
+var Steps = []string{"jetstream", "clickhouse", "ingest", "core", "memory", "snapshot", "backtest", "evaluator", "restart", "notifier", "archiver", "latency"}
 
 // baselineOf names the baseline step a step's ratio needs: Only adds it, so
 // that every ratio compares with a baseline measured in the same run.
@@ -59,6 +61,7 @@ func DefaultConfig() Config {
 		MemoryDevices:   []int{1_000_000, 10_000_000},
 		SnapshotDevices: 1_000_000,
 		RestartDevices:  1_000_000,
+		BacktestEvents:  1_000_000,
 		LatencySamples:  30,
 		BackgroundRate:  10_000,
 		ClickHouseAddr:  os.Getenv("FLEETWATCH_CLICKHOUSE_ADDR"),
@@ -150,6 +153,7 @@ func Run(ctx context.Context, cfg Config) *Report {
 		{"core", "evaluator core", benchEvaluatorCore},
 		{"memory", "evaluator memory", benchEvaluatorMemory},
 		{"snapshot", "evaluator snapshot", benchEvaluatorSnapshot},
+		{"backtest", "evaluator backtest", benchBacktest},
 		{"evaluator", "evaluator service", benchEvaluatorService},
 		{"restart", "evaluator restart", benchEvaluatorRestart},
 		{"notifier", "notifier throughput", benchNotifier},

@@ -20,7 +20,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	cfg := bench.DefaultConfig()
 	fs := flag.NewFlagSet("fleetwatch bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	quick := fs.Bool("quick", false, "a smaller, faster run (10,000 events, 1M devices for memory and snapshot, 100,000 for the restart, 10 latency samples)")
+	quick := fs.Bool("quick", false, "a smaller, faster run (10,000 events, 1M devices for memory and snapshot, 100,000 for the restart, 200,000 backtest events, 10 latency samples)")
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "messages per throughput measurement")
 	fs.IntVar(&cfg.LatencySamples, "latency-samples", cfg.LatencySamples, "alerts timed end to end per load level")
 	fs.IntVar(&cfg.BackgroundRate, "background-rate", cfg.BackgroundRate, "presence events/s of background traffic in the loaded latency run")
@@ -41,7 +41,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *quick {
-		cfg.Events, cfg.MemoryDevices, cfg.LatencySamples, cfg.RestartDevices = 10_000, []int{1_000_000}, 10, 100_000
+		cfg.Events, cfg.MemoryDevices, cfg.LatencySamples, cfg.RestartDevices, cfg.BacktestEvents = 10_000, []int{1_000_000}, 10, 100_000, 200_000
 	}
 	if *only != "" {
 		for _, step := range strings.Split(*only, ",") {
