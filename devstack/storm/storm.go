@@ -376,10 +376,13 @@ func runScenario(ctx context.Context, cfg Config, name string) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	defer st.Close()
-	if st.Archiving() {
-		defer dropDatabase(cfg.ClickHouseAddr, sc.ClickHouseDatabase)
-	}
+	defer func() {
+		// Stop the archiver before its database goes.
+		_ = st.Close()
+		if st.Archiving() {
+			dropDatabase(cfg.ClickHouseAddr, sc.ClickHouseDatabase)
+		}
+	}()
 	nc, err := nats.Connect(st.NATSURL(), nats.Name("fleetwatch-storm"))
 	if err != nil {
 		return res, err
