@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
-	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/tracker"
 )
 
@@ -30,12 +29,6 @@ func benchEvaluatorRestart(ctx context.Context, cfg Config, r *Report, log *slog
 		return err
 	}
 	defer env.close()
-	nc, err := env.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	ecfg := evaluator.Config{Grace: time.Minute, Tick: time.Second, Receivers: []string{"ops"}}
 	evs, err := presenceEvents(n+restartTail, n, time.Now())
 	if err != nil {
 		return err
@@ -44,11 +37,7 @@ func benchEvaluatorRestart(ctx context.Context, cfg Config, r *Report, log *slog
 	if err != nil {
 		return err
 	}
-	first, err := evaluator.New(ecfg, evaluator.Deps{NATS: nc, Logger: log})
-	if err != nil {
-		return err
-	}
-	stop, err := start(ctx, first)
+	_, stop, err := startEvaluator(ctx, env, log)
 	if err != nil {
 		return err
 	}
@@ -69,17 +58,8 @@ func benchEvaluatorRestart(ctx context.Context, cfg Config, r *Report, log *slog
 		return err
 	}
 
-	nc2, err := env.connect()
-	if err != nil {
-		return err
-	}
-	defer nc2.Close()
-	second, err := evaluator.New(ecfg, evaluator.Deps{NATS: nc2, Logger: log})
-	if err != nil {
-		return err
-	}
 	t0 = time.Now()
-	stop2, err := start(ctx, second)
+	second, stop2, err := startEvaluator(ctx, env, log)
 	if err != nil {
 		return err
 	}
