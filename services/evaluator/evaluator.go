@@ -54,9 +54,11 @@
 //     replay already applied are duplicates to the tracker (no decision) and
 //     are simply acked.
 //
-// A restart therefore neither loses a pending alert nor sends one twice. This
-// assumes one evaluator instance at a time (two would both alert); partition
-// leases (package lease, not wired yet) lift that limit.
+// A restart therefore neither loses a pending alert nor sends one twice.
+// Without leases this assumes one evaluator instance at a time (two would
+// both alert). With Config.Lease, replicas share lease partitions (units,
+// see leased.go and unit.go): each unit is rebuilt this way, from its own
+// snapshot and its own filtered consumer, by the replica that acquires it.
 package evaluator
 
 import (
