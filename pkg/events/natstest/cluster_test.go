@@ -121,7 +121,9 @@ func TestClusterNodeStopMidStream(t *testing.T) {
 	t.Logf("stopped stream leader n%d after %d messages; new leader n%d; %d publish retries, %d acknowledged as duplicates",
 		leader, stopAt, newLeader, retries.Load(), dups.Load())
 
-	info, err := js.Stream(ctx, stream)
+	// Right after the leader change a JetStream API request may find no
+	// responder yet (the meta group or the client's server settling).
+	info, err := retrying(10*time.Second, func() (jetstream.Stream, error) { return js.Stream(ctx, stream) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +149,9 @@ func TestClusterNodeStopMidStream(t *testing.T) {
 // counts the Nats-Msg-Id values.
 func readIDs(t *testing.T, js jetstream.JetStream, stream string, want int) map[string]int {
 	t.Helper()
-	cons, err := js.OrderedConsumer(t.Context(), stream, jetstream.OrderedConsumerConfig{})
+	cons, err := retrying(10*time.Second, func() (jetstream.Consumer, error) {
+		return js.OrderedConsumer(t.Context(), stream, jetstream.OrderedConsumerConfig{})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,4 +194,18 @@ func storedOn(s *server.Server, stream string) uint64 {
 		}
 	}
 	return 0
+}
+
+// retrying calls f until it succeeds or timeout passes, and returns its
+// last result: a JetStream API request right after a leader change may find
+// no responder yet.
+func retrying[T any](timeout time.Duration, f func() (T, error)) (T, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		v, err := f()
+		if err == nil || time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
