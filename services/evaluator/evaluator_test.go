@@ -210,23 +210,38 @@ type storedAlert struct {
 
 func (h *harness) streamMsgs(t *testing.T, stream string) []*jetstream.RawStreamMsg {
 	t.Helper()
-	st, err := h.js.Stream(t.Context(), stream)
+	st, err := retryJS(t, func() (jetstream.Stream, error) { return h.js.Stream(t.Context(), stream) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(t.Context())
+	info, err := retryJS(t, func() (*jetstream.StreamInfo, error) { return st.Info(t.Context()) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(t.Context(), seq)
+		m, err := retryJS(t, func() (*jetstream.RawStreamMsg, error) { return st.GetMsg(t.Context(), seq) })
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// retryJS calls f until it succeeds or fails with an error that is not
+// transient (events.TransientError: on a cluster, a request right after a
+// node stopped may find no responder), for at most 10 s.
+func retryJS[T any](t *testing.T, f func() (T, error)) (T, error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := f()
+		if err == nil || !events.TransientError(err) || time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (h *harness) alerts(t *testing.T) []storedAlert {
