@@ -180,3 +180,14 @@ func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 	}
 	return kv, nil
 }
+
+// StateBucket is the configuration of a KV bucket of shared state: history
+// 1, the deployment's storage (memory when memory is set, else file) and
+// replicas (at least 1).
+func StateBucket(bucket, description string, replicas int, memory bool) jetstream.KeyValueConfig {
+	storage := jetstream.FileStorage
+	if memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{Bucket: bucket, Description: description, History: 1, Storage: storage, Replicas: max(replicas, 1)}
+}

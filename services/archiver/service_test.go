@@ -18,6 +18,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
 	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
@@ -26,7 +27,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -209,21 +209,7 @@ func (e *env) waitDrained(stream, durable string) {
 
 func (e *env) counter(name string) int64 {
 	e.t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := e.reader.Collect(context.Background(), &rm); err != nil {
-		e.t.Fatal(err)
-	}
-	var total int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
-				for _, dp := range sum.DataPoints {
-					total += dp.Value
-				}
-			}
-		}
-	}
-	return total
+	return telemetrytest.Total(e.t, e.reader, name)
 }
 
 var baseMS = time.Date(2026, 3, 14, 9, 26, 53, 589_000_000, time.UTC).UnixMilli()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/api"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
@@ -351,7 +352,7 @@ func TestReload(t *testing.T) {
 	if a, b := got[4].alert, got[5].alert; !a.Inhibited || !b.Inhibited || a.Devices[0].DeviceID != "d3" || b.Devices[0].DeviceID != "d4" {
 		t.Fatalf("inhibited after reload: %+v %+v", a, b)
 	}
-	if n := sums(t, r.metrics, "fleetwatch_evaluator_reloads", "")[""]; n != 2 {
+	if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_reloads", "")[""]; n != 2 {
 		t.Fatalf("reloads metric %d", n)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
@@ -22,10 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -279,36 +278,6 @@ func (h *harness) wantAlerts(t *testing.T, n int) []storedAlert {
 	return got
 }
 
-// sums returns the int64 sums of a metric by one attribute's value ("" for
-// none), and gauges the same way.
-func sums(t *testing.T, r *sdkmetric.ManualReader, name, attr string) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			var points []metricdata.DataPoint[int64]
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				points = d.DataPoints
-			case metricdata.Gauge[int64]:
-				points = d.DataPoints
-			}
-			for _, p := range points {
-				v, _ := p.Attributes.Value(attribute.Key(attr))
-				out[v.AsString()] += p.Value
-			}
-		}
-	}
-	return out
-}
-
 func wantAlert(t *testing.T, a events.AlertEvent) events.AlertEvent {
 	t.Helper()
 	out, err := events.NewAlertEvent(a)
@@ -390,13 +359,13 @@ func TestOfflineAfterGraceThenResolved(t *testing.T) {
 	checkStored(t, got[2], offlineAlert(t, "ops", dev, node, events.StatusResolved, t0+10_000, t0+100_000, back.ReceivedAtMS))
 	checkStored(t, got[3], offlineAlert(t, "on call", dev, node, events.StatusResolved, t0+10_000, t0+100_000, back.ReceivedAtMS))
 
-	if d := sums(t, r.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 2 || d["resolved"] != 2 {
+	if d := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 2 || d["resolved"] != 2 {
 		t.Fatalf("decisions metric %v", d)
 	}
-	if e := sums(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["applied"] != 3 {
+	if e := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["applied"] != 3 {
 		t.Fatalf("events metric %v", e)
 	}
-	if g := sums(t, r.metrics, "fleetwatch_evaluator_devices", ""); g[""] != 1 {
+	if g := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_devices", ""); g[""] != 1 {
 		t.Fatalf("devices metric %v", g)
 	}
 }
@@ -410,7 +379,7 @@ func TestBlipWithinGraceIsNotAlerted(t *testing.T) {
 		disconnected(t, "d1", "n1", t0, t0+10_000, events.ReasonClosed),
 		connected(t, "d1", "n1", t0+20_000)))
 	h.wantAlerts(t, 0)
-	if b := sums(t, r.metrics, "fleetwatch_evaluator_blips", ""); b[""] != 1 {
+	if b := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_blips", ""); b[""] != 1 {
 		t.Fatalf("blips metric %v", b)
 	}
 }
@@ -479,7 +448,7 @@ func TestRestartMidOutage(t *testing.T) {
 
 	// The second instance published exactly d2's firing and d1's resolved:
 	// nothing was re-sent (and hidden by JetStream's duplicate window).
-	if d := sums(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 1 || d["resolved"] != 1 {
+	if d := telemetrytest.Int64s(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 1 || d["resolved"] != 1 {
 		t.Fatalf("second instance decisions %v", d)
 	}
 	ids := map[string]bool{}
@@ -512,7 +481,7 @@ func TestRestartWhileDeviceCameBack(t *testing.T) {
 	checkStored(t, got[1], offlineAlert(t, "ops", "d1", "n1", events.StatusResolved, t0+10_000, t0+70_000, back.ReceivedAtMS))
 	h.waitProcessed(t, 3)
 	h.wantAlerts(t, 2)
-	if d := sums(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 0 || d["resolved"] != 1 {
+	if d := telemetrytest.Int64s(t, second.metrics, "fleetwatch_evaluator_decisions", "status"); d["firing"] != 0 || d["resolved"] != 1 {
 		t.Fatalf("second instance decisions %v", d)
 	}
 }
@@ -556,7 +525,7 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 			t.Fatalf("dead letter %d: subject %q headers %v data %q", i, m.Subject, m.Header, m.Data)
 		}
 	}
-	if e := sums(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["dead_lettered"] != 2 {
+	if e := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_events", "outcome"); e["dead_lettered"] != 2 {
 		t.Fatalf("events metric %v", e)
 	}
 

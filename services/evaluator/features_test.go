@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/api"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/labels"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/route"
@@ -68,7 +69,7 @@ func TestFlappingDeviceAlertsOnce(t *testing.T) {
 	}
 	h.waitTicks(t, 3)
 	h.wantAlerts(t, 2)
-	if n := sums(t, r.metrics, "fleetwatch_evaluator_decisions", "status"); n["firing"] != 1 || n["resolved"] != 1 {
+	if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_decisions", "status"); n["firing"] != 1 || n["resolved"] != 1 {
 		t.Fatalf("decisions %v", n)
 	}
 }
@@ -205,7 +206,7 @@ func TestSilenceFromAPI(t *testing.T) {
 	if a := as[3].alert; a.GroupKey != `root{device_id="plant2-a"}` || a.Status != events.StatusFiring || a.Silenced {
 		t.Fatalf("after the silence %+v", a)
 	}
-	if n := sums(t, r.metrics, "fleetwatch_evaluator_silences_expired", ""); n[""] != 1 {
+	if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_silences_expired", ""); n[""] != 1 {
 		t.Fatalf("silences expired %v", n)
 	}
 }

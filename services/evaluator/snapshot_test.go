@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/snapshotstore"
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,10 +80,10 @@ func TestRestartFromSnapshot(t *testing.T) {
 
 	got := snapshotScenario(t, func(h *harness, r *running, cfg evaluator.Config, tail []events.PresenceEvent) *running {
 		r.stop()
-		if n := sums(t, r.metrics, "fleetwatch_evaluator_snapshots", "outcome"); n["written"] != 1 || n["failed"] != 0 {
+		if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_snapshots", "outcome"); n["written"] != 1 || n["failed"] != 0 {
 			t.Fatalf("snapshots at shutdown %v", n)
 		}
-		if n := sums(t, r.metrics, "fleetwatch_evaluator_snapshot_bytes", ""); n[""] <= 0 {
+		if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_snapshot_bytes", ""); n[""] <= 0 {
 			t.Fatalf("snapshot bytes %v", n)
 		}
 		st, err := snapshotstore.Open(t.Context(), h.js, snapshotstore.DefaultBucket, 1, false)
@@ -95,7 +96,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 		}
 		h.publish(t, tail...)
 		r = h.start(t, cfg)
-		if n := sums(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != int64(len(tail)) {
+		if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != int64(len(tail)) {
 			t.Fatalf("replayed %v, want the %d events of the tail", n, len(tail))
 		}
 		return r
@@ -115,7 +116,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 		}
 		h.publish(t, tail...)
 		r = h.start(t, cfg)
-		if n := sums(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != 9+int64(len(tail)) {
+		if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != 9+int64(len(tail)) {
 			t.Fatalf("replayed %v, want every event", n)
 		}
 		return r
@@ -151,7 +152,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 		}
 		h.publish(t, tail...)
 		r = h.start(t, cfg)
-		if n := sums(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != 2+int64(len(tail)) {
+		if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_replayed_events", ""); n[""] != 2+int64(len(tail)) {
 			t.Fatalf("replayed %v, want the 2 events after the older snapshot and the tail", n)
 		}
 		return r
@@ -183,7 +184,7 @@ func TestPeriodicSnapshot(t *testing.T) {
 		}
 		return ok && snap.PresenceSeq == seq && snap.AlertsSeq == 1
 	})
-	if n := sums(t, r.metrics, "fleetwatch_evaluator_snapshots", "outcome"); n["written"] < 1 || n["failed"] != 0 {
+	if n := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_snapshots", "outcome"); n["written"] < 1 || n["failed"] != 0 {
 		t.Fatalf("snapshots %v", n)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqx"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
@@ -26,7 +27,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -376,27 +376,13 @@ func TestGarbageIsDeadLettered(t *testing.T) {
 	}
 }
 
+// counter is the int64 counter name for one outcome ("" for every one).
 func counter(t *testing.T, r *sdkmetric.ManualReader, name, outcome string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(t.Context(), &rm); err != nil {
-		t.Fatal(err)
+	if outcome == "" {
+		return telemetrytest.Total(t, r, name)
 	}
-	var total int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			sum, ok := m.Data.(metricdata.Sum[int64])
-			if m.Name != name || !ok {
-				continue
-			}
-			for _, dp := range sum.DataPoints {
-				if v, _ := dp.Attributes.Value("outcome"); outcome == "" || v.AsString() == outcome {
-					total += dp.Value
-				}
-			}
-		}
-	}
-	return total
+	return telemetrytest.Int64s(t, r, name, "outcome")[outcome]
 }
 
 // TestDuplicateStoredOnce: the same EMQX message twice (a QoS 1

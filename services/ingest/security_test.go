@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,11 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/ingest"
 	"github.com/fleetwatch/fleetwatch/services/ingest/emqxsim"
 )
@@ -63,24 +62,6 @@ func newTestCA(t *testing.T) testCA {
 	return testCA{pemFile: file, server: tls.Certificate{Certificate: [][]byte{sder}, PrivateKey: skey}}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestTLSBrokerWithPasswordFile: ingest reaches a TLS-only broker with a
 // private CA and server name, authenticates with a password read from a
 // file, stores events, and never logs the password.
@@ -103,7 +84,7 @@ func TestTLSBrokerWithPasswordFile(t *testing.T) {
 	cfg.MQTT.Broker = broker.Addr()
 	cfg.MQTT.Username, cfg.MQTT.PasswordFile = "fleetwatch", pwFile
 	cfg.MQTT.TLS.CAFile, cfg.MQTT.TLS.ServerName = ca.pemFile, "emqx.test"
-	logs := &syncBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	svc, _ := e.startWith(cfg, logs)
 	sub := e.subscribe(events.StreamPresence, events.PresenceSubject("tls-1", events.DefaultPartitions))
 	if err := broker.Publish("$SYS/brokers/emqx@n1/clients/tls-1/connected", []byte(`{"clientid":"tls-1","protocol":"mqtt","connected_at":1718000000000}`), 1); err != nil {
@@ -134,7 +115,7 @@ func TestTLSBrokerWithWrongCA(t *testing.T) {
 	cfg := e.config()
 	cfg.MQTT.Broker = broker.Addr()
 	cfg.MQTT.TLS.CAFile, cfg.MQTT.TLS.ServerName = other.pemFile, "emqx.test"
-	logs := &syncBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	svc, err := ingest.New(cfg, ingest.Deps{NATS: e.nc, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

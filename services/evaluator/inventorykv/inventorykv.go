@@ -156,18 +156,7 @@ type Store struct {
 // Open creates (or updates) the bucket, history 1, and returns the store.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int, memory bool, log *slog.Logger) (*Store, error) {
 	cfg = cfg.WithDefaults()
-	storage := jetstream.FileStorage
-	if memory {
-		storage = jetstream.MemoryStorage
-	}
-	kcfg := jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "fleetwatch dynamic device inventory: device id -> labels (evaluator API)",
-		History:     1,
-		Storage:     storage,
-		Replicas:    max(replicas, 1),
-	}
-	kv, err := events.EnsureKeyValue(ctx, js, kcfg)
+	kv, err := events.EnsureKeyValue(ctx, js, events.StateBucket(cfg.Bucket, "fleetwatch dynamic device inventory: device id -> labels (evaluator API)", replicas, memory))
 	if err != nil {
 		return nil, err
 	}

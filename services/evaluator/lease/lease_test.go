@@ -14,12 +14,11 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/lease"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // Test timings. Hand-overs and clean stops do not wait for leases to run
@@ -300,36 +299,6 @@ func waitShares(t *testing.T, rec *recorder, partitions int, want map[string]int
 	}
 }
 
-// sum returns the value of an int64 counter or gauge by one attribute's
-// value ("" for none).
-func sum(t *testing.T, r *sdkmetric.ManualReader, name, attr string) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			var points []metricdata.DataPoint[int64]
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				points = d.DataPoints
-			case metricdata.Gauge[int64]:
-				points = d.DataPoints
-			}
-			for _, p := range points {
-				v, _ := p.Attributes.Value(attribute.Key(attr))
-				out[v.AsString()] += p.Value
-			}
-		}
-	}
-	return out
-}
-
 func withPartitions(c lease.Config, p int) lease.Config {
 	c.Partitions = p
 	return c
@@ -351,7 +320,9 @@ func TestOneReplicaOwnsEveryPartitionAndKeepsThem(t *testing.T) {
 	}
 	// After more renewals than fit in a TTL, the leases are still the same
 	// ones: renewed, never lost and claimed again.
-	renewed := func() int64 { return sum(t, r1.metrics, "fleetwatch_evaluator_lease_renewals", "outcome")["ok"] }
+	renewed := func() int64 {
+		return telemetrytest.Int64s(t, r1.metrics, "fleetwatch_evaluator_lease_renewals", "outcome")["ok"]
+	}
 	natstest.Eventually(t, settle, func() bool { return renewed() >= 8*(int64(short.TTL/short.Renew)+2) })
 	waitShares(t, rec, 8, map[string]int{"r1": 8}, r1)
 	for p := range 8 {
@@ -359,13 +330,13 @@ func TestOneReplicaOwnsEveryPartitionAndKeepsThem(t *testing.T) {
 			t.Fatalf("partition %d: epoch %d, was %d: the lease was claimed again", p, e, epochs[p])
 		}
 	}
-	if got := sum(t, r1.metrics, "fleetwatch_evaluator_lease_acquisitions", "outcome"); got["ok"] != 8 || got["failed"] != 0 {
+	if got := telemetrytest.Int64s(t, r1.metrics, "fleetwatch_evaluator_lease_acquisitions", "outcome"); got["ok"] != 8 || got["failed"] != 0 {
 		t.Fatalf("acquisitions %v, want 8 ok", got)
 	}
-	if got := sum(t, r1.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
+	if got := telemetrytest.Int64s(t, r1.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
 		t.Fatalf("losses %v, want none", got)
 	}
-	if got := sum(t, r1.metrics, "fleetwatch_evaluator_partitions_owned", ""); got[""] != 8 {
+	if got := telemetrytest.Int64s(t, r1.metrics, "fleetwatch_evaluator_partitions_owned", ""); got[""] != 8 {
 		t.Fatalf("partitions_owned %v, want 8", got)
 	}
 	if got := r1.m.Members(); !slices.Equal(got, []string{"r1"}) {
@@ -430,17 +401,17 @@ func TestJoinHandsOverWithoutOverlap(t *testing.T) {
 			t.Fatalf("partition %d: r2's epoch %d not above r1's %d", p, e, before[p])
 		}
 	}
-	if got := sum(t, r1.metrics, "fleetwatch_evaluator_lease_releases", "reason"); got["rebalance"] != 4 || len(got) != 1 {
+	if got := telemetrytest.Int64s(t, r1.metrics, "fleetwatch_evaluator_lease_releases", "reason"); got["rebalance"] != 4 || len(got) != 1 {
 		t.Fatalf("r1 releases %v, want 4 rebalance", got)
 	}
-	if got := sum(t, r2.metrics, "fleetwatch_evaluator_partitions_owned", ""); got[""] != 4 {
+	if got := telemetrytest.Int64s(t, r2.metrics, "fleetwatch_evaluator_partitions_owned", ""); got[""] != 4 {
 		t.Fatalf("r2 partitions_owned %v, want 4", got)
 	}
-	if got := sum(t, r2.metrics, "fleetwatch_evaluator_lease_members", ""); got[""] != 2 {
+	if got := telemetrytest.Int64s(t, r2.metrics, "fleetwatch_evaluator_lease_members", ""); got[""] != 2 {
 		t.Fatalf("r2 lease_members %v, want 2", got)
 	}
 	for _, r := range []*replica{r1, r2} {
-		if got := sum(t, r.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
+		if got := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
 			t.Fatalf("%s lost %v leases, want none", r.name, got)
 		}
 	}
@@ -543,7 +514,7 @@ func TestConnectionLossStopsProcessingBeforeTakeOver(t *testing.T) {
 	if got := rec.releases("r2", lease.Lost) - lost; got != 4 {
 		t.Fatalf("r2 gave up %d partitions as lost, want 4", got)
 	}
-	if got := sum(t, r2.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != int64(lost+4) {
+	if got := telemetrytest.Int64s(t, r2.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != int64(lost+4) {
 		t.Fatalf("r2 lease_losses %v, want %d", got, lost+4)
 	}
 
@@ -598,7 +569,7 @@ func TestAcquireFailureReleasesTheLease(t *testing.T) {
 	if !maps.Equal(attempts, map[int]int{0: 1, 1: 1, 2: 2, 3: 1}) {
 		t.Fatalf("Acquire calls per partition %v, want partition 2 twice, others once", attempts)
 	}
-	if got := sum(t, reader, "fleetwatch_evaluator_lease_acquisitions", "outcome"); got["ok"] != 4 || got["failed"] != 1 {
+	if got := telemetrytest.Int64s(t, reader, "fleetwatch_evaluator_lease_acquisitions", "outcome"); got["ok"] != 4 || got["failed"] != 1 {
 		t.Fatalf("acquisitions %v, want 4 ok and 1 failed", got)
 	}
 }
@@ -771,7 +742,7 @@ func TestOnAThreeNodeCluster(t *testing.T) {
 	ok := func() int64 {
 		var n int64
 		for _, r := range rs {
-			n += sum(t, r.metrics, "fleetwatch_evaluator_lease_renewals", "outcome")["ok"]
+			n += telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_lease_renewals", "outcome")["ok"]
 		}
 		return n
 	}
@@ -784,7 +755,7 @@ func TestOnAThreeNodeCluster(t *testing.T) {
 				t.Fatalf("partition %d: epoch %d, was %d: the lease did not survive the node stop", p, e, epochs[p])
 			}
 		}
-		if got := sum(t, r.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
+		if got := telemetrytest.Int64s(t, r.metrics, "fleetwatch_evaluator_lease_losses", ""); got[""] != 0 {
 			t.Fatalf("%s lost %v leases", r.name, got)
 		}
 	}

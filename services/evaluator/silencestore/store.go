@@ -107,18 +107,7 @@ type Store struct {
 // replicas and memory follow the deployment's topology.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, replicas int, memory bool, log *slog.Logger) (*Store, error) {
 	cfg = cfg.WithDefaults()
-	storage := jetstream.FileStorage
-	if memory {
-		storage = jetstream.MemoryStorage
-	}
-	kcfg := jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "fleetwatch silences, by id (evaluator API and config)",
-		History:     1,
-		Storage:     storage,
-		Replicas:    max(replicas, 1),
-	}
-	kv, err := events.EnsureKeyValue(ctx, js, kcfg)
+	kv, err := events.EnsureKeyValue(ctx, js, events.StateBucket(cfg.Bucket, "fleetwatch silences, by id (evaluator API and config)", replicas, memory))
 	if err != nil {
 		return nil, err
 	}

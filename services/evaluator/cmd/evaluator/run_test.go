@@ -11,34 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/fleetwatch/fleetwatch/pkg/stage"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry/telemetrytest"
 	"github.com/fleetwatch/fleetwatch/services/evaluator"
 	"github.com/fleetwatch/fleetwatch/services/evaluator/backtest"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestExampleConfigRuns runs the embedded example config (NATS, ports and
 // storage pointed at the test) until its API is ready, then SIGHUPs it with
@@ -58,7 +40,7 @@ func TestExampleConfigRuns(t *testing.T) {
 	if err := stage.LoadFile(path, cfg); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs telemetrytest.LogBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
@@ -124,7 +106,7 @@ func TestExampleConfigRuns(t *testing.T) {
 }
 
 func TestReloadWithoutConfigFile(t *testing.T) {
-	var logs syncBuffer
+	var logs telemetrytest.LogBuffer
 	err := reload(t.Context(), "", nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	if !errors.Is(err, evaluator.ErrReload) || err.Error() != "config not reloaded, the old one stays in force: no --config file was given, nothing to re-read" {
 		t.Fatalf("reload = %v", err)
