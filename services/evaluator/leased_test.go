@@ -200,6 +200,26 @@ func (h *harness) drained(t *testing.T, l int) bool {
 	return true
 }
 
+// ackedUpTo reports whether the consumer of every unit u has acked
+// everything up to stream sequence last[u].
+func (h *harness) ackedUpTo(t *testing.T, l int, last map[int]uint64) bool {
+	for u, seq := range last {
+		name := events.ConsumerEvaluator
+		if l > 1 {
+			name = fmt.Sprintf("%s-l%dof%d", events.ConsumerEvaluator, u, l)
+		}
+		c, err := h.js.Consumer(t.Context(), events.StreamPresence, name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		if err != nil || info.AckFloor.Stream < seq {
+			return false
+		}
+	}
+	return true
+}
+
 // checkExactlyOnce waits for the expected notifications, lets the
 // replicas run a little longer, and checks that ALERTS holds each exactly
 // once: one message per Nats-Msg-Id, and one per (device, status), so that
@@ -272,11 +292,17 @@ func (h *harness) publishAcked(ctx context.Context, e events.PresenceEvent) erro
 // right after the first outages became due.
 func (h *harness) runScenario(t *testing.T, l int, disrupt func()) {
 	t.Helper()
-	h.publish(t, scenarioPhase1(t)...)
 	// The fake clock must not jump past events not applied yet: a
 	// reconnect still queued would not be seen in time (with the wall
-	// clock, ingest latency is far below the grace).
-	waitFor(t, "phase 1 applied", func() bool { return h.drained(t, l) })
+	// clock, ingest latency is far below the grace). A unit has applied
+	// its events once its consumer's ack floor reaches the last one's
+	// sequence (the evaluator acks only what it applied).
+	last := map[int]uint64{}
+	for _, e := range scenarioPhase1(t) {
+		u := events.Partition(e.DeviceID, events.DefaultPartitions) % l
+		last[u] = max(last[u], h.publish(t, e))
+	}
+	waitFor(t, "phase 1 applied", func() bool { return h.ackedUpTo(t, l, last) && h.drained(t, l) })
 	h.clock.set(t0 + 40_000)
 	disrupt()
 	h.clock.set(t0 + 60_000)
