@@ -200,6 +200,16 @@ func (h *harness) drained(t *testing.T, l int) bool {
 	return true
 }
 
+// publishTracked publishes es and records in last, per unit, the stream
+// sequence of its last event.
+func (h *harness) publishTracked(t *testing.T, l int, last map[int]uint64, es []events.PresenceEvent) {
+	t.Helper()
+	for _, e := range es {
+		u := events.Partition(e.DeviceID, events.DefaultPartitions) % l
+		last[u] = max(last[u], h.publish(t, e))
+	}
+}
+
 // ackedUpTo reports whether the consumer of every unit u has acked
 // everything up to stream sequence last[u].
 func (h *harness) ackedUpTo(t *testing.T, l int, last map[int]uint64) bool {
@@ -298,10 +308,7 @@ func (h *harness) runScenario(t *testing.T, l int, disrupt func()) {
 	// its events once its consumer's ack floor reaches the last one's
 	// sequence (the evaluator acks only what it applied).
 	last := map[int]uint64{}
-	for _, e := range scenarioPhase1(t) {
-		u := events.Partition(e.DeviceID, events.DefaultPartitions) % l
-		last[u] = max(last[u], h.publish(t, e))
-	}
+	h.publishTracked(t, l, last, scenarioPhase1(t))
 	waitFor(t, "phase 1 applied", func() bool { return h.ackedUpTo(t, l, last) && h.drained(t, l) })
 	h.clock.set(t0 + 40_000)
 	disrupt()
@@ -352,11 +359,12 @@ func TestLeaseScaleOneThreeOne(t *testing.T) {
 	srv := h.nc.ConnectedUrl()
 	r0 := h.startReplica(t, srv, "r0", l)
 	waitOwned(t, l, r0)
-	h.publish(t, scenarioPhase1(t)[:40]...)
+	last := map[int]uint64{}
+	h.publishTracked(t, l, last, scenarioPhase1(t)[:40])
 	r1, r2 := h.startReplica(t, srv, "r1", l), h.startReplica(t, srv, "r2", l)
 	waitFor(t, "units spread", func() bool { return len(r1.svc.Owned()) > 0 && len(r2.svc.Owned()) > 0 })
-	h.publish(t, scenarioPhase1(t)[40:]...)
-	waitFor(t, "phase 1 applied", func() bool { return h.drained(t, l) })
+	h.publishTracked(t, l, last, scenarioPhase1(t)[40:])
+	waitFor(t, "phase 1 applied", func() bool { return h.ackedUpTo(t, l, last) && h.drained(t, l) })
 	h.clock.set(t0 + 40_000)
 	r1.stop(t)
 	r2.stop(t)
