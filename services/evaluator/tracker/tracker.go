@@ -749,6 +749,15 @@ func (t *Tracker) applyEvent(e *events.PresenceEvent) {
 	// one whose connect was not seen (1, a gap), or an older one (-1).
 	rel := -1
 	switch {
+	case e.ConnectedAtMS != 0 && d.vkind == verKey && vk != verKey:
+		// The current connection is keyed by its version, this one by its
+		// connected_at: never the same connection (as below, the other way
+		// round), newer unless it began before the current one. Once it
+		// ended, its connected_at keys the device, so the same disconnect
+		// again is a duplicate.
+		if e.ConnectedAtMS >= cur.connAt {
+			rel = 1
+		}
 	case e.ConnectedAtMS != 0:
 		rel = order(connKey{connAt: e.ConnectedAtMS, node: e.Node}, cur)
 	case vk == verNone:
