@@ -28,8 +28,9 @@ import (
 )
 
 // Config selects the exporters. The zero value exports nothing over the
-// network: spans are created (so trace context still flows between stages)
-// and metrics are only readable through MetricsHandler.
+// network: spans are created but not recorded (so trace context still flows
+// between stages, at the cost of an id and no more) and metrics are only
+// readable through MetricsHandler.
 type Config struct {
 	// ServiceName is reported as service.name (e.g. fleetwatch-ingest).
 	ServiceName string `yaml:"service_name"`
@@ -39,6 +40,26 @@ type Config struct {
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
 	// OTLPInsecure sends OTLP without TLS.
 	OTLPInsecure bool `yaml:"otlp_insecure"`
+	// TraceSampleRatio is the fraction of new traces recorded and exported
+	// when an OTLP endpoint is set (nil: 1, every trace). A stage continuing
+	// a trace follows the upstream stage's decision. Without an endpoint no
+	// span is recorded: nothing would read it.
+	TraceSampleRatio *float64 `yaml:"trace_sample_ratio"`
+}
+
+// sampler decides which spans are recorded: none without an exporter (a
+// recorded span costs allocations and attributes on every message, and
+// would be dropped at End), else the configured ratio of new traces and
+// the parent's decision for continued ones.
+func (c Config) sampler(exporting bool) sdktrace.Sampler {
+	if !exporting {
+		return sdktrace.NeverSample()
+	}
+	ratio := 1.0
+	if c.TraceSampleRatio != nil {
+		ratio = *c.TraceSampleRatio
+	}
+	return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
 }
 
 // Providers holds the tracer and meter providers of a process.
@@ -57,6 +78,9 @@ type Providers struct {
 func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 	if cfg.ServiceName == "" {
 		return nil, errors.New("telemetry.service_name is empty: name the stage, e.g. fleetwatch-ingest")
+	}
+	if r := cfg.TraceSampleRatio; r != nil && !(*r >= 0 && *r <= 1) {
+		return nil, fmt.Errorf("telemetry.trace_sample_ratio is %v: use a fraction from 0 to 1 (1 records every trace, 0.01 one in a hundred)", *r)
 	}
 	// Schemaless: merging with resource.Default() must not depend on which
 	// semconv version the SDK was built with.
@@ -91,7 +115,7 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 		}
 		tpOpts = append(tpOpts, sdktrace.WithBatcher(exp))
 	}
-	tp := sdktrace.NewTracerProvider(tpOpts...)
+	tp := sdktrace.NewTracerProvider(append(tpOpts, sdktrace.WithSampler(cfg.sampler(endpoint != "")))...)
 	p.TracerProvider = tp
 	p.shutdown = append(p.shutdown, tp.Shutdown)
 
