@@ -8,7 +8,7 @@ PKGS    := $(addsuffix /...,$(MODULES))
 FUZZTIME ?= 5s
 SERVICES := ingest evaluator notifier archiver
 
-.PHONY: run test unit fuzz bench build vet fmt tidy help
+.PHONY: run test unit fuzz bench build vet fmt tidy help chcluster chcluster-stop
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,6 +20,14 @@ test: vet unit fuzz ## everything CI runs: vet, all tests of every module, short
 
 unit: ## the tests of every module (ClickHouse from FLEETWATCH_CLICKHOUSE_ADDR)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+# The archiver's cluster tests skip (fail under CI) without the env this
+# prints: eval "$$(scripts/chcluster.sh start)" before make test.
+chcluster: ## start a local ClickHouse cluster (ZooKeeper + 3 servers) for the cluster tests; prints its env
+	./scripts/chcluster.sh start
+
+chcluster-stop: ## stop the local ClickHouse cluster and delete its data
+	./scripts/chcluster.sh stop
 
 fuzz: ## run every fuzz target briefly (FUZZTIME=5s; longer by hand)
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh

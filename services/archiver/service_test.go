@@ -69,6 +69,13 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ch := chtest.Open(t) // skips (or fails in CI) without ClickHouse
+	return newEnvOn(t, ch, func() string { return chtest.FreshDatabase(t, ch) })
+}
+
+// newEnvOn builds an env that queries ClickHouse through ch, in the
+// database freshDB returns.
+func newEnvOn(t *testing.T, ch driver.Conn, freshDB func() string) *env {
+	t.Helper()
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	topo := events.DefaultTopology()
@@ -79,7 +86,7 @@ func newEnv(t *testing.T) *env {
 	spans := tracetest.NewSpanRecorder()
 	reader := sdkmetric.NewManualReader()
 	return &env{
-		t: t, nc: nc, js: js, ch: ch, db: chtest.FreshDatabase(t, ch),
+		t: t, nc: nc, js: js, ch: ch, db: freshDB(),
 		spans:  spans,
 		tp:     sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
 		reader: reader,

@@ -1,6 +1,7 @@
 package analytics_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -166,6 +167,14 @@ func loadFixture(t *testing.T) (driver.Conn, string) {
 	if _, err := schema.Migrate(t.Context(), c, db, schema.Options{Logger: quiet}); err != nil {
 		t.Fatal(err)
 	}
+	storeFixture(t, c, db, t.Context())
+	return c, db
+}
+
+// storeFixture stores the fixture twice, in separate inserts; ctx carries
+// the insert settings.
+func storeFixture(t *testing.T, c driver.Conn, db string, ctx context.Context) {
+	t.Helper()
 	w := sink.NewWriter(c, db)
 	alerts, deliveries := fixtureAlerts(t)
 	for range 2 {
@@ -188,7 +197,7 @@ func loadFixture(t *testing.T) (driver.Conn, string) {
 			}
 		}
 		for _, rs := range []sink.RowSet{p, a, d} {
-			if err := w.Insert(t.Context(), rs); err != nil {
+			if err := w.Insert(ctx, rs); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -196,7 +205,6 @@ func loadFixture(t *testing.T) (driver.Conn, string) {
 	if n := chtest.Count(t, c, "SELECT count() FROM "+db+".presence_events"); n != 2*uint64(len(fixturePresence(t))) {
 		t.Fatalf("presence_events has %d rows: the duplicates merged before the test", n)
 	}
-	return c, db
 }
 
 func args(db string) analytics.Args {

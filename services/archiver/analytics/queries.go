@@ -361,7 +361,7 @@ FROM (
 		concat('receiver=', any(receiver), ' attempt=', toString(any(attempt)), ' latency_ms=', toString(any(latency_ms)), if(any(remote_code) = '', '', concat(' code=', any(remote_code)))) AS detail
 	FROM {db}.deliveries
 	WHERE at_ms >= {from_ms} AND at_ms < {to_ms}
-		AND alert_id IN (SELECT id FROM {db}.alerts WHERE has(device_ids, {device}))
+		AND alert_id GLOBAL IN (SELECT id FROM {db}.alerts WHERE has(device_ids, {device}))
 	GROUP BY id
 )
 ORDER BY t_ms, what, event`,

@@ -23,7 +23,9 @@
 // guard itself. Columns added to existing tables (Migration.Columns) are:
 // each is added only where system.columns lacks it, and "already exists"
 // from a concurrent migrator counts as done (18.16 has no ADD COLUMN IF
-// NOT EXISTS).
+// NOT EXISTS). In a cluster the missing columns of a table are added to
+// its local table in one ALTER ... ON CLUSTER, and its Distributed table is
+// created again over it (Layout.recreateDistributed).
 //
 // # Deduplication and correct queries
 //

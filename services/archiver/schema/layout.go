@@ -20,7 +20,9 @@ type Layout struct {
 	// <name>_local on every node, with a Distributed table <name> over
 	// them that the archiver inserts into and the queries read; the
 	// materialized views run on the local tables. The servers need the
-	// {shard} and {replica} macros and ZooKeeper.
+	// {shard} and {replica} macros and ZooKeeper, and every shard of the
+	// cluster internal_replication (scripts/chcluster.sh starts such a
+	// cluster on one machine).
 	Cluster string
 	// ZooKeeperPrefix roots the replication paths (default
 	// /clickhouse/tables): <prefix>/{shard}/<database>/<table>.
@@ -140,11 +142,37 @@ func (l Layout) createTable(t tableSpec) []string {
 	stmt += "\nORDER BY " + t.order
 	out := []string{stmt}
 	if l.Cluster != "" && !t.global {
-		out = append(out, "CREATE TABLE IF NOT EXISTS "+l.Database+"."+t.name+l.onCluster()+
-			" AS "+l.Database+"."+local+
-			"\nENGINE = Distributed("+l.Cluster+", "+l.Database+", "+local+", "+t.shardKey+")")
+		out = append(out, l.createDistributed(t))
 	}
 	return out
+}
+
+// createDistributed is the CREATE of a cluster table's Distributed table,
+// with the columns its local table has when it runs.
+func (l Layout) createDistributed(t tableSpec) string {
+	local := l.Local(t.name)
+	return "CREATE TABLE IF NOT EXISTS " + l.Database + "." + t.name + l.onCluster() +
+		" AS " + l.Database + "." + local +
+		"\nENGINE = Distributed(" + l.Cluster + ", " + l.Database + ", " + local + ", " + t.shardKey + ")"
+}
+
+// recreateDistributed drops a cluster table's Distributed table and
+// creates it again over the local table, to give it the columns added to
+// the local table. ClickHouse 18.16 rejects ALTER ... ON CLUSTER of a
+// Distributed table when a shard has internal_replication ("isn't
+// replicated, but shard #2 is replicated according to its cluster
+// definition"); DROP and CREATE are not checked. A Distributed table holds
+// no rows (the archiver inserts synchronously), so nothing is lost; inserts
+// and queries that run in between fail and are retried.
+func (l Layout) recreateDistributed(table string) ([]string, error) {
+	t, ok := specOf(table)
+	if !ok || t.global || l.Cluster == "" {
+		return nil, fmt.Errorf("%s has no Distributed table", table)
+	}
+	return []string{
+		"DROP TABLE IF EXISTS " + l.Database + "." + t.name + l.onCluster(),
+		l.createDistributed(t),
+	}, nil
 }
 
 // alteration is one ALTER TABLE statement and the table it changes.
@@ -153,19 +181,30 @@ type alteration struct {
 	stmt  string
 }
 
-// addColumn renders the ALTER TABLE ... ADD COLUMN statements of c: one on
-// a single node; on the replicated local table and on the Distributed
-// table in a cluster.
-func (l Layout) addColumn(c NewColumn) []alteration {
-	clause := " ADD COLUMN " + c.Name + " " + c.Type
-	if c.After != "" {
-		clause += " AFTER " + c.After
+// addColumn renders the ALTER TABLE ... ADD COLUMN statement of c on a
+// single node.
+func (l Layout) addColumn(c NewColumn) alteration {
+	return l.addColumns(c.Table, []NewColumn{c})
+}
+
+// addColumns renders one ALTER TABLE that adds the columns of cols that
+// belong to table: to the table on a single node; to the replicated local
+// table in a cluster, where one ALTER per table instead of one per column
+// saves a round of distributed DDL and replication per column (the
+// Distributed table gets the columns from recreateDistributed).
+func (l Layout) addColumns(table string, cols []NewColumn) alteration {
+	var clauses []string
+	for _, c := range cols {
+		if c.Table != table {
+			continue
+		}
+		clause := "ADD COLUMN " + c.Name + " " + c.Type
+		if c.After != "" {
+			clause += " AFTER " + c.After
+		}
+		clauses = append(clauses, clause)
 	}
-	out := []alteration{{l.Local(c.Table), "ALTER TABLE " + l.Database + "." + l.Local(c.Table) + l.onCluster() + clause}}
-	if l.Cluster != "" {
-		out = append(out, alteration{c.Table, "ALTER TABLE " + l.Database + "." + c.Table + l.onCluster() + clause})
-	}
-	return out
+	return alteration{l.Local(table), "ALTER TABLE " + l.Database + "." + l.Local(table) + l.onCluster() + " " + strings.Join(clauses, ", ")}
 }
 
 // RetentionTables are the tables a retention TTL applies to.

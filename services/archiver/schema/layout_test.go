@@ -3,6 +3,7 @@ package schema
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,10 +18,19 @@ func statements(t *testing.T, l Layout) []string {
 		if m.Statements != nil {
 			out = append(out, m.Statements(l)...)
 		}
-		for _, c := range m.Columns {
-			for _, a := range l.addColumn(c) {
-				out = append(out, a.stmt)
+		if l.Cluster == "" {
+			for _, c := range m.Columns {
+				out = append(out, l.addColumn(c).stmt)
 			}
+			continue
+		}
+		for _, table := range columnTables(m.Columns) {
+			out = append(out, l.addColumns(table, m.Columns).stmt)
+			r, err := l.recreateDistributed(table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r...)
 		}
 	}
 	r, err := l.RetentionStatements()
@@ -133,14 +143,10 @@ func TestAlertsColumnsDDL(t *testing.T) {
 	if m.Version != 5 || m.Statements != nil {
 		t.Fatalf("migration 5 = %d %q", m.Version, m.Name)
 	}
-	var single, cluster []string
+	var single []string
 	for _, c := range m.Columns {
-		for _, a := range (Layout{Database: "fw", Caps: caps1816}).addColumn(c) {
-			single = append(single, a.table+": "+a.stmt)
-		}
-		for _, a := range (Layout{Database: "fw", Caps: caps2408, Cluster: "fleet"}).addColumn(c) {
-			cluster = append(cluster, a.table+": "+a.stmt)
-		}
+		a := (Layout{Database: "fw", Caps: caps1816}).addColumn(c)
+		single = append(single, a.table+": "+a.stmt)
 	}
 	wantSingle := []string{
 		"alerts: ALTER TABLE fw.alerts ADD COLUMN silence_ids Array(String) AFTER silenced",
@@ -156,10 +162,36 @@ func TestAlertsColumnsDDL(t *testing.T) {
 	if strings.Join(single, "\n") != strings.Join(wantSingle, "\n") {
 		t.Errorf("single node:\n%s\nwant:\n%s", strings.Join(single, "\n"), strings.Join(wantSingle, "\n"))
 	}
-	if len(cluster) != 18 ||
-		cluster[0] != "alerts_local: ALTER TABLE fw.alerts_local ON CLUSTER fleet ADD COLUMN silence_ids Array(String) AFTER silenced" ||
-		cluster[1] != "alerts: ALTER TABLE fw.alerts ON CLUSTER fleet ADD COLUMN silence_ids Array(String) AFTER silenced" {
-		t.Errorf("cluster:\n%s", strings.Join(cluster, "\n"))
+	// In a cluster the columns go to the replicated local table, in one
+	// ALTER; the Distributed table is created again over it (18.16 rejects
+	// ALTER ON CLUSTER of a Distributed table when a shard has
+	// internal_replication).
+	a := (Layout{Database: "fw", Caps: caps2408, Cluster: "fleet"}).addColumns(TableAlerts, m.Columns)
+	wantCluster := "alerts_local: ALTER TABLE fw.alerts_local ON CLUSTER fleet ADD COLUMN silence_ids Array(String) AFTER silenced, " +
+		"ADD COLUMN inhibited UInt8 AFTER silence_ids, ADD COLUMN inhibited_by String AFTER inhibited, " +
+		"ADD COLUMN new_total UInt32 AFTER devices_total, ADD COLUMN resolved_total UInt32 AFTER new_total, " +
+		"ADD COLUMN firing_total UInt32 AFTER resolved_total, ADD COLUMN known_total UInt32 AFTER firing_total, " +
+		"ADD COLUMN flap_count UInt32 AFTER known_total, ADD COLUMN tier UInt16 AFTER flap_count"
+	if got := a.table + ": " + a.stmt; got != wantCluster {
+		t.Errorf("cluster:\n%s\nwant:\n%s", got, wantCluster)
+	}
+	re, err := (Layout{Database: "fw", Caps: caps2408, Cluster: "fleet"}).recreateDistributed(TableAlerts)
+	wantRe := []string{
+		"DROP TABLE IF EXISTS fw.alerts ON CLUSTER fleet",
+		"CREATE TABLE IF NOT EXISTS fw.alerts ON CLUSTER fleet AS fw.alerts_local\nENGINE = Distributed(fleet, fw, alerts_local, cityHash64(fingerprint))",
+	}
+	if err != nil || !slices.Equal(re, wantRe) {
+		t.Errorf("recreateDistributed(alerts) = %q, %v; want %q", re, err, wantRe)
+	}
+	for _, l := range []Layout{{Database: "fw", Cluster: "fleet"}, {Database: "fw"}} {
+		for _, table := range []string{TableMigrations, "nope", TableAlerts} {
+			if table == TableAlerts && l.Cluster != "" {
+				continue
+			}
+			if _, err := l.recreateDistributed(table); err == nil {
+				t.Errorf("recreateDistributed(%s) in cluster %q: no error", table, l.Cluster)
+			}
+		}
 	}
 }
 

@@ -130,9 +130,18 @@ func Migrate(ctx context.Context, conn Conn, database string, opts Options) (Res
 				return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}
-		for _, c := range m.Columns {
-			for _, a := range layout.addColumn(c) {
-				if err := addColumn(ctx, conn, database, c.Name, a); err != nil {
+		if layout.Cluster == "" {
+			for _, c := range m.Columns {
+				if err := addColumn(ctx, conn, database, c.Name, layout.addColumn(c)); err != nil {
+					return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+				}
+			}
+		} else {
+			for _, table := range columnTables(m.Columns) {
+				if err := addClusterColumns(ctx, conn, layout, table, m.Columns); err != nil {
+					return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+				}
+				if err := syncDistributed(ctx, conn, layout, table); err != nil {
 					return res, fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 				}
 			}
@@ -238,6 +247,96 @@ func addColumn(ctx context.Context, conn Conn, database, column string, a altera
 		return nil
 	}
 	return err
+}
+
+// columnTables lists the tables cols add to, in order of first mention.
+func columnTables(cols []NewColumn) []string {
+	var out []string
+	for _, c := range cols {
+		if !slices.Contains(out, c.Table) {
+			out = append(out, c.Table)
+		}
+	}
+	return out
+}
+
+// addClusterColumns adds the columns of cols that belong to table and that
+// its local table lacks (on this node), in one ALTER ... ON CLUSTER. When a
+// concurrent migrator added some first (ClickHouse reports "already
+// exists" from the hosts that ran the second ALTER), it looks again.
+func addClusterColumns(ctx context.Context, conn Conn, l Layout, table string, cols []NewColumn) error {
+	const attempts = 3
+	var err error
+	for range attempts {
+		var have []string
+		if have, err = columnNames(ctx, conn, l.Database, l.Local(table)); err != nil {
+			return err
+		}
+		var missing []NewColumn
+		for _, c := range cols {
+			if c.Table == table && !slices.Contains(have, c.Name) {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		err = execDDL(ctx, conn, l.addColumns(table, missing).stmt)
+		var ex *clickhouse.Exception
+		if !errors.As(err, &ex) || ex.Code != codeDuplicateColumn {
+			return err
+		}
+	}
+	return err
+}
+
+// syncDistributed gives a cluster table's Distributed table the columns of
+// its local table, by creating it again (see Layout.recreateDistributed),
+// unless it has them all on this node already: a concurrent migrator did it.
+func syncDistributed(ctx context.Context, conn Conn, l Layout, table string) error {
+	local, err := columnNames(ctx, conn, l.Database, l.Local(table))
+	if err != nil {
+		return err
+	}
+	dist, err := columnNames(ctx, conn, l.Database, table)
+	if err != nil {
+		return err
+	}
+	if len(dist) > 0 && !slices.ContainsFunc(local, func(c string) bool { return !slices.Contains(dist, c) }) {
+		return nil
+	}
+	stmts, err := l.recreateDistributed(table)
+	if err != nil {
+		return err
+	}
+	for _, stmt := range stmts {
+		if err := execDDL(ctx, conn, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// columnNames lists a table's columns on the connected node (none when it
+// does not exist).
+func columnNames(ctx context.Context, conn Conn, database, table string) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", database, table)
+	if err != nil {
+		return nil, fmt.Errorf("read system.columns of %s.%s: %w", database, table, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("read system.columns of %s.%s: %w", database, table, err)
+		}
+		out = append(out, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read system.columns of %s.%s: %w", database, table, err)
+	}
+	return out, nil
 }
 
 // codeDuplicateColumn is ClickHouse's error for ADD COLUMN of a column the

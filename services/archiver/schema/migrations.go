@@ -35,8 +35,8 @@ type Migration struct {
 // NewColumn is a column that a migration adds to an existing table. Rows
 // stored before have the type's default value (0, the empty string, the empty array).
 type NewColumn struct {
-	// Table is the table's name (in a cluster: both <table>_local and
-	// the Distributed <table> get the column).
+	// Table is the table's name (in a cluster: <table>_local gets the
+	// column, and the Distributed <table> is created again over it).
 	Table string
 	// Name and Type of the column; Type is a plain ClickHouse type that
 	// every supported server knows.
@@ -87,6 +87,16 @@ func lowCard(name string) column  { return column{name: name, typ: "String", low
 func col(name, typ string) column { return column{name: name, typ: typ} }
 func delta(name, typ string) column {
 	return column{name: name, typ: typ, delta: true}
+}
+
+// specOf returns the spec of a table by name.
+func specOf(table string) (tableSpec, bool) {
+	for _, t := range []tableSpec{presenceSpec, alertsSpec, deliveriesSpec, sessionsSpec, migrationsSpec} {
+		if t.name == table {
+			return t, true
+		}
+	}
+	return tableSpec{}, false
 }
 
 var presenceSpec = tableSpec{

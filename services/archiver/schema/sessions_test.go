@@ -51,8 +51,10 @@ type sessionRow struct {
 
 func sessions(t *testing.T, conn driver.Conn, db string) []sessionRow {
 	t.Helper()
-	rows, err := conn.Query(t.Context(), "SELECT device_id, node, connected_ms, disconnected_ms, reason, duration_ms, connected_at, disconnected_at FROM "+
-		db+".sessions FINAL ORDER BY device_id, connected_ms, node")
+	// FINAL in a subquery: on a Distributed table, ClickHouse 18.16 fails
+	// FINAL with ORDER BY unless every sorting-key column is selected.
+	const cols = "device_id, node, connected_ms, disconnected_ms, reason, duration_ms, connected_at, disconnected_at"
+	rows, err := conn.Query(t.Context(), "SELECT "+cols+" FROM (SELECT "+cols+" FROM "+db+".sessions FINAL) ORDER BY device_id, connected_ms, node")
 	if err != nil {
 		t.Fatal(err)
 	}
