@@ -111,10 +111,13 @@ func sysConnected(clientID string, connectedAt int64) []byte {
 	return b
 }
 
-// window bounds the $SYS messages between the broker and their consumer:
-// past the broker's per-subscriber inflight limit (mochi 8192, EMQX's
-// max_mqueue_len 1000) a broker drops messages, as EMQX does. The
-// measurements therefore measure what the consumer sustains.
+// window bounds the QoS 1 deliveries the broker holds unacknowledged for
+// the subscriber (emqxsim's Broker.Unacked): past its per-session limit
+// (emqxsim.DefaultMaxInflight, 8192; EMQX's max_mqueue_len 1000) a broker
+// drops deliveries, as EMQX does. The measurements therefore measure what
+// the consumer sustains. What the subscriber received or stored does not
+// bound it: its PUBACKs reach the broker later, thousands of them on a busy
+// machine, and a window counted that way once let mochi drop 258 messages.
 const window = 4096
 
 // rowMQTTOnly names the broker → paho reference row of the ingest step.
@@ -163,20 +166,15 @@ func benchIngest(ctx context.Context, cfg Config, r *Report, log *slog.Logger) e
 	}
 	done := func() int64 { st := svc.Stats(); return st.Published + st.Duplicates + st.DeadLettered }
 	t0, cpu := time.Now(), startCPU()
-	for i := range n {
-		for i%256 == 0 && int64(i)-done() >= window-256 {
-			time.Sleep(100 * time.Microsecond)
-		}
-		if err := broker.Publish(topics[i], payloads[i], 1); err != nil {
-			return err
-		}
+	err = publishWindowed(ctx, broker, ic.MQTT.ClientID, topics, payloads)
+	if err == nil {
+		err = waitFor(ctx, 3*time.Minute, "ingest", func() (bool, error) { return done() >= int64(n), nil })
 	}
-	err = waitFor(ctx, 3*time.Minute, "ingest", func() (bool, error) { return done() >= int64(n), nil })
 	took := time.Since(t0)
 	ingestCPU := cpu.perOp(n)
 	st := svc.Stats()
 	if err != nil {
-		return fmt.Errorf("%w (stored %d of %d)", err, st.Published, n)
+		return fmt.Errorf("%w (stored %d of %d; %s)", err, st.Published, n, brokerState(broker, ic.MQTT.ClientID))
 	}
 	v := rate(n, took)
 	stop()
@@ -204,7 +202,7 @@ func benchIngest(ctx context.Context, cfg Config, r *Report, log *slog.Logger) e
 	r.add(Result{Name: "ingest: MQTT $SYS message in → JetStream ack", Value: v, Unit: "events/s", CPU: ingestCPU,
 		Ratio: ratio(v, raw.Value), Baseline: "raw publish", Target: "≥ 40,000 events/s", Met: atLeast(v, 40_000), Note: note})
 	r.add(Result{Name: rowMQTTOnly, Value: mqttRate, Unit: "msgs/s", CPU: mqttCPU,
-		Note: fmt.Sprintf("%s messages from the same broker to a paho subscriber tuned like ingest's (persistent session, QoS 1, PUBACK in order, buffered reads, no store) that only acknowledges them", groupThousands(int64(n)))})
+		Note: fmt.Sprintf("%s messages from the same broker to a paho subscriber tuned like ingest's (persistent session, QoS 1, PUBACK in order through paho's Ack, buffered reads, coalesced writes, no store) that only acknowledges them", groupThousands(int64(n)))})
 	if ceiling > 0 {
 		r.add(Result{Name: "ingest ceiling here: cores ÷ (broker → paho CPU + raw publish CPU)", Value: ceiling, Unit: "events/s",
 			Note: fmt.Sprintf("%d cores ÷ (%.1f + %.1f µs): what any ingest could reach on this machine with the broker and NATS in the same process, before parsing or encoding anything",

@@ -52,8 +52,30 @@ func BenchmarkIngestThroughput(b *testing.B) {
 	b.Run("sys_broker", func(b *testing.B) { benchIngest(b, false) })
 }
 
-// window bounds the messages published and not yet received by ingest.
+// window bounds the QoS 1 deliveries the broker holds unacknowledged for
+// the subscriber (emqxsim's Broker.Unacked), below the broker's per-session
+// limit (emqxsim.DefaultMaxInflight): past it the broker drops deliveries,
+// as EMQX drops past max_mqueue_len, and a publisher far ahead would
+// measure the broker's drops, not ingest. Counting what the subscriber
+// received does not bound it: its PUBACKs reach the broker later, by
+// thousands on a busy machine.
 const window = 4000
+
+// throttle waits, every 500 publishes, until the broker holds fewer than
+// window-500 deliveries unacknowledged for clientID.
+func throttle(b *testing.B, broker *emqxsim.Broker, clientID string, i int) {
+	b.Helper()
+	if i%500 != 0 {
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for broker.Unacked(clientID) >= window-500 {
+		if time.Now().After(deadline) {
+			b.Fatalf("the broker still holds %d deliveries unacknowledged for %s after 1 min (%+v)", broker.Unacked(clientID), clientID, broker.Stats())
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
 
 // sysMessage is the i-th benchmark $SYS connected message under prefix.
 func sysMessage(prefix string, i int) (string, []byte) {
@@ -107,12 +129,15 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	start, cpu0 := time.Now(), telemetry.ProcessCPU()
 	var last paho.Token
 	for i := range b.N {
-		// Stay within the broker's per-subscriber queue (mochi drops
-		// beyond 8192 pending, as EMQX drops beyond max_mqueue_len): a
-		// publisher far ahead would measure the broker's drops, not ingest.
-		for i%500 == 0 && int64(i)-svc.Stats().Received > window {
-			time.Sleep(100 * time.Microsecond)
+		if viaPaho && i%500 == 0 && last != nil {
+			// The broker took in what the publisher sent so far (it
+			// PUBACKs a message just before delivering it): the
+			// throttle below sees the deliveries it makes of it.
+			if !last.WaitTimeout(time.Minute) || last.Error() != nil {
+				b.Fatalf("publisher: %v", last.Error())
+			}
 		}
+		throttle(b, broker, cfg.MQTT.ClientID, i)
 		id := "bench-" + strconv.Itoa(i)
 		at := strconv.Itoa(1718000000000 + i)
 		if viaPaho {
@@ -132,7 +157,7 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for svc.Stats().Published < base+int64(b.N) {
 		if time.Now().After(deadline) {
-			b.Fatalf("stored %d of %d within 2 min: %+v", svc.Stats().Published-base, b.N, svc.Stats())
+			b.Fatalf("stored %d of %d within 2 min: %+v; broker %+v", svc.Stats().Published-base, b.N, svc.Stats(), broker.Stats())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -143,6 +168,7 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	rawRate, rawCPU := rawPublishRate(b, nc, b.N)
 	b.ReportMetric(ingestRate, "events/s")
 	b.ReportMetric(ingestCPU, "cpu_us/event")
+	b.ReportMetric(float64(svc.Stats().PublishErrors), "publish_errors")
 	b.ReportMetric(ingestCPU*ingestRate/1e6, "cores")
 	b.ReportMetric(rawRate, "raw_js_msgs/s")
 	b.ReportMetric(rawCPU, "raw_cpu_us/msg")
@@ -155,13 +181,15 @@ func benchIngest(b *testing.B, viaPaho bool) {
 	}
 }
 
-// mqttOnlyRate has the broker deliver n $SYS-like messages (on a topic
-// ingest does not subscribe) to a paho subscriber tuned like ingest's that
-// only acknowledges them; it returns msgs/s and CPU µs/msg.
+// mqttOnlyRate has the broker deliver n $SYS messages (on a $SYS topic
+// ingest does not subscribe to) to a paho subscriber tuned like ingest's
+// that only acknowledges them (through paho's Ack); it returns msgs/s and
+// CPU µs/msg.
 func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64) {
 	b.Helper()
 	var got atomic.Int64
-	opts := ingest.TuneClient(paho.NewClientOptions().AddBroker(broker.Addr()).SetClientID("bench-mqtt-only").
+	const clientID = "bench-mqtt-only"
+	opts := ingest.TuneClient(paho.NewClientOptions().AddBroker(broker.Addr()).SetClientID(clientID).
 		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).SetAutoReconnect(false).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { m.Ack(); got.Add(1) }))
 	sub := paho.NewClient(opts)
@@ -169,15 +197,13 @@ func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64
 		b.Fatalf("mqtt-only subscriber connect: %v", tok.Error())
 	}
 	defer sub.Disconnect(0)
-	if tok := sub.Subscribe("bench/mqtt-only/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := sub.Subscribe("$SYS/bench/mqtt-only/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		b.Fatalf("mqtt-only subscribe: %v", tok.Error())
 	}
 	start, cpu0 := time.Now(), telemetry.ProcessCPU()
 	for i := range n {
-		for int64(i)-got.Load() > window {
-			time.Sleep(100 * time.Microsecond)
-		}
-		topic, payload := sysMessage("bench/mqtt-only", i)
+		throttle(b, broker, clientID, i)
+		topic, payload := sysMessage("$SYS/bench/mqtt-only", i)
 		if err := broker.Publish(topic, payload, 1); err != nil {
 			b.Fatal(err)
 		}
@@ -185,7 +211,7 @@ func mqttOnlyRate(b *testing.B, broker *emqxsim.Broker, n int) (float64, float64
 	deadline := time.Now().Add(2 * time.Minute)
 	for got.Load() < int64(n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("mqtt-only subscriber got %d of %d within 2 min", got.Load(), n)
+			b.Fatalf("mqtt-only subscriber got %d of %d within 2 min; broker %+v", got.Load(), n, broker.Stats())
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -229,6 +229,21 @@ func TestNodeAlreadyDownAtStart(t *testing.T) {
 		}
 		return nil
 	})
+	// Recorded at t0, so that a's record is refreshed (with aLast) at
+	// t0+61s, in the same pass that records b silent. Recorded only after
+	// the clock moved to aLast, a's record would not be due then and would
+	// keep its first heartbeat.
+	e.eventually("both nodes recorded", func() error {
+		got, err := knownNodeRecords(t, e.js)
+		if err != nil {
+			return err
+		}
+		maps.DeleteFunc(got, func(node string, _ bool) bool { return !isAB(node) })
+		if want := map[string]bool{"emqx@a": false, "emqx@b": false}; !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("records %v, want %v", got, want)
+		}
+		return nil
+	})
 	aLast := t0.Add(30 * time.Second)
 	now.Set(aLast.UnixMilli())
 	if err := e.broker.Publish("$SYS/brokers/emqx@a/uptime", []byte("31000"), 1); err != nil {

@@ -132,6 +132,7 @@ type Service struct {
 
 	running    atomic.Bool
 	client     atomic.Pointer[paho.Client]
+	conn       atomic.Pointer[bufferedConn] // the latest broker connection
 	subscribed atomic.Bool
 	connGen    atomic.Int64 // counts connects and losses, to end stale subscribe loops
 
@@ -198,9 +199,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	s.routes = cfg.routes(lw, sp)
-	if s.pub, err = newPublisher(s); err != nil {
-		return nil, fmt.Errorf("ingest: jetstream: %w", err)
-	}
+	s.pub = newPublisher(s)
 	if cfg.Health.Enabled {
 		s.watcher = nodewatch.New(cfg.Health.SilentAfter)
 		if cfg.Health.Bucket != "" {
@@ -395,6 +394,10 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancelWork()
 	s.workCtx = workCtx
 
+	if err := s.pub.start(); err != nil {
+		return err
+	}
+	defer s.pub.shutdown()
 	if s.webhook != nil {
 		if err := s.webhook.start(); err != nil {
 			return err

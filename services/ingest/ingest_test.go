@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -280,6 +281,12 @@ func TestConnectAndCleanDisconnect(t *testing.T) {
 		t.Fatalf("disconnected:\n got %+v\nwant %+v", got, want)
 	}
 	e.waitStats(svc, ingest.Stats{Received: 2, Published: 2})
+	e.eventually("both acknowledged to the broker", func() error {
+		if n := e.broker.Unacked("fleetwatch-ingest-test"); n != 0 {
+			return fmt.Errorf("the broker holds %d unacknowledged deliveries", n)
+		}
+		return nil
+	})
 }
 
 // rawConn makes paho dial a plain socket and keeps it in *sock, so that a

@@ -18,7 +18,11 @@ type metrics struct {
 	nodes         metric.Int64Counter
 	reconciled    metric.Int64Counter
 
-	attrs sync.Map // outcomeKey → metric.AddOption, built once per pair
+	// outcomes holds the attribute set of every outcome of every source,
+	// built in newMetrics and only read afterwards (a sync.Map lookup
+	// would allocate its interface key at every event).
+	outcomes map[outcomeKey]metric.AddOption
+	attrs    sync.Map // outcomeKey → metric.AddOption of any other pair
 }
 
 type outcomeKey struct{ outcome, source string }
@@ -50,6 +54,12 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		metric.WithDescription("Corrective events emitted by reconciliation against the EMQX REST API, by kind")); err != nil {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
+	out.outcomes = make(map[outcomeKey]metric.AddOption)
+	for _, source := range []string{SourceEMQXSys, SourceEMQXRule, SourceAWSIoT, SourceLastWill, SourceSparkplug, SourceEMQXWebhook, SourceUnrouted} {
+		for _, outcome := range []string{outcomePublished, outcomeDuplicate, outcomeDeadLettered, outcomeIgnored} {
+			out.outcomes[outcomeKey{outcome, source}] = outcomeAttrs(outcome, source)
+		}
+	}
 	return &out, nil
 }
 
@@ -57,6 +67,9 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 // and source, built once: the hot path adds without allocating.
 func (m *metrics) outcome(outcome, source string) metric.AddOption {
 	k := outcomeKey{outcome, source}
+	if o, ok := m.outcomes[k]; ok {
+		return o
+	}
 	if o, ok := m.attrs.Load(k); ok {
 		return o.(metric.AddOption)
 	}

@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -32,7 +34,7 @@ func (s *Service) clientOptions() *paho.ClientOptions {
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(s.onConnectionLost).
 		SetConnectionNotificationHandler(s.onNotification).
-		SetCustomOpenConnectionFn(openConn).
+		SetCustomOpenConnectionFn(s.openConn).
 		SetStore(noStore{})
 	if m.Username != "" {
 		opts.SetUsername(m.Username)
@@ -115,6 +117,18 @@ func (s *Service) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 	}
 }
 
+// openConn opens the broker connection (openConn) and keeps it as the
+// connection the next messages arrive on, for their PUBACKs.
+func (s *Service) openConn(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	c, err := openConn(u, o)
+	if err != nil {
+		return nil, err
+	}
+	bc := c.(*bufferedConn)
+	s.conn.Store(bc)
+	return bc, nil
+}
+
 // onMessage runs on paho's delivery goroutine, one message at a time in
 // receive order (OrderMatters true). It parses the message and starts its
 // publish without waiting for JetStream: the message is acknowledged by the
@@ -132,7 +146,9 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 		s.wg.Done()
 		return
 	}
-	it := &item{m: m}
+	// paho opens a connection only after the previous one's messages were
+	// all handed over: this one came on the latest.
+	it := &item{m: m, conn: s.conn.Load()}
 	s.acks.push(it)
 
 	topic := m.Topic()

@@ -1,21 +1,27 @@
 package ingest
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The MQTT path is a pipeline, so that one connection is not limited by
 // one JetStream round trip per message:
 //
-//	paho (one goroutine, receive order) → parse → PublishMsgAsync ─┐
-//	JetStream ack/error (the async reply goroutine) ◀──────────────┘
-//	  → item done → acker (one goroutine) → PUBACKs in receive order
+//	paho (one goroutine, receive order) → parse → publish (reply inbox) ─┐
+//	JetStream ack/error (the inbox subscription's goroutine) ◀───────────┘
+//	  → item done → acker (one goroutine) → PUBACKs in receive order,
+//	    a batch per write to the connection (conn.go)
 //
 // Every message holds a slot of ingest.max_in_flight from receipt until its
 // PUBACK (or until shutdown gives it up); when all are taken, paho's
@@ -26,10 +32,12 @@ import (
 // item is one MQTT message between receipt and its PUBACK: the message,
 // what it became and its publish attempts.
 type item struct {
-	m       paho.Message
-	p       prepared
-	attempt int
-	backoff time.Duration
+	m        paho.Message
+	conn     *bufferedConn // the connection m came on (nil: acknowledge through m)
+	p        prepared
+	attempt  int
+	backoff  time.Duration
+	deadline time.Time // of the publish attempt waiting for an answer (zero: being sent)
 
 	// Set by the goroutine that completes the item, read by the acker
 	// after it saw done under ackQueue.mu.
@@ -106,8 +114,15 @@ func (q *ackQueue) len() int {
 
 // acker sends the PUBACKs of completed messages in receive order and frees
 // their slots, until stop is closed and every message is settled.
+//
+// It writes the PUBACKs itself, all of a batch in one write to the
+// connection each message came on, instead of through paho's Ack: that
+// hands each PUBACK to two goroutines in turn and writes it alone. A
+// message whose connection is gone is not acknowledged (as paho drops such
+// acknowledgements): the broker redelivers it on the next one.
 func (s *Service) acker(stop <-chan struct{}) {
 	var buf []*item
+	var out []byte
 	for {
 		select {
 		case <-s.acks.wake:
@@ -121,15 +136,35 @@ func (s *Service) acker(stop <-chan struct{}) {
 			}
 		}
 		buf = s.acks.popDone(buf[:0])
+		var conn *bufferedConn // of the PUBACKs in out
 		for i, it := range buf {
-			if it.stored {
+			switch {
+			case !it.stored:
+			case it.conn == nil:
 				it.m.Ack()
+			default:
+				if it.conn != conn && len(out) > 0 {
+					_ = conn.writeNow(out)
+					out = out[:0]
+				}
+				conn = it.conn
+				id := it.m.MessageID()
+				out = append(out, pubackHeader, 2, byte(id>>8), byte(id))
 			}
 			buf[i] = nil
+		}
+		if len(out) > 0 {
+			_ = conn.writeNow(out)
+			out = out[:0]
+		}
+		for range buf {
 			s.release()
 		}
 	}
 }
+
+// pubackHeader is the fixed header's first byte of an MQTT PUBACK.
+const pubackHeader = 0x40
 
 // acquire takes a slot of max_in_flight; false when the service stops first.
 func (s *Service) acquire() bool {
@@ -156,35 +191,71 @@ func (s *Service) release() {
 	s.wg.Done()
 }
 
-// publisher publishes items asynchronously and routes JetStream's answers
-// back to them. Its JetStream context is its own, so that the ack and error
-// handlers see only its publishes.
+// publisher publishes items and routes JetStream's answers back to them.
+//
+// It does what jetstream.PublishMsgAsync does, with less per message: the
+// answers come to one wildcard inbox subscription of its own (the reply
+// subject names the attempt), a publish attempt holds no future, timer or
+// closure, a periodic sweep fails attempts left unanswered past
+// publish_timeout, and the usual answer ({"stream":…,"seq":…}) is read
+// without encoding/json. Every attempt has its own reply token, so that a
+// late answer to an attempt that timed out (and was retried) is ignored,
+// never taken for the answer of another message.
 type publisher struct {
-	s  *Service
-	js jetstream.JetStream
+	s      *Service
+	nc     *nats.Conn
+	prefix string // the reply subjects' prefix, "_INBOX.<unique>."
 
-	mu     sync.Mutex
-	items  map[*nats.Msg]*item // published, waiting for JetStream's answer
-	closed bool                // the service stops: no new publishes
+	mu      sync.Mutex
+	next    uint64           // the last reply token handed out
+	pending map[uint64]*item // attempts waiting for an answer, by token
+	closed  bool             // the service stops: no new publishes
+
+	sub    *nats.Subscription
+	status chan nats.Status
+	stop   chan struct{}
+	done   sync.WaitGroup
 }
 
-func newPublisher(s *Service) (*publisher, error) {
-	p := &publisher{s: s, items: make(map[*nats.Msg]*item)}
-	js, err := jetstream.New(s.nc,
-		// An item holds one slot and has at most one publish outstanding;
-		// the margin covers answers that arrive after an item gave up.
-		jetstream.WithPublishAsyncMaxPending(2*s.cfg.MaxInFlight),
-		jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
-		jetstream.WithPublishAsyncAckHandler(p.onAck),
-		jetstream.WithPublishAsyncErrHandler(p.onErr))
+// Errors of a publish attempt without a usable answer.
+var (
+	errAckTimeout   = errors.New("no answer from jetstream within ingest.publish_timeout")
+	errNoResponders = errors.New("no responders: no stream takes the subject (status 503)")
+	errInvalidAck   = errors.New("jetstream answered with an invalid publish acknowledgement")
+)
+
+func newPublisher(s *Service) *publisher {
+	return &publisher{s: s, nc: s.nc, prefix: s.nc.NewInbox() + ".", pending: make(map[uint64]*item)}
+}
+
+// start subscribes to the answers and starts the timeout sweep and the
+// reconnect watch; stop ends them.
+func (p *publisher) start() error {
+	sub, err := p.nc.Subscribe(p.prefix+"*", p.onReply)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("ingest: subscribe to jetstream publish acknowledgements: %w", err)
 	}
-	p.js = js
-	return p, nil
+	p.sub = sub
+	p.stop = make(chan struct{})
+	p.status = p.nc.StatusChanged(nats.RECONNECTING)
+	p.done.Go(p.sweep)
+	p.done.Go(p.watch)
+	return nil
 }
 
-// publish sends it's message; the answer arrives in onAck or onErr.
+func (p *publisher) shutdown() {
+	close(p.stop)
+	p.nc.RemoveStatusListener(p.status)
+	p.done.Wait()
+	_ = p.sub.Unsubscribe()
+}
+
+// publish sends the item's message; the answer arrives in onReply, or the sweep
+// or a reconnect fails the attempt.
+//
+// The attempt's deadline is set once PublishMsg returned: until then the
+// sweep and a reconnect leave it alone, so that a retry never rewrites the
+// message (its reply subject) while PublishMsg may still read it.
 func (p *publisher) publish(it *item) {
 	msg := it.p.msg
 	p.mu.Lock()
@@ -193,33 +264,98 @@ func (p *publisher) publish(it *item) {
 		p.giveUp(it)
 		return
 	}
-	p.items[msg] = it
+	p.next++
+	tok := p.next
+	it.deadline = time.Time{}
+	p.pending[tok] = it
 	p.mu.Unlock()
-	if _, err := p.js.PublishMsgAsync(msg); err != nil {
-		if p.take(msg) != nil {
-			p.failed(it, err)
+	var buf [96]byte
+	msg.Reply = string(strconv.AppendUint(append(buf[:0], p.prefix...), tok, 36))
+	err := p.nc.PublishMsg(msg)
+	deadline := time.Now().Add(p.s.cfg.PublishTimeout)
+	p.mu.Lock()
+	pending := p.pending[tok] // nil when answered (or shut down) already
+	if pending != nil && err == nil {
+		pending.deadline = deadline
+	}
+	if err != nil {
+		delete(p.pending, tok)
+	}
+	p.mu.Unlock()
+	if pending != nil && err != nil {
+		p.failed(it, err)
+	}
+}
+
+// take removes and returns the item of an attempt, nil when another path
+// (an answer, the sweep, a reconnect, shutdown) already took it.
+func (p *publisher) take(tok uint64) *item {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it := p.pending[tok]
+	delete(p.pending, tok)
+	return it
+}
+
+// onReply routes JetStream's answer to its attempt.
+func (p *publisher) onReply(m *nats.Msg) {
+	tok, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, p.prefix), 36, 64)
+	if err != nil {
+		return
+	}
+	it := p.take(tok)
+	if it == nil {
+		return // the attempt timed out and was retried, or the service stops
+	}
+	duplicate, err := pubAck(m)
+	if err != nil {
+		p.failed(it, err)
+		return
+	}
+	p.s.acks.complete(it, p.s.settle(&it.p, duplicate).stored)
+}
+
+// sweep fails the attempts unanswered past their deadline, every quarter
+// of publish_timeout: an attempt waits publish_timeout to 1.25 times it.
+func (p *publisher) sweep() {
+	t := time.NewTicker(min(max(p.s.cfg.PublishTimeout/4, 5*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			p.failWhere(errAckTimeout, func(it *item) bool { return !it.deadline.IsZero() && !now.Before(it.deadline) })
 		}
 	}
 }
 
-// take removes and returns the item of msg, nil when another path (an
-// answer, a timeout, shutdown) already took it.
-func (p *publisher) take(msg *nats.Msg) *item {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	it := p.items[msg]
-	delete(p.items, msg)
-	return it
-}
-
-func (p *publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
-	if it := p.take(msg); it != nil {
-		p.s.acks.complete(it, p.s.settle(&it.p, ack).stored)
+// watch fails every attempt sent when the NATS connection is lost: their
+// answers are lost with it. Each is retried (a stored one answers as a
+// duplicate).
+func (p *publisher) watch() {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.status:
+			p.failWhere(nats.ErrDisconnected, func(it *item) bool { return !it.deadline.IsZero() })
+		}
 	}
 }
 
-func (p *publisher) onErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	if it := p.take(msg); it != nil {
+// failWhere takes the attempts that match and fails them with err.
+func (p *publisher) failWhere(err error, match func(*item) bool) {
+	var failed []*item
+	p.mu.Lock()
+	for tok, it := range p.pending {
+		if match(it) {
+			delete(p.pending, tok)
+			failed = append(failed, it)
+		}
+	}
+	p.mu.Unlock()
+	for _, it := range failed {
 		p.failed(it, err)
 	}
 }
@@ -261,10 +397,99 @@ func (p *publisher) failed(it *item, err error) {
 func (p *publisher) close() {
 	p.mu.Lock()
 	p.closed = true
-	items := p.items
-	p.items = make(map[*nats.Msg]*item)
+	items := p.pending
+	p.pending = make(map[uint64]*item)
 	p.mu.Unlock()
 	for _, it := range items {
 		p.giveUp(it)
 	}
+}
+
+// pubAck reads JetStream's answer to a publish: whether the stream already
+// had the message (same Nats-Msg-Id), or why it was not stored.
+func pubAck(m *nats.Msg) (duplicate bool, err error) {
+	if len(m.Data) == 0 {
+		switch status := m.Header.Get("Status"); status {
+		case "503":
+			return false, errNoResponders
+		case "":
+			return false, errInvalidAck
+		default:
+			return false, fmt.Errorf("jetstream answered status %s %s", status, m.Header.Get("Description"))
+		}
+	}
+	if duplicate, ok := plainPubAck(m.Data); ok {
+		return duplicate, nil
+	}
+	var a struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Stream    string `json:"stream"`
+		Duplicate bool   `json:"duplicate"`
+	}
+	switch err := json.Unmarshal(m.Data, &a); {
+	case err != nil:
+		return false, fmt.Errorf("%w: %v", errInvalidAck, err)
+	case a.Error != nil:
+		return false, fmt.Errorf("jetstream: %s (status %d, error code %d)", a.Error.Description, a.Error.Code, a.Error.ErrCode)
+	case a.Stream == "":
+		return false, errInvalidAck
+	}
+	return a.Duplicate, nil
+}
+
+// plainPubAck reads the acknowledgements nats-server writes for a stored
+// message, {"stream":"S","seq":N}, with ,"domain":"D" after the stream and
+// ,"duplicate": true after the sequence when there are; anything else
+// reports false for encoding/json to read.
+func plainPubAck(data []byte) (duplicate, ok bool) {
+	rest, found := bytes.CutPrefix(data, []byte(`{"stream":"`))
+	if !found {
+		return false, false
+	}
+	if rest, ok = plainName(rest); !ok {
+		return false, false
+	}
+	if r, found := bytes.CutPrefix(rest, []byte(`,"domain":"`)); found {
+		if rest, ok = plainName(r); !ok {
+			return false, false
+		}
+	}
+	if rest, found = bytes.CutPrefix(rest, []byte(`,"seq":`)); !found {
+		return false, false
+	}
+	digits := 0
+	for digits < len(rest) && rest[digits] >= '0' && rest[digits] <= '9' {
+		digits++
+	}
+	if digits == 0 {
+		return false, false
+	}
+	switch string(rest[digits:]) {
+	case "}":
+		return false, true
+	case `,"duplicate": true}`, `,"duplicate":true}`:
+		return true, true
+	}
+	return false, false
+}
+
+// plainName skips a non-empty name of letters, digits, '-' and '_' and
+// its closing quote.
+func plainName(b []byte) ([]byte, bool) {
+	n := 0
+	for n < len(b) {
+		c := b[n]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			break
+		}
+		n++
+	}
+	if n == 0 || n == len(b) || b[n] != '"' {
+		return nil, false
+	}
+	return b[n+1:], true
 }

@@ -2,12 +2,17 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // fakeMessage records its PUBACK.
@@ -90,4 +95,171 @@ func TestAckerAcknowledgesInReceiveOrder(t *testing.T) {
 		t.Errorf("%d slots still taken", n)
 	}
 	s.wg.Wait() // every item released its wait group count
+}
+
+func TestPubAck(t *testing.T) {
+	status := func(code, descr string) nats.Header {
+		return nats.Header{"Status": []string{code}, "Description": []string{descr}}
+	}
+	for _, tc := range []struct {
+		data      string
+		header    nats.Header
+		duplicate bool
+		err       string
+	}{
+		{data: `{"stream":"PRESENCE","seq":1}`},
+		{data: `{"stream":"PRESENCE","seq":18446744073709551615}`},
+		{data: `{"stream":"PRESENCE","seq":7,"duplicate": true}`, duplicate: true},
+		{data: `{"stream":"PRESENCE","seq":7,"duplicate":true}`, duplicate: true},
+		{data: `{"stream":"PRESENCE","domain":"hub-1","seq":3,"duplicate": true}`, duplicate: true},
+		{data: `{"stream":"PRESENCE","domain":"hub-1","seq":3}`},
+		// Not in the form nats-server writes: read by encoding/json.
+		{data: `{"seq":3,"stream":"PRESENCE","duplicate":true}`, duplicate: true},
+		{data: `{ "stream": "PRESENCE", "seq": 3 }`},
+		{data: `{"stream":"PRESENCE","seq":3,"duplicate":false}`},
+		{data: `{"stream":"PRE\u0053ENCE","seq":3}`},
+		{data: `{"error":{"code":503,"err_code":10077,"description":"jetstream system temporarily unavailable"}}`,
+			err: "jetstream: jetstream system temporarily unavailable (status 503, error code 10077)"},
+		{data: `{"stream":"PRESENCE","seq":3,"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 2"}}`,
+			err: "jetstream: wrong last sequence: 2 (status 400, error code 10071)"},
+		{data: `{"stream":"","seq":1}`, err: errInvalidAck.Error()},
+		{data: `{"seq":1}`, err: errInvalidAck.Error()},
+		{data: `{"stream":"PRESENCE","seq":`, err: errInvalidAck.Error() + ": unexpected end of JSON input"},
+		{data: `{"stream":"PRESENCE","seq":1}x`, err: errInvalidAck.Error() + ": invalid character 'x' after top-level value"},
+		{header: status("503", ""), err: errNoResponders.Error()},
+		{header: status("408", "Request Timeout"), err: "jetstream answered status 408 Request Timeout"},
+		{err: errInvalidAck.Error()},
+	} {
+		duplicate, err := pubAck(&nats.Msg{Data: []byte(tc.data), Header: tc.header})
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if duplicate != tc.duplicate || got != tc.err {
+			t.Errorf("pubAck(%q, %v) = %v, %q; want %v, %q", tc.data, tc.header, duplicate, got, tc.duplicate, tc.err)
+		}
+	}
+}
+
+// FuzzPubAck: the fast reading of an acknowledgement agrees with
+// encoding/json wherever it answers.
+func FuzzPubAck(f *testing.F) {
+	for _, s := range []string{`{"stream":"PRESENCE","seq":1}`, `{"stream":"S","domain":"d","seq":9,"duplicate": true}`,
+		`{"stream":"S","seq":9,"duplicate":true}`, `{"error":{"code":503}}`, `{"stream":"S\"","seq":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		duplicate, ok := plainPubAck(data)
+		if !ok {
+			_, _ = pubAck(&nats.Msg{Data: data}) // must not panic
+			return
+		}
+		var a struct {
+			Error     json.RawMessage `json:"error"`
+			Stream    string          `json:"stream"`
+			Seq       json.Number     `json:"seq"`
+			Duplicate bool            `json:"duplicate"`
+		}
+		if err := json.Unmarshal(data, &a); err != nil || a.Error != nil || a.Stream == "" || a.Duplicate != duplicate {
+			t.Fatalf("plainPubAck(%q) = %v, true; encoding/json: %+v, %v", data, duplicate, a, err)
+		}
+	})
+}
+
+// TestLateAnswerIsIgnored: an attempt that JetStream did not answer within
+// publish_timeout is retried with a reply subject of its own, and the late
+// answer to the first attempt neither completes the message nor anything
+// else; the retry's answer does. A stand-in for JetStream (a plain NATS
+// subscriber) holds the answers.
+func TestLateAnswerIsIgnored(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	m, err := newMetrics(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := DefaultConfig()
+	cfg.PublishTimeout = 500 * time.Millisecond
+	s := &Service{cfg: cfg, nc: nc, log: slog.New(slog.DiscardHandler), acks: newAckQueue(4), inflight: make(chan struct{}, 4),
+		metrics: m, bgCtx: ctx, workCtx: ctx, tracer: tracenoop.NewTracerProvider().Tracer("test")}
+	s.pub = newPublisher(s)
+	if err := s.pub.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.pub.shutdown()
+
+	requests := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe("stand-in.>", requests); err != nil {
+		t.Fatal(err)
+	}
+	next := func() *nats.Msg {
+		t.Helper()
+		select {
+		case r := <-requests:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatal("no publish attempt within 5s")
+			return nil
+		}
+	}
+	var items []*item
+	for i, subject := range []string{"stand-in.a", "stand-in.b"} {
+		s.wg.Add(1)
+		if !s.acquire() {
+			t.Fatal("acquire failed")
+		}
+		it := &item{m: fakeMessage{id: uint16(i + 1), acked: new([]uint16), mu: new(sync.Mutex)}}
+		it.p.msg = &nats.Msg{Subject: subject, Data: []byte("x")}
+		_, it.p.span = s.tracer.Start(ctx, "test")
+		s.acks.push(it)
+		items = append(items, it)
+	}
+	s.pub.publish(items[0])
+	first := next()
+	retry := next() // the first attempt timed out: published again
+	if retry.Subject != "stand-in.a" || retry.Reply == first.Reply {
+		t.Fatalf("retry %s → %s after %s → %s, want stand-in.a with another reply subject", retry.Subject, retry.Reply, first.Subject, first.Reply)
+	}
+	s.pub.publish(items[1])
+	second := next()
+	if second.Subject != "stand-in.b" {
+		t.Fatalf("got a publish to %s, want stand-in.b", second.Subject)
+	}
+	answer := func(reply, ack string) {
+		t.Helper()
+		if err := nc.Publish(reply, []byte(ack)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.Stats().Published+s.Stats().Duplicates < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("stats %+v, want %d stored", s.Stats(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	done := func(it *item) bool {
+		s.acks.mu.Lock()
+		defer s.acks.mu.Unlock()
+		return it.done
+	}
+	answer(first.Reply, `{"stream":"S","seq":1}`)  // late
+	answer(second.Reply, `{"stream":"S","seq":2}`) // delivered after the late one
+	stored(1)
+	if !done(items[1]) || done(items[0]) || s.Stats().Published != 1 {
+		t.Fatalf("after the late answer and b's: a done %v, b done %v, stats %+v; want b alone stored", done(items[0]), done(items[1]), s.Stats())
+	}
+	answer(retry.Reply, `{"stream":"S","seq":1,"duplicate": true}`)
+	stored(2)
+	if st := s.Stats(); st.Duplicates != 1 || st.Published != 1 || st.PublishErrors < 1 {
+		t.Fatalf("stats %+v, want a duplicate (a), a published (b) and the timed-out attempt counted", st)
+	}
+	if !done(items[0]) {
+		t.Fatal("a is not done after its retry's answer")
+	}
 }

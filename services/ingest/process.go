@@ -87,8 +87,12 @@ func (s *Service) process(ctx context.Context, in input, parse parseFunc, trackN
 		p.span.End()
 		return result{}
 	}
-	return s.settle(p, ack)
+	return s.settle(p, ack != nil && ack.Duplicate)
 }
+
+// consumerSpan is built once: an option is an interface value, allocated
+// at every conversion.
+var consumerSpan = trace.WithSpanKind(trace.SpanKindConsumer)
 
 // prepare parses in and builds, in p, the message that stores it. An
 // ignored input is settled here (p.msg nil); otherwise the caller publishes
@@ -97,7 +101,7 @@ func (s *Service) prepare(ctx context.Context, in input, parse parseFunc, trackN
 	received := s.now()
 	s.metrics.received.Add(ctx, 1)
 	s.received.Add(1)
-	ctx, span := s.tracer.Start(ctx, "ingest presence", trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := s.tracer.Start(ctx, "ingest presence", consumerSpan)
 	recording := span.IsRecording()
 	if recording {
 		span.SetAttributes(attribute.String("messaging.system", transport(in.source)),
@@ -169,8 +173,9 @@ func (p *prepared) deadLetter(cause error) {
 	p.msg = events.DeadLetter{Stage: Stage, Source: in.source, Topic: in.topic, Reason: p.reason, Payload: payload}.Msg()
 }
 
-// settle accounts for a stored input once JetStream acknowledged it.
-func (s *Service) settle(p *prepared, ack *jetstream.PubAck) result {
+// settle accounts for a stored input once JetStream acknowledged it;
+// duplicate is whether the stream already had it.
+func (s *Service) settle(p *prepared, duplicate bool) result {
 	defer p.span.End()
 	ctx, in := p.ctx, p.in
 	// Metrics before the Stats counters: whoever sees a counter move
@@ -190,7 +195,7 @@ func (s *Service) settle(p *prepared, ack *jetstream.PubAck) result {
 		s.reconciler.stored(ev)
 	}
 	outcome := outcomePublished
-	if ack != nil && ack.Duplicate {
+	if duplicate {
 		outcome = outcomeDuplicate
 	}
 	s.metrics.events.Add(ctx, 1, s.metrics.outcome(outcome, in.source))

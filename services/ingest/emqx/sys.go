@@ -56,28 +56,35 @@ type SysTopic struct {
 	Kind events.Kind
 }
 
-// ParseSysTopic parses a $SYS presence topic.
+// ParseSysTopic parses a $SYS presence topic. It runs for every message
+// and does not allocate: every part is a substring of topic.
 func ParseSysTopic(topic string) (SysTopic, error) {
-	lv := strings.Split(topic, "/")
-	if len(lv) < 6 || lv[0] != "$SYS" || lv[1] != "brokers" {
+	levels := strings.Count(topic, "/") + 1
+	sys, rest, _ := strings.Cut(topic, "/")
+	brokers, rest, _ := strings.Cut(rest, "/")
+	node, rest, _ := strings.Cut(rest, "/")
+	if levels < 6 || sys != "$SYS" || brokers != "brokers" {
 		return SysTopic{}, fmt.Errorf("%w: %q does not start with $SYS/brokers/<node>/clients/", ErrTopic, topic)
 	}
-	t := SysTopic{Node: lv[2]}
-	rest := lv[3:]
-	if rest[0] == "gateway" {
-		if len(rest) < 5 || rest[1] == "" {
+	t := SysTopic{Node: node}
+	levels -= 3 // those of rest: at least clients/<clientid>/<event>
+	first, after, _ := strings.Cut(rest, "/")
+	if first == "gateway" {
+		gateway, r, _ := strings.Cut(after, "/")
+		if levels < 5 || gateway == "" {
 			return SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/gateway/<gateway>/clients/<clientid>/<event>", ErrTopic, topic)
 		}
-		t.Gateway = rest[1]
-		rest = rest[2:]
+		t.Gateway = gateway
+		first, after, _ = strings.Cut(r, "/")
 	}
-	if rest[0] != "clients" {
+	if first != "clients" {
 		return SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/clients/<clientid>/<event>", ErrTopic, topic)
 	}
 	if t.Node == "" {
 		return SysTopic{}, fmt.Errorf("%w: %q has an empty node", ErrTopic, topic)
 	}
-	switch ev := rest[len(rest)-1]; ev {
+	i := strings.LastIndexByte(after, '/') // after is <clientid>/<event>
+	switch ev := after[i+1:]; ev {
 	case string(events.KindConnected), string(events.KindDisconnected):
 		t.Kind = events.Kind(ev)
 	case "subscribed", "unsubscribed":
@@ -85,7 +92,7 @@ func ParseSysTopic(topic string) (SysTopic, error) {
 	default:
 		return SysTopic{}, fmt.Errorf("%w: %q: unknown event %q (want connected or disconnected)", ErrTopic, topic, ev)
 	}
-	t.ClientID = strings.Join(rest[1:len(rest)-1], "/")
+	t.ClientID = after[:i]
 	return t, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -373,6 +374,58 @@ func TestParseSysTopic(t *testing.T) {
 			t.Errorf("ParseSysTopic(%q) = %+v, %v; want %+v", tc.topic, got, err, tc.want)
 		}
 	}
+}
+
+// FuzzParseSysTopic: ParseSysTopic reads every topic as a reading by
+// levels (strings.Split) does.
+func FuzzParseSysTopic(f *testing.F) {
+	for _, topic := range []string{"$SYS/brokers/n/clients/d/connected", "$SYS/brokers/n/clients/a/b/disconnected",
+		"$SYS/brokers/n/gateway/mqttsn/clients/x/connected", "$SYS/brokers/n/gateway//clients/x/connected",
+		"$SYS/brokers//clients/d/connected", "$SYS/brokers/n/clients/d/subscribed", "$SYS/brokers/n/gateway/clients/connected",
+		"$SYS/brokers/n/clients//connected", "$SYS/brokers/n/uptime", "$SYS/brokers/n/gateway/g/clients/x"} {
+		f.Add(topic)
+	}
+	f.Fuzz(func(t *testing.T, topic string) {
+		got, err := emqx.ParseSysTopic(topic)
+		want, wantErr := splitSysTopic(topic)
+		if got != want || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+			t.Fatalf("ParseSysTopic(%q) = %+v, %v; by levels %+v, %v", topic, got, err, want, wantErr)
+		}
+	})
+}
+
+// splitSysTopic is ParseSysTopic written with strings.Split, the
+// reference of FuzzParseSysTopic.
+func splitSysTopic(topic string) (emqx.SysTopic, error) {
+	lv := strings.Split(topic, "/")
+	if len(lv) < 6 || lv[0] != "$SYS" || lv[1] != "brokers" {
+		return emqx.SysTopic{}, fmt.Errorf("%w: %q does not start with $SYS/brokers/<node>/clients/", emqx.ErrTopic, topic)
+	}
+	t := emqx.SysTopic{Node: lv[2]}
+	rest := lv[3:]
+	if rest[0] == "gateway" {
+		if len(rest) < 5 || rest[1] == "" {
+			return emqx.SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/gateway/<gateway>/clients/<clientid>/<event>", emqx.ErrTopic, topic)
+		}
+		t.Gateway = rest[1]
+		rest = rest[2:]
+	}
+	if rest[0] != "clients" {
+		return emqx.SysTopic{}, fmt.Errorf("%w: %q is not $SYS/brokers/<node>/clients/<clientid>/<event>", emqx.ErrTopic, topic)
+	}
+	if t.Node == "" {
+		return emqx.SysTopic{}, fmt.Errorf("%w: %q has an empty node", emqx.ErrTopic, topic)
+	}
+	switch ev := rest[len(rest)-1]; ev {
+	case string(events.KindConnected), string(events.KindDisconnected):
+		t.Kind = events.Kind(ev)
+	case "subscribed", "unsubscribed":
+		return emqx.SysTopic{}, fmt.Errorf("%w: %q", emqx.ErrNotPresence, topic)
+	default:
+		return emqx.SysTopic{}, fmt.Errorf("%w: %q: unknown event %q (want connected or disconnected)", emqx.ErrTopic, topic, ev)
+	}
+	t.ClientID = strings.Join(rest[1:len(rest)-1], "/")
+	return t, nil
 }
 
 // FuzzParseSys: no panics; an accepted input is a valid event, a rejected

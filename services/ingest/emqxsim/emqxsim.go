@@ -41,6 +41,7 @@ const (
 	DefaultNode              = "emqx@127.0.0.1"
 	DefaultHeartbeatInterval = 30 * time.Second // EMQX's sys_heartbeat_interval
 	DefaultSysQoS            = 1
+	DefaultMaxInflight       = 8192 // mochi's own default
 )
 
 // Version is the EMQX version the broker claims in $SYS/brokers/<node>/version.
@@ -79,6 +80,13 @@ type Config struct {
 	Now func() time.Time
 	// TLS, when set, makes the listener TLS-only (Addr is then ssl://…).
 	TLS *tls.Config
+	// MaxInflight is the most QoS 1 and 2 deliveries one session holds
+	// unacknowledged, connected or not (default 8192, at most 65535, the
+	// packet ids there are). Past it the broker drops deliveries to that
+	// session and counts them in Stats.InflightDropped, as EMQX drops past
+	// max_mqueue_len. A publisher that must lose nothing keeps
+	// Broker.Unacked of its subscribers below it.
+	MaxInflight int
 }
 
 // QoS returns a pointer to q, for Config.SysQoS.
@@ -103,7 +111,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
 	switch {
+	case c.MaxInflight < 1 || c.MaxInflight > 65535:
+		return c, fmt.Errorf("emqxsim: max inflight is %d: use 1 to 65535 (default %d)", c.MaxInflight, DefaultMaxInflight)
 	case *c.SysQoS > 2:
 		return c, fmt.Errorf("emqxsim: sys qos is %d: use 0, 1 or 2", *c.SysQoS)
 	case containsAny(c.Node, "/+#"):
@@ -143,7 +156,16 @@ func New(cfg Config) (*Broker, error) {
 		log:  cfg.Logger.With("component", "emqxsim", "node", cfg.Node),
 		live: make(map[string]*conn),
 	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	// The outbound queue holds what is not yet written, QoS 0 included;
+	// every QoS 1 delivery in it is also in flight. Sized at least as
+	// MaxInflight, it never drops a delivery the session accepted: a
+	// subscriber that reads slowly (TCP pushing back) loses nothing while
+	// its session is below MaxInflight.
+	caps.MaximumClientWritesPending = int32(max(cfg.MaxInflight, DefaultMaxInflight))
 	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
 		InlineClient: true,
 		Logger:       slog.New(minLevel{cfg.Logger.Handler(), slog.LevelError}).With("component", "mochi"),
 		// mochi's own $SYS/broker/... statistics are not EMQX's; publish
@@ -254,6 +276,38 @@ func (b *Broker) IsConnected(clientID string) bool {
 	defer b.mu.Unlock()
 	_, ok := b.live[clientID]
 	return ok
+}
+
+// Stats are the broker's delivery counters since it started.
+type Stats struct {
+	// Inflight is the number of QoS 1 and 2 deliveries, over all sessions,
+	// waiting for the subscriber's acknowledgement.
+	Inflight int64
+	// InflightDropped counts QoS 1 and 2 deliveries dropped because a
+	// session already held MaxInflight unacknowledged ones (or ran out of
+	// packet ids): EMQX drops past max_mqueue_len likewise.
+	InflightDropped int64
+	// MessagesDropped counts deliveries dropped because a client's
+	// outbound queue (MaxInflight packets) was full.
+	MessagesDropped int64
+}
+
+// Stats returns the broker's delivery counters.
+func (b *Broker) Stats() Stats {
+	info := b.srv.Info.Clone()
+	return Stats{Inflight: info.Inflight, InflightDropped: info.InflightDropped, MessagesDropped: info.MessagesDropped}
+}
+
+// Unacked is the number of QoS 1 and 2 deliveries the session of clientID
+// holds unacknowledged (0 when the broker has no such session). It is what
+// MaxInflight bounds: a publisher that keeps it below MaxInflight loses
+// nothing, however late the subscriber's PUBACKs reach the broker.
+func (b *Broker) Unacked(clientID string) int {
+	cl, ok := b.srv.Clients.Get(clientID)
+	if !ok {
+		return 0
+	}
+	return cl.State.Inflight.Len()
 }
 
 // Kick disconnects a client like EMQX's kick-out API; its disconnected

@@ -438,9 +438,76 @@ func TestConfigErrors(t *testing.T) {
 		{emqxsim.Config{SysQoS: emqxsim.QoS(3)}, "emqxsim: sys qos is 3: use 0, 1 or 2"},
 		{emqxsim.Config{Node: "a/b"}, `emqxsim: node "a/b" contains '/', '+' or '#': use a name like emqx@127.0.0.1`},
 		{emqxsim.Config{Listen: "1883"}, `emqxsim: listen "1883": use host:port, e.g. 127.0.0.1:1883`},
+		{emqxsim.Config{MaxInflight: 70000}, "emqxsim: max inflight is 70000: use 1 to 65535 (default 8192)"},
+		{emqxsim.Config{MaxInflight: -1}, "emqxsim: max inflight is -1: use 1 to 65535 (default 8192)"},
 	} {
 		if _, err := emqxsim.New(tc.cfg); err == nil || err.Error() != tc.want {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// TestMaxInflightDropsAndCounts: a session holds at most MaxInflight
+// unacknowledged QoS 1 deliveries; the broker drops the ones past it and
+// counts them, as EMQX drops past max_mqueue_len. Acknowledging frees the
+// session for new deliveries.
+func TestMaxInflightDropsAndCounts(t *testing.T) {
+	const limit, extra = 5, 3
+	b := startBroker(t, emqxsim.Config{MaxInflight: limit, HeartbeatInterval: -1})
+	got := make(chan paho.Message, limit+extra)
+	opts := paho.NewClientOptions().AddBroker(b.Addr()).SetClientID("slow").SetCleanSession(false).
+		SetAutoReconnect(false).SetAutoAckDisabled(true).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m })
+	c := paho.NewClient(opts)
+	waitToken(t, c.Connect(), "connect")
+	t.Cleanup(func() { c.Disconnect(0) })
+	waitToken(t, c.Subscribe("slow/#", 1, nil), "subscribe")
+
+	for i := range limit + extra {
+		if err := b.Publish("slow/"+strconv.Itoa(i), nil, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held []paho.Message
+	for range limit {
+		select {
+		case m := <-got:
+			held = append(held, m)
+		case <-time.After(wait):
+			t.Fatalf("received %d of %d deliveries", len(held), limit)
+		}
+	}
+	if n := b.Unacked("slow"); n != limit {
+		t.Fatalf("Unacked = %d, want %d", n, limit)
+	}
+	if st := b.Stats(); st.InflightDropped != extra || st.MessagesDropped != 0 || st.Inflight != limit {
+		t.Fatalf("Stats = %+v, want %d in flight, %d dropped at the in-flight limit", st, limit, extra)
+	}
+	for i, m := range held {
+		if want := "slow/" + strconv.Itoa(i); m.Topic() != want {
+			t.Fatalf("delivery %d is %s, want %s", i, m.Topic(), want)
+		}
+		m.Ack()
+	}
+	deadline := time.Now().Add(wait)
+	for b.Unacked("slow") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Unacked = %d after every PUBACK, want 0", b.Unacked("slow"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.Publish("slow/after", nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Topic() != "slow/after" {
+			t.Fatalf("got %s, want slow/after (a dropped delivery came late)", m.Topic())
+		}
+	case <-time.After(wait):
+		t.Fatal("no delivery after the session was acknowledged")
+	}
+	if n := b.Unacked("nobody"); n != 0 {
+		t.Fatalf("Unacked of an unknown client = %d, want 0", n)
 	}
 }

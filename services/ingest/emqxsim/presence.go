@@ -342,6 +342,7 @@ func codeReason(c packets.Code) string {
 // matchDollar reports whether a subscription filter matches topic under
 // MQTT's rule that a filter starting with a wildcard does not match a topic
 // starting with "$". Shared subscriptions ($share/<group>/…) are unwrapped.
+// It runs for every $SYS delivery: it does not allocate.
 func matchDollar(filter, topic string) bool {
 	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
 		_, f, ok := strings.Cut(rest, "/")
@@ -350,20 +351,22 @@ func matchDollar(filter, topic string) bool {
 		}
 		filter = f
 	}
-	fs := strings.Split(filter, "/")
-	ts := strings.Split(topic, "/")
-	if len(fs) > 0 && (fs[0] == "#" || fs[0] == "+") && strings.HasPrefix(topic, "$") {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "#") || strings.HasPrefix(filter, "+")) {
 		return false
 	}
-	for i, f := range fs {
-		switch {
-		case f == "#":
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
 			return true
-		case i >= len(ts):
-			return false
-		case f != "+" && f != ts[i]:
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
 			return false
 		}
+		if !fmore || !tmore {
+			// "a/#" also matches "a".
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		filter, topic = frest, trest
 	}
-	return len(fs) == len(ts)
 }

@@ -63,6 +63,11 @@ func TestMatchDollar(t *testing.T) {
 		{"$SYS/brokers/+/uptime", "$SYS/brokers/n/datetime", false},
 		{"$SYS/brokers/n", "$SYS/brokers/n/uptime", false},
 		{"#", "a/b", true},
+		{"$SYS/#", "$SYS", true},
+		{"a/+", "a", false},
+		{"a/+/c", "a/b/c", true},
+		{"$share/g/#", "$SYS/brokers/n/uptime", false},
+		{"$share/g/#", "a/b", true},
 	} {
 		if got := matchDollar(tc.filter, tc.topic); got != tc.want {
 			t.Errorf("matchDollar(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
