@@ -261,6 +261,11 @@ type runner interface {
 	Ready() error
 }
 
+// IngestClientID is the MQTT client id of the stack's ingest: the session
+// whose unacknowledged deliveries the broker bounds (emqxsim's
+// Broker.Unacked).
+const IngestClientID = "fleetwatch-ingest-dev"
+
 func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error {
 	cfg := st.cfg
 	secretFile := func(name, value string) (string, error) {
@@ -278,7 +283,7 @@ func (st *Stack) startStages(ctx context.Context, ding, fs chatsim.Robot) error 
 
 	ic := ingest.DefaultConfig()
 	ic.MQTT.Broker = st.broker.Addr()
-	ic.MQTT.ClientID = "fleetwatch-ingest-dev"
+	ic.MQTT.ClientID = IngestClientID
 	if h := cfg.NodeHealth; h.enabled() {
 		ic.Health.Enabled = true
 		ic.Health.SilentAfter = h.SilentAfter

@@ -25,7 +25,7 @@ func stormCmd(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "the evaluator's grace (real time)")
 	fs.DurationVar(&cfg.Tick, "tick", cfg.Tick, "the evaluator's clock tick")
 	fs.IntVar(&cfg.Lag, "lag", cfg.Lag, "a dropped device returns this many drops later (its offline time in event time)")
-	fs.IntVar(&cfg.Window, "window", cfg.Window, "most $SYS messages between the broker and PRESENCE (the broker drops past 8192 per subscriber)")
+	fs.IntVar(&cfg.Window, "window", cfg.Window, "most $SYS messages the broker holds unacknowledged by ingest (the broker drops past 8192 per subscriber)")
 	fs.IntVar(&cfg.PahoDevices, "paho", cfg.PahoDevices, "real paho MQTT devices that join the reconnect storm (sockets cut, then reconnected)")
 	fs.IntVar(&cfg.FlapCycles, "flap-cycles", cfg.FlapCycles, "drops and returns per flapping device")
 	fs.DurationVar(&cfg.FlapHalfLife, "flap-half-life", cfg.FlapHalfLife, "half-life of the flap suppression penalty (the route's flap block; the other settings are the defaults)")

@@ -51,9 +51,6 @@ type fleet struct {
 	// pairs delivered, once counted.
 	alerts    []events.AlertEvent
 	delivered map[string]bool
-	// seen counts the presence events ingest published, from a core NATS
-	// subscription: pacing without JetStream API calls.
-	seen atomic.Uint64
 }
 
 func newFleet(cfg Config, st *devstack.Stack, js jetstream.JetStream) *fleet {
@@ -162,28 +159,18 @@ func (f *fleet) disconnect(ctx context.Context, i int, node string, connAt int64
 	return f.publish(ctx, node, f.ids[i], "disconnected", p)
 }
 
-// publish sends one $SYS message through the broker, keeping at most
-// cfg.Window messages between the broker and PRESENCE.
+// publish sends one $SYS message through the broker, keeping fewer than
+// cfg.Window messages unacknowledged by ingest at the broker: that is what
+// a broker's per-session inflight limit bounds (mochi 8192, EMQX's
+// max_inflight and max_mqueue_len), and past it a broker drops messages.
 func (f *fleet) publish(ctx context.Context, node, id, event string, p sysPayload) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	if uint64(f.total)-f.seen.Load() >= uint64(f.cfg.Window) {
-		progressAt, progress := time.Now(), f.seen.Load()
-		for {
-			seen := f.seen.Load()
-			if uint64(f.total)-seen < uint64(f.cfg.Window) {
-				break
-			}
-			if seen != progress {
-				progressAt, progress = time.Now(), seen
-			} else if time.Since(progressAt) > 30*time.Second {
-				return fmt.Errorf("ingest stuck at %d of %d published messages for 30s (look at DEADLETTER and the ingest's log)", seen, f.total)
-			}
-			if err := sleep(ctx, 200*time.Microsecond); err != nil {
-				return err
-			}
+	if f.total%windowStep == 0 {
+		if err := f.waitWindow(ctx); err != nil {
+			return err
 		}
 	}
 	if err := f.st.Broker().Publish("$SYS/brokers/"+node+"/clients/"+id+"/"+event, b, 1); err != nil {
@@ -191,6 +178,30 @@ func (f *fleet) publish(ctx context.Context, node, id, event string, p sysPayloa
 	}
 	f.total++
 	f.published++
+	return nil
+}
+
+// windowStep is how many messages publish sends between two looks at the
+// broker's count.
+const windowStep = 64
+
+// waitWindow waits until the broker holds few enough messages
+// unacknowledged by ingest for the next windowStep.
+func (f *fleet) waitWindow(ctx context.Context) error {
+	limit := max(f.cfg.Window-windowStep, 0)
+	unacked := f.st.Broker().Unacked(devstack.IngestClientID)
+	progressAt, progress := time.Now(), unacked
+	for unacked > limit {
+		if unacked != progress {
+			progressAt, progress = time.Now(), unacked
+		} else if time.Since(progressAt) > 30*time.Second {
+			return fmt.Errorf("ingest stuck: the broker held %d messages unacknowledged by ingest for 30s, after %d published (look at DEADLETTER and the ingest's log)", unacked, f.total)
+		}
+		if err := sleep(ctx, 200*time.Microsecond); err != nil {
+			return err
+		}
+		unacked = f.st.Broker().Unacked(devstack.IngestClientID)
+	}
 	return nil
 }
 
