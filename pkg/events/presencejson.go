@@ -1,9 +1,13 @@
 package events
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"hash/maphash"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events/jsonscan"
 )
@@ -80,29 +84,36 @@ func DecodePresence(data []byte, e *PresenceEvent) error {
 
 // PresenceDecoder is DecodePresence for a reader of many events: it reuses
 // strings across calls, so that an event whose strings it has seen before
-// costs no allocation. Device ids and the low-cardinality fields (kind,
-// reason, raw reason, node, protocol, source) are interned; the id, ip and
-// username, mostly distinct, are not. A PresenceDecoder is not safe for
-// concurrent use; the strings it returns stay valid forever.
+// costs no allocation. Device ids, usernames and the low-cardinality fields
+// (kind, reason, raw reason, node, protocol, source) are interned; the id
+// and ip, mostly distinct, are not. A PresenceDecoder is not safe for
+// concurrent use; the strings it returns stay valid forever (unless
+// Borrow is set). The zero PresenceDecoder interns nothing.
 type PresenceDecoder struct {
 	// IgnoreID leaves PresenceEvent.ID as it was: the member is checked
 	// as encoding/json checks it, not stored. For readers that never use
 	// the id, it saves the one allocation a new event otherwise costs.
 	IgnoreID bool
+	// Borrow makes the strings that need no unescaping point into the
+	// data decoded instead of being copied or interned: no allocation
+	// and no lookup, but they are valid only while data is unchanged.
+	// For readers that are done with an event before they reuse its
+	// bytes (and keep copies of what they keep).
+	Borrow bool
 
 	max  int
-	strs map[string]string
+	strs strTable
 	few  [numClasses][]string
 	buf  []byte
 }
 
-// maxFew bounds each field's short list searched before the map.
+// maxFew bounds each field's short list searched before the table.
 const maxFew = 32
 
 // NewPresenceDecoder returns a PresenceDecoder that interns up to
 // maxInterned distinct strings; past that, new strings are allocated.
 func NewPresenceDecoder(maxInterned int) *PresenceDecoder {
-	return &PresenceDecoder{max: maxInterned, strs: make(map[string]string)}
+	return &PresenceDecoder{max: maxInterned, strs: strTable{seed: maphash.MakeSeed()}}
 }
 
 // Decode parses data into e as DecodePresence does (and, when IgnoreID is
@@ -136,8 +147,8 @@ func decodePresence(data []byte, e *PresenceEvent, d *PresenceDecoder) error {
 type strClass uint8
 
 const (
-	fresh   strClass = iota // mostly distinct (id, ip, username): a new string each time
-	many                    // many values, each seen many times (device id)
+	fresh   strClass = iota // mostly distinct (id, ip): a new string each time
+	many                    // many values, each seen many times (device id, username)
 	discard                 // checked, not stored
 	// A handful of values (kind, reason, …), each field its own list.
 	fewKind
@@ -158,6 +169,192 @@ type presenceParser struct {
 // event reads a whole payload into e. It reports false, e possibly
 // changed, on anything encoding/json should decide.
 func (p *presenceParser) event(e *PresenceEvent) bool {
+	x := *e
+	if p.compact(&x) {
+		*e = x
+		return true
+	}
+	p.I = 0
+	return p.general(e)
+}
+
+// Integers of at most this many digits fit the fields: compact reads them
+// without range checks.
+const (
+	int64Digits = 18
+	intDigits   = 9 + 9*(strconv.IntSize/64)
+)
+
+// compact reads a payload as json.Marshal and AppendPresence write it, the
+// usual case, in one pass: an object without white space, member names of
+// PresenceEvent as they are spelled, strings without escapes (and valid
+// UTF-8), integers without sign of at most int64Digits (intDigits) digits.
+// It reports false, e possibly changed, on anything else, which general
+// reads again.
+func (p *presenceParser) compact(e *PresenceEvent) bool {
+	b := p.B
+	if len(b) < 2 || b[0] != '{' {
+		return false
+	}
+	if b[1] == '}' {
+		return len(b) == 2
+	}
+	ignoreID := p.d != nil && p.d.IgnoreID
+	i := 1
+	for {
+		// The name up to the next quote, then a colon: whatever it holds,
+		// only the names below (no escape, no quote) are taken.
+		if i >= len(b) || b[i] != '"' {
+			return false
+		}
+		i++
+		start := i
+		i = quote(b, i)
+		if i+1 >= len(b) || b[i+1] != ':' {
+			return false
+		}
+		name := b[start:i]
+		i += 2
+		var (
+			str   *string
+			class strClass
+			i64   *int64
+			in    *int
+		)
+		switch string(name) {
+		case "v":
+			in = &e.V
+		case "id":
+			str, class = &e.ID, fresh
+			if ignoreID {
+				class = discard
+			}
+		case "device_id":
+			str, class = &e.DeviceID, many
+		case "kind":
+			str, class = (*string)(&e.Kind), fewKind
+		case "reason":
+			str, class = (*string)(&e.Reason), fewReason
+		case "raw_reason":
+			str, class = &e.RawReason, fewRawReason
+		case "node":
+			str, class = &e.Node, fewNode
+		case "broker_ts_ms":
+			i64 = &e.BrokerTSMS
+		case "connected_at_ms":
+			i64 = &e.ConnectedAtMS
+		case "conn_version":
+			i64 = &e.ConnVersion
+		case "ip":
+			str, class = &e.IP, fresh
+		case "username":
+			str, class = &e.Username, many
+		case "protocol":
+			str, class = &e.Protocol, fewProtocol
+		case "proto_ver":
+			in = &e.ProtoVer
+		case "keepalive_s":
+			in = &e.KeepaliveS
+		case "source":
+			str, class = &e.Source, fewSource
+		case "received_at_ms":
+			i64 = &e.ReceivedAtMS
+		default:
+			return false
+		}
+		if str != nil {
+			if i >= len(b) || b[i] != '"' {
+				return false
+			}
+			end, ascii := jsonscan.Plain(b, i+1)
+			if end >= len(b) || b[end] != '"' {
+				return false // an escape, a control character or no end
+			}
+			raw := b[i+1 : end]
+			i = end + 1
+			if class != discard {
+				if !ascii && !utf8.Valid(raw) {
+					return false
+				}
+				*str = p.intern(raw, class)
+			}
+		} else {
+			start := i
+			var u uint64
+			for i+8 <= len(b) {
+				x := binary.LittleEndian.Uint64(b[i:])
+				if !eightDigits(x) {
+					break
+				}
+				u = u*100_000_000 + digitsValue(x)
+				i += 8
+			}
+			for i < len(b) && b[i]-'0' <= 9 {
+				u = u*10 + uint64(b[i]-'0')
+				i++
+			}
+			n := i - start
+			if n == 0 || n > 1 && b[start] == '0' {
+				return false
+			}
+			if i64 != nil {
+				if n > int64Digits {
+					return false
+				}
+				*i64 = int64(u)
+			} else {
+				if n > intDigits {
+					return false
+				}
+				*in = int(u)
+			}
+		}
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i++
+		case '}':
+			return i+1 == len(b)
+		default:
+			return false
+		}
+	}
+}
+
+// eightDigits reports whether the eight bytes of x (loaded little-endian)
+// are ASCII digits.
+func eightDigits(x uint64) bool {
+	return x&0xf0f0f0f0f0f0f0f0|(x+0x0606060606060606)&0xf0f0f0f0f0f0f0f0>>4 == 0x3333333333333333
+}
+
+// digitsValue returns the number eight ASCII digits loaded little-endian
+// in x stand for (the first byte the most significant digit).
+func digitsValue(x uint64) uint64 {
+	x = (x & 0x0f0f0f0f0f0f0f0f) * (1 + 10<<8) >> 8
+	x = (x & 0x00ff00ff00ff00ff) * (1 + 100<<16) >> 16
+	return (x & 0x0000ffff0000ffff) * (1 + 10000<<32) >> 32
+}
+
+// quote returns the index of the first quote in b at or after i, len(b)
+// if there is none, reading eight bytes at a time.
+func quote(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:]) ^ (0x0101010101010101 * '"')
+		if m := (x - 0x0101010101010101) & ^x & 0x8080808080808080; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3 // the lowest flagged byte is exact
+		}
+	}
+	for ; i < len(b) && b[i] != '"'; i++ {
+	}
+	return i
+}
+
+// general reads a whole payload into e, any JSON encoding/json accepts
+// except for the cases it leaves to it. It reports false, e possibly
+// changed, on anything encoding/json should decide.
+func (p *presenceParser) general(e *PresenceEvent) bool {
 	p.WS()
 	if p.Next() == 'n' {
 		return p.Literal("null") && p.End() // null leaves e as it is
@@ -224,7 +421,7 @@ func (p *presenceParser) member(name []byte, e *PresenceEvent) bool {
 		case "ip":
 			return p.text(&e.IP, fresh)
 		case "username":
-			return p.text(&e.Username, fresh)
+			return p.text(&e.Username, many)
 		case "protocol":
 			return p.text(&e.Protocol, fewProtocol)
 		case "proto_ver":
@@ -293,6 +490,8 @@ func (p *presenceParser) unquote(raw []byte) string {
 func (p *presenceParser) intern(raw []byte, c strClass) string {
 	d := p.d
 	switch {
+	case d != nil && d.Borrow:
+		return unsafe.String(unsafe.SliceData(raw), len(raw))
 	case d == nil && c >= fewKind:
 		return common(raw)
 	case d == nil || c == fresh:
@@ -302,7 +501,9 @@ func (p *presenceParser) intern(raw []byte, c strClass) string {
 	}
 	few := d.few[c]
 	for _, v := range few {
-		if v == string(raw) {
+		// The last bytes differ first (node names, reasons): compared
+		// before calling memequal.
+		if len(v) == len(raw) && (len(v) == 0 || v[len(v)-1] == raw[len(raw)-1]) && v == string(raw) {
 			return v
 		}
 	}
@@ -315,14 +516,78 @@ func (p *presenceParser) intern(raw []byte, c strClass) string {
 
 // shared returns the interned copy of raw, interning it if there is room.
 func (d *PresenceDecoder) shared(raw []byte) string {
-	if v, ok := d.strs[string(raw)]; ok {
+	if len(raw) == 0 {
+		return ""
+	}
+	if d.max == 0 {
+		return string(raw) // nothing to intern (and no seed in a zero PresenceDecoder)
+	}
+	h := maphash.Bytes(d.strs.seed, raw)
+	if v, ok := d.strs.find(raw, h); ok {
 		return v
 	}
 	v := string(raw)
-	if len(d.strs) < d.max {
-		d.strs[v] = v
+	if d.strs.n < d.max {
+		d.strs.add(v, h)
 	}
 	return v
+}
+
+// strTable is a set of strings looked up by their bytes without
+// allocating: open addressing with linear probing, each slot the string
+// and its hash (compared first), at most 3/4 full. It costs a hash and
+// about one cache miss less than a map[string]string per lookup.
+type strTable struct {
+	seed  maphash.Seed
+	slots []strSlot // a power of two long; len(s) == 0: empty
+	n     int
+}
+
+type strSlot struct {
+	h uint64
+	s string
+}
+
+// find returns the string of the bytes raw (not empty), whose hash is h.
+func (t *strTable) find(raw []byte, h uint64) (string, bool) {
+	mask := uint64(len(t.slots) - 1)
+	if len(t.slots) == 0 {
+		return "", false
+	}
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &t.slots[i]
+		if len(sl.s) == 0 {
+			return "", false
+		}
+		if sl.h == h && sl.s == string(raw) {
+			return sl.s, true
+		}
+	}
+}
+
+// add adds s (not empty, not in the table), whose hash is h.
+func (t *strTable) add(s string, h uint64) {
+	if (t.n+1)*4 > len(t.slots)*3 {
+		old := t.slots
+		t.slots = make([]strSlot, max(2*len(old), 1024))
+		for _, sl := range old {
+			if len(sl.s) != 0 {
+				t.place(sl)
+			}
+		}
+	}
+	t.place(strSlot{h: h, s: s})
+	t.n++
+}
+
+func (t *strTable) place(sl strSlot) {
+	mask := uint64(len(t.slots) - 1)
+	for i := sl.h & mask; ; i = (i + 1) & mask {
+		if len(t.slots[i].s) == 0 {
+			t.slots[i] = sl
+			return
+		}
+	}
 }
 
 // common returns the usual values of the low-cardinality fields without

@@ -106,6 +106,18 @@ func checkDecode(t testing.TB, data []byte, start PresenceEvent) {
 	if fmt.Sprint(gerr) != fmt.Sprint(werr) || got != want {
 		t.Fatalf("%q from %+v:\nDecodePresence %+v, %v\njson.Unmarshal %+v, %v", data, start, got, gerr, want, werr)
 	}
+	// Each path alone, where it decodes, as encoding/json does: compact
+	// (what the usual payload takes) and general (the rest).
+	for _, path := range []struct {
+		name   string
+		decode func(*presenceParser, *PresenceEvent) bool
+	}{{"compact", (*presenceParser).compact}, {"general", (*presenceParser).general}} {
+		p := presenceParser{Scanner: jsonscan.Scanner{B: data}}
+		got = start
+		if path.decode(&p, &got) && (werr != nil || got != want) {
+			t.Fatalf("%q from %+v:\n%s path %+v\njson.Unmarshal %+v, %v", data, start, path.name, got, want, werr)
+		}
+	}
 	d := NewPresenceDecoder(8)
 	for range 2 { // the second time with the strings interned
 		got = start
@@ -113,6 +125,12 @@ func checkDecode(t testing.TB, data []byte, start PresenceEvent) {
 		if fmt.Sprint(gerr) != fmt.Sprint(werr) || got != want {
 			t.Fatalf("%q from %+v:\nPresenceDecoder %+v, %v\njson.Unmarshal  %+v, %v", data, start, got, gerr, want, werr)
 		}
+	}
+	d = &PresenceDecoder{Borrow: true}
+	got = start
+	gerr = d.Decode(data, &got)
+	if fmt.Sprint(gerr) != fmt.Sprint(werr) || got != want {
+		t.Fatalf("%q from %+v:\nborrowing PresenceDecoder %+v, %v\njson.Unmarshal  %+v, %v", data, start, got, gerr, want, werr)
 	}
 }
 
@@ -276,8 +294,8 @@ func TestDecodePresenceErrorsAreEncodingJSONs(t *testing.T) {
 }
 
 func TestPresenceDecoderInterns(t *testing.T) {
-	d := NewPresenceDecoder(2)
-	line := []byte(`{"id":"i1","device_id":"dev-1","kind":"connected","node":"emqx@n1","ip":"10.0.0.1","source":"s"}`)
+	d := NewPresenceDecoder(5) // the five strings of line
+	line := []byte(`{"id":"i1","device_id":"dev-1","kind":"connected","node":"emqx@n1","ip":"10.0.0.1","username":"u","source":"s"}`)
 	var a, b PresenceEvent
 	if err := d.Decode(line, &a); err != nil {
 		t.Fatal(err)
@@ -289,8 +307,8 @@ func TestPresenceDecoderInterns(t *testing.T) {
 		t.Fatalf("%+v != %+v", a, b)
 	}
 	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
-	if !same(a.DeviceID, b.DeviceID) || !same(a.Node, b.Node) || !same(a.Source, b.Source) {
-		t.Errorf("device id, node or source not interned")
+	if !same(a.DeviceID, b.DeviceID) || !same(a.Node, b.Node) || !same(a.Source, b.Source) || !same(a.Username, b.Username) {
+		t.Errorf("device id, node, source or username not interned")
 	}
 	if same(a.ID, b.ID) || same(a.IP, b.IP) {
 		t.Errorf("id or ip interned")
@@ -302,6 +320,36 @@ func TestPresenceDecoderInterns(t *testing.T) {
 	_ = d.Decode(other, &c2)
 	if c.DeviceID != "dev-2" || same(c.DeviceID, c2.DeviceID) {
 		t.Errorf("past the bound: %q interned", c.DeviceID)
+	}
+}
+
+func TestPresenceDecoderBorrow(t *testing.T) {
+	d := &PresenceDecoder{Borrow: true}
+	for _, line := range []string{
+		`{"id":"i1","device_id":"dev-1","kind":"connected","node":"emqx@n1","ip":"10.0.0.1","username":"u","source":"s"}`,
+		` { "id" : "i1", "device_id" : "dev-1", "kind":"connected","node":"emqx@n1","ip":"10.0.0.1","username":"u","source":"s"}`,
+	} {
+		data := []byte(line)
+		var e PresenceEvent
+		if err := d.Decode(data, &e); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{e.ID, e.DeviceID, string(e.Kind), e.Node, e.IP, e.Username, e.Source} {
+			if p := unsafe.StringData(s); uintptr(unsafe.Pointer(p)) < uintptr(unsafe.Pointer(&data[0])) ||
+				uintptr(unsafe.Pointer(p)) >= uintptr(unsafe.Pointer(&data[0]))+uintptr(len(data)) {
+				t.Errorf("%s: %q does not point into the data", line, s)
+			}
+		}
+	}
+	// Escaped strings are decoded into strings of their own.
+	data := []byte(`{"device_id":"a\u00e9"}`)
+	var e PresenceEvent
+	if err := d.Decode(data, &e); err != nil || e.DeviceID != "a\u00e9" {
+		t.Fatalf("%+v, %v", e, err)
+	}
+	clear(data)
+	if e.DeviceID != "a\u00e9" {
+		t.Errorf("an unescaped string points into the data: %q", e.DeviceID)
 	}
 }
 
@@ -417,6 +465,22 @@ func BenchmarkDecodePresence(b *testing.B) {
 		for b.Loop() {
 			var e PresenceEvent
 			if err := json.Unmarshal(data, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The usual payload: compact, as AppendPresence and json.Marshal
+	// write it (the golden above is indented).
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, data); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decoder_compact", func(b *testing.B) {
+		d := NewPresenceDecoder(100)
+		b.ReportAllocs()
+		for b.Loop() {
+			var e PresenceEvent
+			if err := d.Decode(compact.Bytes(), &e); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -8,6 +8,7 @@ package jsonscan
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -140,6 +141,34 @@ func hasZero(x uint64) uint64 { return (x - lsb) & ^x & msb }
 // hasLess is non-zero when a byte of x is below n (n <= 128).
 func hasLess(x, n uint64) uint64 { return (x - lsb*n) & ^x & msb }
 
+// Plain returns the index of the first byte of b at or after i that is a
+// quote, a backslash or a control character (len(b) if there is none),
+// and whether the bytes before it, from i, are all ASCII. It reads eight
+// bytes at a time.
+func Plain(b []byte, i int) (end int, ascii bool) {
+	var high uint64 // the OR of the plain bytes: bit 7 set for non-ASCII
+	for i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// The lowest flagged byte is exact (false positives only sit
+		// above a true one): it is the first special byte.
+		if m := hasZero(x^(lsb*'"')) | hasZero(x^(lsb*'\\')) | hasLess(x, 0x20); m != 0 {
+			n := uint(bits.TrailingZeros64(m)) >> 3
+			high |= x & (1<<(8*n) - 1)
+			return i + int(n), high&msb == 0
+		}
+		high |= x
+		i += 8
+	}
+	for ; i < len(b); i++ {
+		c := b[i]
+		if c == '"' || c == '\\' || c < 0x20 {
+			break
+		}
+		high |= uint64(c)
+	}
+	return i, high&msb == 0
+}
+
 // Str scans a string whose opening quote is at I and returns its raw
 // content (escapes not decoded), I past the closing quote. escaped reports
 // a backslash in it, ascii that every byte is ASCII. Escapes are checked as
@@ -152,33 +181,18 @@ func (s *Scanner) Str() (raw []byte, escaped, ascii, ok bool) {
 	}
 	start := s.I + 1
 	i := start
-	var high uint64 // the OR of the plain bytes: bit 7 set for non-ASCII
+	ascii = true
 	for {
-		// Eight bytes at a time while none is a quote, a backslash or a
-		// control character, then byte by byte up to one.
-		for i+8 <= len(b) {
-			x := binary.LittleEndian.Uint64(b[i:])
-			if hasZero(x^(lsb*'"'))|hasZero(x^(lsb*'\\'))|hasLess(x, 0x20) != 0 {
-				break
-			}
-			high |= x
-			i += 8
-		}
-		for i < len(b) {
-			c := b[i]
-			if c == '"' || c == '\\' || c < 0x20 {
-				break
-			}
-			high |= uint64(c)
-			i++
-		}
+		j, a := Plain(b, i)
+		ascii = ascii && a
+		i = j
 		if i >= len(b) {
 			return nil, false, false, false
 		}
 		switch b[i] {
 		case '"':
 			s.I = i + 1
-			return b[start:i], escaped, high&msb == 0, true
+			return b[start:i], escaped, ascii, true
 		case '\\':
 			n := escapeLen(b[i:])
 			if n == 0 {
@@ -394,21 +408,25 @@ func (s *Scanner) Integer(bits int) (int64, bool) {
 		limit++
 	}
 	var u uint64
-	switch c := s.Next(); {
-	case c == '0':
-		s.I++
-	case c >= '1' && c <= '9':
-		for s.I < len(s.B) && s.B[s.I] >= '0' && s.B[s.I] <= '9' {
-			d := uint64(s.B[s.I] - '0')
-			if u > (limit-d)/10 {
-				return 0, false // out of range: encoding/json fails
-			}
-			u = u*10 + d
-			s.I++
+	b, i := s.B, s.I
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		start := i
+		for i < len(b) && b[i]-'0' <= 9 {
+			u = u*10 + uint64(b[i]-'0')
+			i++
+		}
+		// 19 digits fit in a uint64 (wrapping from 20): compare the
+		// count first, then the value.
+		if i-start > 19 || u > limit {
+			return 0, false // out of range: encoding/json fails
 		}
 	default:
 		return 0, false
 	}
+	s.I = i
 	if c := s.Next(); c == '.' || c == 'e' || c == 'E' {
 		return 0, false
 	}

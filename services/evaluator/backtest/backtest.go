@@ -12,6 +12,7 @@ package backtest
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -282,24 +283,17 @@ func check(e *events.PresenceEvent) error {
 	return nil
 }
 
-// maxInterned bounds the strings (device ids, nodes, …) the decoder
-// shares between events; past it, strings are allocated.
-const maxInterned = 50_000_000
-
-// batchSize is the events handed from the reader to the simulations at
-// once.
-const batchSize = 4096
-
 // ReadJSONL decodes presence events, one JSON object per line (empty lines
 // are ignored), and calls fn with batches of them, in the order of the
 // lines, on another goroutine than the decoding ones: the lines are read
 // in chunks that decoders goroutines decode in parallel while the
 // simulations apply the previous ones. The events of a batch are valid
-// only during fn.
+// only during fn, their strings too (they point into the chunk's bytes,
+// read into again after fn): copy what must outlive it.
 func ReadJSONL(r io.Reader, fn func([]events.PresenceEvent)) (Input, error) {
 	free := make(chan *chunk, numChunks)
 	for range numChunks {
-		free <- &chunk{done: make(chan struct{}, 1), evs: make([]events.PresenceEvent, 0, batchSize)}
+		free <- &chunk{done: make(chan struct{}, 1)}
 	}
 	work := make(chan *chunk, numChunks)
 	order := make(chan *chunk, numChunks)
@@ -308,8 +302,9 @@ func ReadJSONL(r io.Reader, fn func([]events.PresenceEvent)) (Input, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dec := events.NewPresenceDecoder(maxInterned / decoders)
-			dec.IgnoreID = true // the tracker does not read it
+			// The events of a chunk live as long as its bytes (until fn
+			// returns): their strings can point into them.
+			dec := &events.PresenceDecoder{IgnoreID: true, Borrow: true} // the tracker does not read the id
 			for c := range work {
 				c.decode(dec)
 				c.done <- struct{}{}
@@ -351,10 +346,19 @@ const (
 	numChunks = 3 * decoders
 )
 
-// chunk is up to batchSize consecutive lines and their events.
+// chunkBytes is the size of a chunk's buffer (a few thousand lines);
+// maxLine bounds a line with its newline: a longer one is an error
+// (bufio.ErrTooLong, as bufio.Scanner reports it).
+const (
+	chunkBytes = 1 << 20
+	maxLine    = 8 << 20
+)
+
+// chunk is the consecutive lines read into one buffer, and their events.
 type chunk struct {
-	data  []byte // the lines' bytes, one after the other
-	ends  []int  // where each line ends in data
+	data  []byte // bytes read, the lines among them
+	lines []span // the lines, newlines (and a CR before one) excluded
+	rest  int    // where the bytes after the last line start in data
 	first int    // the number of the first line (from 1)
 	evs   []events.PresenceEvent
 	// skipped counts the lines that did not decode or check; firstError
@@ -364,44 +368,103 @@ type chunk struct {
 	done       chan struct{} // signalled when decoded
 }
 
-// readChunks reads the lines of r into chunks, hands each to a decoder
-// (work) and, in order, to the simulations (order). It returns the number
-// of lines read.
+// span is where a line is in a chunk's data.
+type span struct{ start, end int }
+
+// readChunks reads r into the buffers of chunks, splits them into lines
+// (as bufio.ScanLines does: a CR before a newline is dropped, a last line
+// without one counts), hands each chunk to a decoder (work) and, in order,
+// to the simulations (order). The bytes are read where they are decoded:
+// only the start of the line a buffer ends in is copied, into the next
+// one. It returns the number of lines read.
 func readChunks(r io.Reader, free <-chan *chunk, work, order chan<- *chunk) (int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1<<20), 8<<20)
 	lines := 0
-	var c *chunk
-	send := func() {
+	var carry []byte // the start of the line the last buffer ended in
+	for {
+		c := <-free
+		if cap(c.data) < chunkBytes {
+			c.data = make([]byte, 0, chunkBytes)
+		}
+		c.data = append(c.data[:0], carry...)
+		c.lines, c.first = c.lines[:0], lines+1
+		err := c.split(r)
+		lines += len(c.lines)
+		carry = append(carry[:0], c.data[c.rest:]...)
 		work <- c
 		order <- c
-		c = nil
-	}
-	for sc.Scan() {
-		lines++
-		if c == nil {
-			c = <-free
-			c.data, c.ends, c.first = c.data[:0], c.ends[:0], lines
-		}
-		c.data = append(c.data, sc.Bytes()...)
-		c.ends = append(c.ends, len(c.data))
-		if len(c.ends) == batchSize {
-			send()
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return lines, err
 		}
 	}
-	if c != nil {
-		send()
+}
+
+// split reads from r into c.data until it is full, splitting what it holds
+// into lines. At the end of r (or on a read error) the rest is the last
+// line, and it returns io.EOF (or the error); on a line longer than
+// maxLine, bufio.ErrTooLong.
+func (c *chunk) split(r io.Reader) error {
+	start, scanned, empty := 0, 0, 0
+	var err error
+	for {
+		if i := bytes.IndexByte(c.data[scanned:], '\n'); i >= 0 {
+			end := scanned + i
+			c.line(start, end)
+			start, scanned = end+1, end+1
+			continue
+		}
+		scanned = len(c.data)
+		if err != nil {
+			// What the last read brought is split: the rest is the last
+			// line.
+			if start < len(c.data) {
+				c.line(start, len(c.data))
+				start = len(c.data)
+			}
+			c.rest = start
+			return err
+		}
+		limit := min(cap(c.data), maxLine)
+		if len(c.data) == limit {
+			c.rest = start
+			if start > 0 {
+				return nil // full: the line cut goes on in the next chunk
+			}
+			if limit == maxLine {
+				return bufio.ErrTooLong
+			}
+			c.data = slices.Grow(c.data, min(2*cap(c.data), maxLine)-len(c.data))
+			limit = min(cap(c.data), maxLine)
+		}
+		var n int
+		n, err = r.Read(c.data[len(c.data):limit])
+		c.data = c.data[:len(c.data)+n]
+		switch {
+		case n > 0 || err != nil:
+			empty = 0
+		case empty == 99:
+			err = io.ErrNoProgress // as bufio.Scanner gives up
+		default:
+			empty++
+		}
 	}
-	return lines, sc.Err()
+}
+
+// line adds the line data[start:end], without a CR that ends it.
+func (c *chunk) line(start, end int) {
+	if end > start && c.data[end-1] == '\r' {
+		end--
+	}
+	c.lines = append(c.lines, span{start, end})
 }
 
 // decode decodes the chunk's lines into its events.
 func (c *chunk) decode(dec *events.PresenceDecoder) {
 	c.evs, c.skipped, c.firstError = c.evs[:0], 0, ""
-	from := 0
-	for i, end := range c.ends {
-		line := c.data[from:end]
-		from = end
+	for i, l := range c.lines {
+		line := c.data[l.start:l.end]
 		if len(line) == 0 {
 			continue
 		}

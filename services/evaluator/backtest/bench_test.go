@@ -25,8 +25,7 @@ func benchHistory(b *testing.B, n int) []byte {
 func BenchmarkDecode(b *testing.B) {
 	data := benchHistory(b, 100_000)
 	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
-	dec := events.NewPresenceDecoder(maxInterned)
-	dec.IgnoreID = true
+	dec := &events.PresenceDecoder{IgnoreID: true, Borrow: true} // as ReadJSONL
 	b.SetBytes(int64(len(data) / len(lines)))
 	b.ReportAllocs()
 	b.ResetTimer()

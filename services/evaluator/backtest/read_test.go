@@ -40,7 +40,16 @@ func TestReadJSONLKeepsOrderAcrossDecoders(t *testing.T) {
 	}
 	var got []events.PresenceEvent
 	res, err := backtest.ReadJSONL(strings.NewReader(strings.Join(in, "\n")), func(es []events.PresenceEvent) {
-		got = append(got, es...)
+		// The events, strings included, are valid only during the call:
+		// cloned (any string still pointing into a chunk read into again
+		// would differ below).
+		for _, e := range es {
+			e.DeviceID, e.Node, e.IP, e.Username, e.Source = strings.Clone(e.DeviceID), strings.Clone(e.Node),
+				strings.Clone(e.IP), strings.Clone(e.Username), strings.Clone(e.Source)
+			e.Kind, e.Reason, e.RawReason, e.Protocol = events.Kind(strings.Clone(string(e.Kind))),
+				events.Reason(strings.Clone(string(e.Reason))), strings.Clone(e.RawReason), strings.Clone(e.Protocol)
+			got = append(got, e)
+		}
 	})
 	if err != nil {
 		t.Fatal(err)

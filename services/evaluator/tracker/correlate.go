@@ -383,7 +383,7 @@ func (t *Tracker) inhibitedTargets(tgs []target, og *topoGroup) []target {
 	out := make([]target, len(tgs))
 	for i, tg := range tgs {
 		tg.key += og.suffix
-		tg.fp = ""
+		tg.fp, tg.g = "", nil
 		tg.tiers = tierKeys(tg.route, tg.key)
 		tg.inhibitedBy = og.fp
 		out[i] = tg

@@ -96,13 +96,33 @@ func (k targetKind) alertKind() events.AlertKind {
 // labelsOf returns the label lookup of a device's alert of kind k: its label
 // set plus the implicit labels.
 func (t *Tracker) labelsOf(slot uint32, d *device, k targetKind) func(string) string {
+	return t.labelsRead(slot, d, k, nil)
+}
+
+// The implicit labels that vary between a device's outages, as flags: a
+// routing that read neither gives the same targets for any node and
+// reason.
+const (
+	readNode uint8 = 1 << iota
+	readReason
+)
+
+// labelsRead is labelsOf that also records in *reads (when not nil) the
+// node and reason labels looked up.
+func (t *Tracker) labelsRead(slot uint32, d *device, k targetKind, reads *uint8) func(string) string {
 	return func(name string) string {
 		switch name {
 		case labels.DeviceID:
 			return t.ids.get(t.devs[slot].id)
 		case labels.Node:
+			if reads != nil {
+				*reads |= readNode
+			}
 			return t.nodes.name(d.node)
 		case labels.Reason:
+			if reads != nil {
+				*reads |= readReason
+			}
 			return t.reasons.name(d.reason)
 		case labels.AlertName:
 			return string(k.alertKind())
@@ -143,6 +163,8 @@ type target struct {
 	tiers       []string
 	inhibitedBy string
 	topo        uint32
+	// g caches the target's group (see targetGroup).
+	g *group
 }
 
 // targetKey is what routing and grouping depend on when they do not read
@@ -160,7 +182,7 @@ const maxTargetCache = 1 << 16
 // not included). The result must not be modified.
 func (t *Tracker) targets(slot uint32, d *device, k targetKind) []target {
 	if t.routes.PerDevice {
-		return t.computeTargets(slot, d, k)
+		return t.computeTargets(slot, d, k, nil)
 	}
 	ck := targetKey{labels: d.labels, node: d.node, reason: d.reason, kind: k}
 	if tg, ok := t.targetCache[ck]; ok {
@@ -169,19 +191,25 @@ func (t *Tracker) targets(slot uint32, d *device, k targetKind) []target {
 	if len(t.targetCache) >= maxTargetCache {
 		clear(t.targetCache)
 	}
-	tg := t.computeTargets(slot, d, k)
+	tg := t.computeTargets(slot, d, k, nil)
 	t.targetCache[ck] = tg
 	return tg
 }
 
-func (t *Tracker) computeTargets(slot uint32, d *device, k targetKind) []target {
-	get := t.labelsOf(slot, d, k)
+// computeTargets routes a device's alert of kind k. It records in *reads
+// (when not nil) whether routing and grouping read the device's node and
+// reason (readNode, readReason).
+func (t *Tracker) computeTargets(slot uint32, d *device, k targetKind, reads *uint8) []target {
+	get := t.labelsRead(slot, d, k, reads)
 	routes := t.routes.Match(get)
 	out := make([]target, 0, len(routes))
 	for _, r := range routes {
 		var gl map[string]string
 		if r.GroupByAll {
 			gl = t.allLabels(d)
+			if reads != nil {
+				*reads |= readNode | readReason
+			}
 		} else {
 			gl = r.GroupLabels(get, nil)
 		}
@@ -214,7 +242,7 @@ func tierKeys(r *route.Route, key string) []string {
 // tierTarget is the group of escalation tier i (from 1) of a route group.
 func tierTarget(base target, i int) target {
 	tier := base.route.Escalations[i-1]
-	base.key, base.tier, base.fp = base.tiers[i-1], i, ""
+	base.key, base.tier, base.fp, base.g = base.tiers[i-1], i, "", nil
 	base.receivers, base.severity = tier.Receivers, events.Severity(tier.Severity)
 	base.tiers = nil
 	return base
@@ -244,12 +272,82 @@ func (t *Tracker) offlineTargets(slot uint32, d *device) []target {
 
 // deviceTargets are the cached targets of one device (per-device routing).
 type deviceTargets struct {
-	// key is what they were computed from, besides the device id.
-	key targetKey
+	// key is what they were computed from, besides the device id; reads
+	// says which of its node and reason they depend on (readNode,
+	// readReason): the others may differ.
+	key   targetKey
+	reads uint8
 	// live says the device is alerting: they hold until it leaves (or
 	// drops out of) its groups, whatever its state says.
 	live bool
+	// used says the entry holds a device's targets (else it is free);
+	// slot is the device's.
+	used bool
+	slot uint32
 	tgs  []target
+}
+
+// slotTargets holds the deviceTargets of devices by slot: an index from
+// slot to an entry of a pool, grown to the highest slot cached (4 bytes a
+// device up to it), instead of a map (a hash and a cache miss or two per
+// lookup, four lookups per outage alerted).
+type slotTargets struct {
+	index []uint32 // by slot: 1 + the index of its entry in pool, 0: none
+	pool  []deviceTargets
+	free  []uint32 // free entries of pool
+	// live counts the entries of alerting devices.
+	live int
+}
+
+// len is the number of entries.
+func (c *slotTargets) len() int { return len(c.pool) - len(c.free) }
+
+// get returns the entry of slot, nil if none.
+func (c *slotTargets) get(slot uint32) *deviceTargets {
+	if int(slot) < len(c.index) {
+		if i := c.index[slot]; i != 0 {
+			return &c.pool[i-1]
+		}
+	}
+	return nil
+}
+
+// add returns a new entry for slot (which has none).
+func (c *slotTargets) add(slot uint32) *deviceTargets {
+	if int(slot) >= len(c.index) {
+		c.index = slices.Grow(c.index, int(slot)+1-len(c.index))
+		c.index = c.index[:cap(c.index)]
+	}
+	var i uint32
+	if n := len(c.free); n > 0 {
+		i = c.free[n-1]
+		c.free = c.free[:n-1]
+	} else {
+		c.pool = append(c.pool, deviceTargets{})
+		i = uint32(len(c.pool))
+	}
+	c.index[slot] = i
+	e := &c.pool[i-1]
+	e.used, e.slot = true, slot
+	return e
+}
+
+// prune forgets the entries of devices that are not alerting.
+func (c *slotTargets) prune() {
+	for i := range c.pool {
+		if e := &c.pool[i]; e.used && !e.live {
+			c.index[e.slot] = 0
+			*e = deviceTargets{}
+			c.free = append(c.free, uint32(i+1))
+		}
+	}
+}
+
+// reset forgets every entry.
+func (c *slotTargets) reset() {
+	clear(c.index)
+	clear(c.pool)
+	c.pool, c.free, c.live = c.pool[:0], c.free[:0], 0
 }
 
 // maxAlertTargets bounds the cached targets of devices that are not
@@ -259,42 +357,43 @@ const maxAlertTargets = 1 << 15
 // deviceTargets returns the targets of an alerting device's
 // device_offline alert, from the cache when they were computed before from
 // the same labels, node and reason (computeTargets is a function of those
-// and the device id).
+// and the device id), or from the same labels when routing read neither
+// node nor reason.
 func (t *Tracker) deviceTargets(slot uint32, d *device) []target {
 	ck := targetKey{labels: d.labels, node: d.node, reason: d.reason, kind: kindOffline}
-	e, ok := t.alertTargets[slot]
-	if ok && e.live {
+	c := &t.alertTargets
+	e := c.get(slot)
+	if e != nil && e.live {
 		return e.tgs
 	}
-	if !ok || e.key != ck {
-		if !ok && len(t.alertTargets) >= max(maxAlertTargets, 2*t.liveTargets) {
-			t.pruneTargets()
+	if e == nil || !e.fits(ck) {
+		var reads uint8
+		tgs := t.computeTargets(slot, d, kindOffline, &reads)
+		if e == nil {
+			if c.len() >= max(maxAlertTargets, 2*c.live) {
+				c.prune()
+			}
+			e = c.add(slot)
 		}
-		e = deviceTargets{key: ck, tgs: t.computeTargets(slot, d, kindOffline)}
+		e.key, e.reads, e.tgs = ck, reads, tgs
 	}
 	e.live = true
-	t.liveTargets++
-	t.alertTargets[slot] = e
+	c.live++
 	return e.tgs
+}
+
+// fits reports whether the targets hold for a device with key k.
+func (e *deviceTargets) fits(k targetKey) bool {
+	return e.key.labels == k.labels && e.key.kind == k.kind &&
+		(e.reads&readNode == 0 || e.key.node == k.node) && (e.reads&readReason == 0 || e.key.reason == k.reason)
 }
 
 // releaseTargets ends the hold of a device's cached targets (it left its
 // groups).
 func (t *Tracker) releaseTargets(slot uint32) {
-	if e, ok := t.alertTargets[slot]; ok && e.live {
+	if e := t.alertTargets.get(slot); e != nil && e.live {
 		e.live = false
-		t.liveTargets--
-		t.alertTargets[slot] = e
-	}
-}
-
-// pruneTargets forgets the cached targets of devices that are not
-// alerting.
-func (t *Tracker) pruneTargets() {
-	for slot, e := range t.alertTargets {
-		if !e.live {
-			delete(t.alertTargets, slot)
-		}
+		t.alertTargets.live--
 	}
 }
 
@@ -319,13 +418,42 @@ func (t *Tracker) group(tg target, create bool) *group {
 	return g
 }
 
+// maxFreeGroups bounds the emptied groups kept for reuse. With per-device
+// groups (the default), a storm of alerts opens and closes one group per
+// device: keeping them spares an allocation of a group and of its member
+// lists per outage alerted. The first freeGroupMaps of them keep their
+// member maps.
+const (
+	maxFreeGroups = 1 << 16
+	freeGroupMaps = 1024
+)
+
+// targetGroup is group for a target of a cached list (offlineTargets): the
+// group found or created is remembered in it, and used again while it has
+// the target's key. A group has its key exactly while it is in t.groups
+// (deleteGroup clears it; Reconfigure, which swaps the map, drops every
+// cached target), so that spares a map lookup per join and leave.
+func (t *Tracker) targetGroup(tg *target, create bool) *group {
+	if g := tg.g; g != nil && g.key == tg.key {
+		return g
+	}
+	g := t.group(*tg, create)
+	tg.g = g
+	return g
+}
+
 // deleteGroup ends a group and keeps it for reuse.
 func (t *Tracker) deleteGroup(g *group) {
 	delete(t.groups, g.key)
 	g.firing.reset()
 	g.resolved.reset()
 	*g = group{firing: g.firing, resolved: g.resolved}
-	if len(t.free) < 1024 {
+	if len(t.free) < maxFreeGroups {
+		if len(t.free) >= freeGroupMaps {
+			// Past the first ones, the member maps (groups of more
+			// than smallSet devices) are not kept.
+			g.firing.m, g.resolved.m = nil, nil
+		}
 		t.free = append(t.free, g)
 	}
 }
@@ -334,8 +462,9 @@ func (t *Tracker) deleteGroup(g *group) {
 // to its group_outage) and schedules their flush. A device marked notified
 // (recovery) counts as already announced.
 func (t *Tracker) join(slot uint32, d *device, now int64, notified bool) {
-	for _, tg := range t.offlineTargets(slot, d) {
-		t.joinGroup(t.group(tg, true), slot, d, now, notified)
+	tgs := t.offlineTargets(slot, d)
+	for i := range tgs {
+		t.joinGroup(t.targetGroup(&tgs[i], true), slot, d, now, notified)
 	}
 	if d.fold != 0 {
 		if og := t.topo.groupOf(t, d, int(d.fold-1)); og != nil {
@@ -393,8 +522,10 @@ func (t *Tracker) leave(slot uint32, d *device, until, now int64) {
 // leaveAll takes an alerting device out of every group it is in: as
 // recovered at until, or dropped (its alert moves elsewhere).
 func (t *Tracker) leaveAll(slot uint32, d *device, until, now int64, drop bool) {
-	for _, tg := range t.offlineTargets(slot, d) {
-		t.leaveOrDrop(t.group(tg, false), slot, until, now, drop)
+	tgs := t.offlineTargets(slot, d)
+	for i := range tgs {
+		tg := &tgs[i]
+		t.leaveOrDrop(t.targetGroup(tg, false), slot, until, now, drop)
 		for i := range tg.tiers {
 			t.leaveOrDrop(t.groups[tg.tiers[i]], slot, until, now, drop)
 		}
@@ -662,7 +793,7 @@ func (t *Tracker) notify(out []Decision, g *group, status events.AlertStatus, no
 	case events.AlertGroupOutage:
 		a.KnownTotal = int(t.topo.groups[g.topo-1].known)
 	}
-	return t.emit(out, a, g.receivers, g.seq, len(fresh), len(recovered), len(fresh)+len(still))
+	return t.emit(out, &a, g.receivers, g.seq, len(fresh), len(recovered), len(fresh)+len(still))
 }
 
 // deviceList returns an empty list with room for n devices, carved from a
@@ -683,24 +814,38 @@ func (t *Tracker) deviceList(n int) []events.AlertDevice {
 // deviceSlab is the number of devices of a deviceList block.
 const deviceSlab = 128
 
-// emit appends the notification a once per receiver.
-func (t *Tracker) emit(out []Decision, a events.AlertEvent, receivers []string, seq uint32, fresh, recovered, firing int) []Decision {
+// emit appends the notification a once per receiver, as
+// events.NewAlertEvent makes it (the tracker sets the ids): a is
+// normalised and checked once, not copied per receiver and per check,
+// since only the receiver and the id differ between receivers, and an id
+// is never empty.
+func (t *Tracker) emit(out []Decision, a *events.AlertEvent, receivers []string, seq uint32, fresh, recovered, firing int) []Decision {
+	a.V = events.Version
+	if a.DevicesTotal < len(a.Devices) {
+		a.DevicesTotal = len(a.Devices)
+	}
+	if len(a.Devices) > events.MaxAlertDevices {
+		a.Devices = a.Devices[:events.MaxAlertDevices]
+	}
+	a.Receiver, a.ID = "-", "-" // checked below, per receiver
+	err := a.Validate()
 	for _, r := range receivers {
-		a.Receiver = r
-		a.ID = t.notificationID(r, a.Fingerprint, a.Status, a.StartsAtMS, a.EndsAtMS, seq)
-		v, err := events.NewAlertEvent(a)
-		if err != nil {
+		id := t.notificationID(r, a.Fingerprint, a.Status, a.StartsAtMS, a.EndsAtMS, seq)
+		if err != nil || r == "" {
 			t.stats.Rejected++
 			continue
 		}
 		t.stats.Notifications++
-		if v.Silenced {
+		if a.Silenced {
 			t.stats.Silenced++
 		}
-		if v.Inhibited {
+		if a.Inhibited {
 			t.stats.Inhibited++
 		}
-		out = append(out, Decision{Alert: v, New: fresh, Resolved: recovered, Firing: firing})
+		out = append(out, Decision{New: fresh, Resolved: recovered, Firing: firing})
+		d := &out[len(out)-1].Alert
+		*d = *a
+		d.Receiver, d.ID = r, id
 	}
 	return out
 }

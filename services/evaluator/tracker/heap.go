@@ -21,15 +21,18 @@ type minHeap[T ordered[T]] []T
 func (h *minHeap[T]) push(x T) {
 	*h = append(*h, x)
 	s := *h
+	// Sift up with a hole: the parents move down, x is written once.
+	// The array ends as with swaps.
 	i := len(s) - 1
 	for i > 0 {
 		p := (i - 1) / 4
-		if !s[i].before(s[p]) {
+		if !x.before(s[p]) {
 			break
 		}
-		s[i], s[p] = s[p], s[i]
+		s[i] = s[p]
 		i = p
 	}
+	s[i] = x
 }
 
 // pop removes and returns the least element; the heap must not be empty.
@@ -37,24 +40,35 @@ func (h *minHeap[T]) pop() T {
 	s := *h
 	top := s[0]
 	n := len(s) - 1
-	s[0] = s[n]
+	x := s[n]
 	var zero T
 	s[n] = zero // drop the reference to the moved element's strings
 	s = s[:n]
+	*h = s
+	if n == 0 {
+		return top
+	}
+	// Sift x down from the root with a hole: at each level the least
+	// child (the first of equals) moves up if it is before x. The array
+	// ends as with swaps.
 	i := 0
 	for {
-		m := i
-		for c := 4*i + 1; c <= 4*i+4 && c < n; c++ {
-			if s[c].before(s[m]) {
-				m = c
-			}
-		}
-		if m == i {
+		c := 4*i + 1
+		if c >= n {
 			break
 		}
-		s[i], s[m] = s[m], s[i]
+		m, least := -1, x
+		for end := min(c+4, n); c < end; c++ {
+			if s[c].before(least) {
+				m, least = c, s[c]
+			}
+		}
+		if m < 0 {
+			break
+		}
+		s[i] = least
 		i = m
 	}
-	*h = s
+	s[i] = x
 	return top
 }

@@ -2,9 +2,9 @@ package tracker
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"strconv"
-	"strings"
 	"unsafe"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -27,7 +27,7 @@ const idBlock = 32 * 32
 
 // add appends one part: escaped (NUL and 0x01 prefixed by 0x01), then NUL.
 func (h *idHasher) add(p string) {
-	if strings.IndexByte(p, 0) < 0 && strings.IndexByte(p, 1) < 0 {
+	if !hasLow(p) {
 		// The common case: nothing to escape, one copy.
 		h.buf = append(h.buf, p...)
 		h.buf = append(h.buf, 0)
@@ -40,6 +40,25 @@ func (h *idHasher) add(p string) {
 		h.buf = append(h.buf, p[i])
 	}
 	h.buf = append(h.buf, 0)
+}
+
+// hasLow reports whether p holds a NUL or a 0x01 byte, eight bytes at a
+// time.
+func hasLow(p string) bool {
+	b := unsafe.Slice(unsafe.StringData(p), len(p))
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if (x-0x0202020202020202)&^x&0x8080808080808080 != 0 { // a byte below 2
+			return true
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] <= 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // sum returns the id of the parts added since the last sum.
@@ -83,7 +102,7 @@ func (t *Tracker) fingerprint(kind events.AlertKind, key string) string {
 // fp, status, start, end, seq).
 func (t *Tracker) notificationID(receiver, fp string, status events.AlertStatus, start, end int64, seq uint32) string {
 	h := &t.ids2
-	h.add("alert.v1")
+	h.buf = append(h.buf, "alert.v1\x00"...) // h.add("alert.v1")
 	if t.idScope != "" {
 		h.add(t.idScope)
 	}

@@ -14,8 +14,19 @@ func newInterner() interner {
 	return interner{names: []string{""}, index: map[string]uint32{"": 0}}
 }
 
+// smallInterner is the number of names searched one by one before the
+// map: the usual handful of broker nodes and reasons, compared cheaper than
+// hashed.
+const smallInterner = 8
+
 func (in *interner) intern(s string) uint32 {
-	if i, ok := in.index[s]; ok {
+	if len(in.names) <= smallInterner {
+		for i, n := range in.names {
+			if n == s {
+				return uint32(i)
+			}
+		}
+	} else if i, ok := in.index[s]; ok {
 		return i
 	}
 	i := uint32(len(in.names))

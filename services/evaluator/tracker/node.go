@@ -140,7 +140,7 @@ func (t *Tracker) nodeAlert(out []Decision, n uint32, status events.AlertStatus,
 		if len(t.silences) > 0 {
 			a.Silenced, a.SilenceIDs = t.silenceAggregate(key, gl, events.AlertNodeSilent, status, now)
 		}
-		out = t.emit(out, a, r.Receivers, seq, 0, 0, 0)
+		out = t.emit(out, &a, r.Receivers, seq, 0, 0, 0)
 	}
 	return out
 }

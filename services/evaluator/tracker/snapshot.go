@@ -304,7 +304,7 @@ func (t *Tracker) RestoreSnapshot(b []byte) error {
 func (t *Tracker) emptyCopy() *Tracker {
 	return &Tracker{
 		routes: t.routes, labeler: t.labeler, table: t.table, nodeSeverity: t.nodeSeverity,
-		index: newDeviceIndex(), groups: map[string]*group{}, flapGroups: map[uint32][]string{}, alertTargets: map[uint32]deviceTargets{},
+		index: newDeviceIndex(), groups: map[string]*group{}, flapGroups: map[uint32][]string{},
 		targetCache: map[targetKey][]target{}, nodes: newInterner(), reasons: newInterner(),
 		topo: topology{on: t.topo.on, keys: t.topo.keys, nodeKey: t.topo.nodeKey, window: t.topo.window,
 			minDevices: t.topo.minDevices, ratioPPM: t.topo.ratioPPM, severity: t.topo.severity,

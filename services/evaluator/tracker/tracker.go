@@ -320,9 +320,8 @@ type Tracker struct {
 	flapGroups map[uint32][]string
 	// alertTargets keeps the targets of alerting devices when routing
 	// reads the device id, and those of some devices that alerted before
-	// (a cache: not part of the state); liveTargets counts the former.
-	alertTargets map[uint32]deviceTargets
-	liveTargets  int
+	// (a cache: not part of the state).
+	alertTargets slotTargets
 	// out is the decisions' slice Apply returns, reused.
 	out []Decision
 	// scratch holds notify's lists between calls; ids2 hashes ids.
@@ -381,7 +380,6 @@ func New(cfg Config) (*Tracker, error) {
 		index:        newDeviceIndex(),
 		groups:       make(map[string]*group),
 		flapGroups:   make(map[uint32][]string),
-		alertTargets: make(map[uint32]deviceTargets),
 		targetCache:  make(map[targetKey][]target),
 		nodes:        newInterner(),
 		reasons:      newInterner(),

@@ -413,8 +413,7 @@ func (t *Tracker) Reconfigure(cfg Config, now time.Time, relabel bool) ([]Decisi
 	t.groups = make(map[string]*group, len(oldGroups))
 	t.gtimers = t.gtimers[:0]
 	clear(t.targetCache)
-	clear(t.alertTargets)
-	t.liveTargets = 0
+	t.alertTargets.reset()
 	clear(t.flapGroups)
 	t.routes, t.labeler, t.nodeSeverity, t.idScope = nt.routes, nt.labeler, nt.nodeSeverity, nt.idScope
 	if !recounted {
