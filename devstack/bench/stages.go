@@ -508,9 +508,12 @@ func benchArchiver(ctx context.Context, cfg Config, r *Report, log *slog.Logger)
 	}
 	v := rate(len(msgs), time.Since(t0))
 	raw := r.value(rowRawInsert)
+	note := fmt.Sprintf("%s presence events already in the stream; batch_size %s; no CPU figure: ClickHouse is another process", groupThousands(int64(len(msgs))), groupThousands(int64(ac.BatchSize)))
+	if consume := r.value(rowRawConsume); consume > 0 {
+		note += fmt.Sprintf("; %.0f%% of the raw pull consume with an explicit ack per message (%s msgs/s), which bounds it: every message is acked once its batch is committed", 100*v/consume, groupThousands(int64(consume)))
+	}
 	r.add(Result{Name: "archiver: JetStream → ClickHouse, acked after insert", Value: v, Unit: "rows/s",
-		Ratio: ratio(v, raw), Baseline: "raw insert", Target: "≥ 150,000 rows/s", Met: atLeast(v, 150_000),
-		Note: fmt.Sprintf("%s presence events already in the stream; batch_size %s; no CPU figure: ClickHouse is another process", groupThousands(int64(len(msgs))), groupThousands(int64(ac.BatchSize)))})
+		Ratio: ratio(v, raw), Baseline: "raw insert", Target: "≥ 150,000 rows/s", Met: atLeast(v, 150_000), Note: note})
 	return nil
 }
 
