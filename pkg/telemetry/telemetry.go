@@ -187,3 +187,60 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 	}
 	return otel.GetTextMapPropagator().Extract(ctx, HeaderCarrier(h))
 }
+
+// UnsampledParent reports whether h carries a valid W3C trace context
+// (version 00) whose sampled flag is off. The samplers Setup installs
+// never record a span that continues such a trace (ParentBased follows
+// the parent; without an exporter nothing is recorded), so a stage can
+// skip creating per-message spans for it: on a busy stream, starting and
+// ending spans that are never recorded costs more than the trace is worth.
+// A missing or malformed traceparent reports false: a span started for it
+// is a new root, which the sampler decides.
+func UnsampledParent(h nats.Header) bool {
+	if h == nil {
+		return false
+	}
+	tp := HeaderCarrier(h).Get("traceparent")
+	// 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>
+	if len(tp) != 55 || tp[:3] != "00-" || tp[35] != '-' || tp[52] != '-' {
+		return false
+	}
+	if !nonZeroHex(tp[3:35]) || !nonZeroHex(tp[36:52]) || !isHex(tp[53:]) {
+		return false
+	}
+	// Version 00 defines two flags, sampled (1) and random (2); the other
+	// bits are reserved and make the header invalid.
+	flags := unhex(tp[53])<<4 | unhex(tp[54])
+	return flags <= 3 && flags&1 == 0
+}
+
+// nonZeroHex reports whether s is lower-case hex and not all zeros (W3C:
+// an all-zero id is invalid).
+func nonZeroHex(s string) bool {
+	zero := true
+	for i := 0; i < len(s); i++ {
+		if !isHexDigit(s[i]) {
+			return false
+		}
+		zero = zero && s[i] == '0'
+	}
+	return !zero
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHexDigit(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHexDigit(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
+}

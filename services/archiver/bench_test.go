@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
+	"github.com/fleetwatch/fleetwatch/pkg/telemetry"
 	"github.com/fleetwatch/fleetwatch/services/archiver"
 	"github.com/fleetwatch/fleetwatch/services/archiver/chtest"
 	"github.com/fleetwatch/fleetwatch/services/archiver/schema"
@@ -94,7 +95,7 @@ func rawInsert(ctx context.Context, conn driver.Conn, db string, evs []events.Pr
 // every message, nothing else (what the archiver does besides its work),
 // and fetch without acks (delivery alone). Run it with -benchtime=1x; each iteration is a full
 // round. FLEETWATCH_BENCH_EVENTS, FLEETWATCH_BENCH_BATCH (batch size of
-// both, default 5000) and FLEETWATCH_BENCH_INFLIGHT (the archiver's
+// both, default the archiver's batch_size) and FLEETWATCH_BENCH_INFLIGHT (the archiver's
 // inflight_batches, default its default) change the run;
 // FLEETWATCH_BENCH_CPUPROFILE writes a CPU profile of the archiver phase.
 func BenchmarkArchiverVsRawInsert(b *testing.B) {
@@ -105,7 +106,7 @@ func BenchmarkArchiverVsRawInsert(b *testing.B) {
 	for i, e := range evs {
 		payloads[i], _ = json.Marshal(e)
 	}
-	batchSize := benchSetting(b, "FLEETWATCH_BENCH_BATCH", 5000)
+	batchSize := benchSetting(b, "FLEETWATCH_BENCH_BATCH", archiver.DefaultConfig().BatchSize)
 	inflight := benchSetting(b, "FLEETWATCH_BENCH_INFLIGHT", archiver.DefaultConfig().InflightBatches)
 	var rawTotal, jsTotal, jsNoAckTotal, archTotal time.Duration
 	for i := 0; i < b.N; i++ {
@@ -257,6 +258,9 @@ func publishAll(b *testing.B, js jetstream.JetStream, evs []events.PresenceEvent
 		m := nats.NewMsg(e.Subject(events.DefaultPartitions))
 		m.Data = payloads[i]
 		m.Header.Set(events.HeaderMsgID, e.ID)
+		// What ingest writes without an OTLP endpoint: a trace that is
+		// not sampled.
+		telemetry.HeaderCarrier(m.Header).Set("traceparent", fmt.Sprintf("00-%032x-%016x-00", i+1, i+1))
 		for {
 			_, err := js.PublishMsgAsync(m)
 			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {

@@ -120,9 +120,9 @@ func DefaultConfig() Config {
 			Username:    "default",
 			DialTimeout: 5 * time.Second,
 		},
-		BatchSize:       5000,
+		BatchSize:       50_000,
 		BatchWait:       time.Second,
-		InflightBatches: 4,
+		InflightBatches: 2,
 		Streams:         AllStreams(),
 		AckWait:         30 * time.Second,
 		InsertTimeout:   30 * time.Second,
@@ -145,7 +145,7 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.BatchSize < 1 || c.BatchSize > 1_000_000:
-		return fmt.Errorf("archiver.batch_size is %d: use 1 to 1000000, e.g. 5000", c.BatchSize)
+		return fmt.Errorf("archiver.batch_size is %d: use 1 to 1000000, e.g. 50000", c.BatchSize)
 	case c.BatchWait <= 0:
 		return fmt.Errorf("archiver.batch_wait is %s: use a positive duration, e.g. 1s", c.BatchWait)
 	case c.AckWait < time.Second:
@@ -153,7 +153,7 @@ func (c Config) Validate() error {
 	case c.BatchWait*2 > c.AckWait:
 		return fmt.Errorf("archiver.batch_wait %s is more than half of archiver.ack_wait %s: lower batch_wait or raise ack_wait", c.BatchWait, c.AckWait)
 	case c.InflightBatches < 1 || c.InflightBatches > 64:
-		return fmt.Errorf("archiver.inflight_batches is %d: use 1 to 64, e.g. 4", c.InflightBatches)
+		return fmt.Errorf("archiver.inflight_batches is %d: use 1 to 64, e.g. 2", c.InflightBatches)
 	case c.MaxAckPending != 0 && c.MaxAckPending < c.BatchSize:
 		return fmt.Errorf("archiver.max_ack_pending %d is below archiver.batch_size %d: raise it (or 0 for 2 × inflight_batches × batch_size)", c.MaxAckPending, c.BatchSize)
 	case c.InsertTimeout <= 0:

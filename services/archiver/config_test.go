@@ -9,8 +9,8 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("DefaultConfig().Validate() = %v", err)
 	}
-	if got := DefaultConfig().maxAckPending(); got != 40000 {
-		t.Errorf("default max ack pending = %d, want 2 × 4 × 5000", got)
+	if got := DefaultConfig().maxAckPending(); got != 200_000 {
+		t.Errorf("default max ack pending = %d, want 2 × 2 × 50000", got)
 	}
 }
 
@@ -43,7 +43,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative retention", func(c *Config) { c.ClickHouse.RetentionDays = -1 },
 			"archiver.clickhouse: retention of -1 days: use 0 (keep everything) or more"},
 		{"batch size", func(c *Config) { c.BatchSize = 0 },
-			"archiver.batch_size is 0: use 1 to 1000000, e.g. 5000"},
+			"archiver.batch_size is 0: use 1 to 1000000, e.g. 50000"},
 		{"batch wait", func(c *Config) { c.BatchWait = 0 },
 			"archiver.batch_wait is 0s: use a positive duration, e.g. 1s"},
 		{"ack wait", func(c *Config) { c.AckWait = 500 * time.Millisecond },
@@ -51,9 +51,9 @@ func TestConfigValidate(t *testing.T) {
 		{"batch wait vs ack wait", func(c *Config) { c.BatchWait = 20 * time.Second },
 			"archiver.batch_wait 20s is more than half of archiver.ack_wait 30s: lower batch_wait or raise ack_wait"},
 		{"max ack pending", func(c *Config) { c.MaxAckPending = 10 },
-			"archiver.max_ack_pending 10 is below archiver.batch_size 5000: raise it (or 0 for 2 × inflight_batches × batch_size)"},
+			"archiver.max_ack_pending 10 is below archiver.batch_size 50000: raise it (or 0 for 2 × inflight_batches × batch_size)"},
 		{"inflight batches", func(c *Config) { c.InflightBatches = 0 },
-			"archiver.inflight_batches is 0: use 1 to 64, e.g. 4"},
+			"archiver.inflight_batches is 0: use 1 to 64, e.g. 2"},
 		{"insert timeout", func(c *Config) { c.InsertTimeout = -time.Second },
 			"archiver.insert_timeout is -1s: use a positive duration, e.g. 30s"},
 		{"retry initial", func(c *Config) { c.Retry.Initial = 0 },
@@ -82,7 +82,7 @@ func TestConfigValidate(t *testing.T) {
 func TestNewValidatesFirst(t *testing.T) {
 	c := DefaultConfig()
 	c.BatchSize = -1
-	if _, err := New(c, Deps{}); err == nil || err.Error() != "archiver.batch_size is -1: use 1 to 1000000, e.g. 5000" {
+	if _, err := New(c, Deps{}); err == nil || err.Error() != "archiver.batch_size is -1: use 1 to 1000000, e.g. 50000" {
 		t.Fatalf("New = %v", err)
 	}
 	if _, err := New(DefaultConfig(), Deps{}); err == nil || err.Error() != "archiver: Deps.NATS is nil: pass a connected *nats.Conn" {

@@ -13,12 +13,18 @@ import (
 // Presence events, the bulk of the archive, go through
 // events.DecodePresence: several times faster than encoding/json, with
 // exactly its results and errors. Alerts and deliveries, a trickle beside
-// them, go through encoding/json.
-func decode[E event](data []byte) (E, error) {
+// them, go through encoding/json. A non-nil pd decodes presence events
+// (a borrowing decoder makes their strings point into data, which must
+// then outlive the event).
+func decode[E event](pd *events.PresenceDecoder, data []byte) (E, error) {
 	var e E
 	var err error
 	if p, ok := any(&e).(*events.PresenceEvent); ok {
-		err = events.DecodePresence(data, p)
+		if pd != nil {
+			err = pd.Decode(data, p)
+		} else {
+			err = events.DecodePresence(data, p)
+		}
 	} else {
 		err = json.Unmarshal(data, &e)
 	}

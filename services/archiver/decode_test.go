@@ -1,7 +1,9 @@
 package archiver
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,11 +35,11 @@ func TestDecodeGoldenFiles(t *testing.T) {
 		var err error
 		switch {
 		case len(name) > 8 && name[:8] == "presence":
-			_, err = decode[events.PresenceEvent](b)
+			_, err = decode[events.PresenceEvent](nil, b)
 		case len(name) > 5 && name[:5] == "alert":
-			_, err = decode[events.AlertEvent](b)
+			_, err = decode[events.AlertEvent](nil, b)
 		case len(name) > 8 && name[:8] == "delivery":
-			_, err = decode[events.DeliveryEvent](b)
+			_, err = decode[events.DeliveryEvent](nil, b)
 		default:
 			continue // another event type (e.g. node status): not archived
 		}
@@ -74,13 +76,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"tampered id", withField("node", "emqx@elsewhere"), `invalid event: id "` + valid["id"].(string) + `" does not match the event content`},
 	}
 	for _, tt := range tests {
-		_, err := decode[events.PresenceEvent](tt.in)
+		_, err := decode[events.PresenceEvent](nil, tt.in)
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%s: decode = %v\nwant %s", tt.name, err, tt.want)
 		}
 	}
 	// Unknown fields are allowed inside v1 (optional fields may be added).
-	if _, err := decode[events.PresenceEvent](withField("future_field", 1)); err != nil {
+	if _, err := decode[events.PresenceEvent](nil, withField("future_field", 1)); err != nil {
 		t.Errorf("unknown field rejected: %v", err)
 	}
 }
@@ -95,17 +97,25 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"v":1}`))
 	f.Add([]byte(`null`))
 	presence, alerts, deliveries := sink.NewPresenceRows(), sink.NewAlertRows(), sink.NewDeliveryRows()
+	borrowing := &events.PresenceDecoder{Borrow: true} // as the pipeline decodes
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if e, err := decode[events.PresenceEvent](b); err == nil {
+		e, err := decode[events.PresenceEvent](nil, b)
+		if err == nil {
 			if e.Validate() != nil {
 				t.Fatal("decoded presence event does not validate")
 			}
 			_ = presence.Add(e)
 		}
-		if e, err := decode[events.AlertEvent](b); err == nil {
+		// The pipeline's borrowing decoder gives the same event and error.
+		in := bytes.Clone(b)
+		be, berr := decode[events.PresenceEvent](borrowing, in)
+		if fmt.Sprint(berr) != fmt.Sprint(err) || be != e {
+			t.Fatalf("borrowing decoder: %+v, %v; want %+v, %v", be, berr, e, err)
+		}
+		if e, err := decode[events.AlertEvent](nil, b); err == nil {
 			_ = alerts.Add(e)
 		}
-		if e, err := decode[events.DeliveryEvent](b); err == nil {
+		if e, err := decode[events.DeliveryEvent](nil, b); err == nil {
 			_ = deliveries.Add(e)
 		}
 		if presence.Len() > 1000 {
@@ -123,7 +133,7 @@ func BenchmarkDecodePresence(b *testing.B) {
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := decode[events.PresenceEvent](data); err != nil {
+			if _, err := decode[events.PresenceEvent](nil, data); err != nil {
 				b.Fatal(err)
 			}
 		}

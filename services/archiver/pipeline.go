@@ -63,6 +63,10 @@ type worker[E event] struct {
 	rows  *sink.Rows[E]
 	msgs  []jetstream.Msg
 	batch []inflight
+	// dec decodes presence payloads with strings borrowed from the
+	// messages' data: a batch's messages are held until its rows are
+	// inserted, and rows.Reset drops the strings before the next batch.
+	dec *events.PresenceDecoder
 }
 
 // inflight is a decoded message waiting for its batch's insert.
@@ -108,6 +112,7 @@ func (p *pipeline[E]) run(ctx context.Context) {
 			rows:  p.newRows(),
 			msgs:  make([]jetstream.Msg, 0, p.cfg.BatchSize),
 			batch: make([]inflight, 0, p.cfg.BatchSize),
+			dec:   &events.PresenceDecoder{Borrow: true},
 		}
 		wg.Go(func() { w.run(ctx) })
 	}
@@ -183,13 +188,8 @@ func (w *worker[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
 	w.rows.Reset()
 	w.batch = w.batch[:0]
 	for _, m := range msgs {
-		mctx, span := p.tracer.Start(telemetry.Extract(ctx, m.Headers()), "archive "+p.spec.table,
-			trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(
-				attribute.String("messaging.system", "nats"),
-				attribute.String("messaging.destination.name", m.Subject()),
-				attribute.String("db.collection.name", p.spec.table)))
-		e, err := decode[E](m.Data())
+		mctx, span := p.messageSpan(ctx, m)
+		e, err := decode[E](w.dec, m.Data())
 		if err == nil {
 			err = w.rows.Add(e)
 		}
@@ -230,13 +230,36 @@ func (w *worker[E]) handle(ctx context.Context, msgs []jetstream.Msg) {
 	clear(w.batch)
 }
 
+// messageSpan starts the span of one archived message, continuing the
+// trace in its headers. For a trace that is not sampled it starts none
+// (the span would not be recorded) and returns a no-op span.
+func (p *pipeline[E]) messageSpan(ctx context.Context, m jetstream.Msg) (context.Context, trace.Span) {
+	if telemetry.UnsampledParent(m.Headers()) {
+		return ctx, noopSpan
+	}
+	return p.tracer.Start(telemetry.Extract(ctx, m.Headers()), "archive "+p.spec.table,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", m.Subject()),
+			attribute.String("db.collection.name", p.spec.table)))
+}
+
+// noopSpan stands for a message span that is not recorded.
+var noopSpan = trace.SpanFromContext(context.Background())
+
 // insert stores the batch's rows, retrying the same rows with backoff until
 // it succeeds. It fails only when ctx ends.
 func (w *worker[E]) insert(ctx context.Context) error {
 	p := w.p
-	links := make([]trace.Link, 0, min(len(w.batch), maxSpanLinks))
-	for _, f := range w.batch[:cap(links)] {
-		links = append(links, trace.Link{SpanContext: f.span.SpanContext()})
+	var links []trace.Link
+	for _, f := range w.batch {
+		if len(links) == maxSpanLinks {
+			break
+		}
+		if sc := f.span.SpanContext(); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
 	}
 	ctx, span := p.tracer.Start(ctx, "insert "+p.spec.table,
 		trace.WithSpanKind(trace.SpanKindClient),

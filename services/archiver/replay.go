@@ -146,7 +146,7 @@ func replayStream[E event](ctx context.Context, js jetstream.JetStream, w *sink.
 				continue // drain the batch; nothing to ack on an ordered consumer
 			}
 			res.Messages++
-			e, err := decode[E](m.Data())
+			e, err := decode[E](nil, m.Data())
 			if err == nil {
 				err = rows.Add(e)
 			}

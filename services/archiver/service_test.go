@@ -29,6 +29,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestMain(m *testing.M) {
@@ -417,8 +418,11 @@ func TestArchivesEveryStreamExactlyOnceAfterReplay(t *testing.T) {
 	}
 
 	// Replay: the same events stored again in the streams (new message
-	// ids) are inserted again but collapse by id.
-	e.publishAll(context.Background(), n, "-replay")
+	// ids) are inserted again but collapse by id. They carry a trace that
+	// is not sampled, so no span is recorded for them.
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, Remote: true}))
+	e.publishAll(unsampled, n, "-replay")
 	eventually(t, "replay archived", func() string {
 		if got := e.counter("fleetwatch_archiver_rows_total"); got != 2*int64(n+n/5+n/4) {
 			return fmt.Sprintf("rows_total %d", got)
@@ -431,6 +435,15 @@ func TestArchivesEveryStreamExactlyOnceAfterReplay(t *testing.T) {
 		{events.StreamDeliveries, events.ConsumerArchiverDeliveries},
 	} {
 		e.waitDrained(c[0], c[1])
+	}
+	archived := 0
+	for _, s := range e.spans.Ended() {
+		if strings.HasPrefix(s.Name(), "archive ") {
+			archived++
+		}
+	}
+	if want := n + n/5 + n/4; archived != want {
+		t.Errorf("%d archive spans after the unsampled replay, want still %d", archived, want)
 	}
 	for table, want := range map[string]uint64{"presence_events": n, "alerts": n / 5, "deliveries": n / 4} {
 		if got := e.count("SELECT count() FROM DB." + table + " FINAL"); got != want {
