@@ -148,7 +148,7 @@ func (s *Service) onMessage(_ paho.Client, m paho.Message) {
 	}
 	// paho opens a connection only after the previous one's messages were
 	// all handed over: this one came on the latest.
-	it := &item{m: m, conn: s.conn.Load()}
+	it := newItem(m, s.conn.Load())
 	s.acks.push(it)
 
 	topic := m.Topic()

@@ -43,6 +43,39 @@ type item struct {
 	// after it saw done under ackQueue.mu.
 	stored bool
 	done   bool
+
+	mb msgBuf // the storage of p.msg, kept when the item is reused
+}
+
+// itemPool recycles the items of acknowledged messages, with their message
+// storage (a header map and a data buffer): their allocation is a large
+// part of ingest's own garbage per message.
+var itemPool = sync.Pool{New: func() any { return new(item) }}
+
+// newItem is an item for m, which came on conn.
+func newItem(m paho.Message, conn *bufferedConn) *item {
+	it := itemPool.Get().(*item)
+	it.m, it.conn = m, conn
+	it.p.buf = &it.mb
+	return it
+}
+
+// recycle returns it to itemPool once its PUBACK was written. Only a stored
+// item is recycled: it was published, if at all, and answered, so nothing
+// (no publish attempt, sweep or retry) refers to it any longer and NATS
+// holds its own copy of what it sent. An item given up at shutdown is left
+// to the garbage collector.
+func recycle(it *item) {
+	if !it.stored {
+		return
+	}
+	mb := &it.mb
+	clear(mb.msg.Header)
+	mb.msg.Subject, mb.msg.Reply, mb.msg.Data, mb.id[0] = "", "", nil, ""
+	it.m, it.conn, it.p = nil, nil, prepared{}
+	it.attempt, it.backoff, it.deadline = 0, 0, time.Time{}
+	it.stored, it.done = false, false
+	itemPool.Put(it)
 }
 
 // ackQueue holds the MQTT messages in receive order and acknowledges each
@@ -137,7 +170,7 @@ func (s *Service) acker(stop <-chan struct{}) {
 		}
 		buf = s.acks.popDone(buf[:0])
 		var conn *bufferedConn // of the PUBACKs in out
-		for i, it := range buf {
+		for _, it := range buf {
 			switch {
 			case !it.stored:
 			case it.conn == nil:
@@ -151,13 +184,14 @@ func (s *Service) acker(stop <-chan struct{}) {
 				id := it.m.MessageID()
 				out = append(out, pubackHeader, 2, byte(id>>8), byte(id))
 			}
-			buf[i] = nil
 		}
 		if len(out) > 0 {
 			_ = conn.writeNow(out)
 			out = out[:0]
 		}
-		for range buf {
+		for i, it := range buf {
+			buf[i] = nil
+			recycle(it)
 			s.release()
 		}
 	}

@@ -1,14 +1,17 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/pkg/events"
 	"github.com/fleetwatch/fleetwatch/pkg/events/natstest"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -261,5 +264,86 @@ func TestLateAnswerIsIgnored(t *testing.T) {
 	}
 	if !done(items[0]) {
 		t.Fatal("a is not done after its retry's answer")
+	}
+}
+
+// TestEventMsgIntoRebuildsTheWholeMessage: a message rebuilt in a used
+// msgBuf equals the one eventMsg builds afresh, byte for byte, with nothing
+// left of the previous message (its headers, its longer data, its reply
+// subject), and the buffer is reused rather than reallocated.
+func TestEventMsgIntoRebuildsTheWholeMessage(t *testing.T) {
+	s := &Service{cfg: DefaultConfig()}
+	event := func(device string, connectedAt int64) events.PresenceEvent {
+		ev, err := events.NewPresenceEvent(events.PresenceEvent{DeviceID: device, Kind: events.KindConnected, Node: "emqx@test",
+			BrokerTSMS: connectedAt, ConnectedAtMS: connectedAt, Source: SourceEMQXSys, ReceivedAtMS: 1718000000999})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	var b msgBuf
+	first := event("a-device-with-a-much-longer-client-id-than-the-next-one", 1718000000000)
+	msg := s.eventMsgInto(t.Context(), &first, &b)
+	msg.Reply = "_INBOX.x.1"
+	msg.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	data := &b.data[:1][0]
+
+	second := event("b", 1718000000001)
+	got := s.eventMsgInto(t.Context(), &second, &b)
+	want := s.eventMsg(t.Context(), &second)
+	if got.Subject != want.Subject || got.Reply != "" || !bytes.Equal(got.Data, want.Data) || !reflect.DeepEqual(got.Header, want.Header) {
+		t.Fatalf("rebuilt message %q reply %q %q %v, want %q %q %v", got.Subject, got.Reply, got.Data, got.Header, want.Subject, want.Data, want.Header)
+	}
+	if got.Header.Get(events.HeaderMsgID) != second.ID || got.Header.Get(events.HeaderMsgID) == first.ID {
+		t.Fatalf("Nats-Msg-Id %q, want %q", got.Header.Get(events.HeaderMsgID), second.ID)
+	}
+	if &got.Data[0] != data {
+		t.Error("the data buffer was reallocated, not reused")
+	}
+
+	b.data = make([]byte, 0, maxReusedData+1) // grown by an outsized message: not kept
+	got = s.eventMsgInto(t.Context(), &second, &b)
+	if cap(b.data) > maxReusedData || !bytes.Equal(got.Data, want.Data) {
+		t.Fatalf("after an outsized buffer: cap %d, data %q; want at most %d and %q", cap(b.data), got.Data, maxReusedData, want.Data)
+	}
+}
+
+// TestRecycleKeepsOnlyStoredItems: a stored item is cleared for reuse, its
+// message storage kept; an item given up (not stored) is left as it is,
+// never reused.
+func TestRecycleKeepsOnlyStoredItems(t *testing.T) {
+	s := &Service{cfg: DefaultConfig()}
+	ev, err := events.NewPresenceEvent(events.PresenceEvent{DeviceID: "d", Kind: events.KindConnected, Node: "emqx@test",
+		BrokerTSMS: 1718000000000, Source: SourceEMQXSys, ReceivedAtMS: 1718000000999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(stored bool) *item {
+		it := newItem(fakeMessage{id: 7}, nil)
+		it.p.ev = ev
+		it.p.msg = s.eventMsgInto(t.Context(), &it.p.ev, it.p.buf)
+		it.attempt, it.backoff, it.deadline = 2, retryMin, time.Unix(1, 0)
+		it.stored, it.done = stored, true
+		return it
+	}
+
+	given := build(false)
+	recycle(given)
+	if given.m == nil || given.p.msg == nil || given.p.ev.ID != ev.ID || !given.done || given.mb.msg.Header.Get(events.HeaderMsgID) != ev.ID {
+		t.Fatalf("a given-up item was cleared for reuse: %+v", given)
+	}
+
+	it := build(true)
+	header, data := it.mb.msg.Header, cap(it.mb.data)
+	recycle(it)
+	if it.m != nil || it.conn != nil || it.p.msg != nil || it.p.buf != nil || it.p.ev.ID != "" || it.attempt != 0 || it.backoff != 0 ||
+		!it.deadline.IsZero() || it.stored || it.done {
+		t.Fatalf("a recycled item keeps state: %+v", it)
+	}
+	if len(it.mb.msg.Header) != 0 || it.mb.msg.Data != nil || it.mb.msg.Subject != "" || it.mb.id[0] != "" {
+		t.Fatalf("a recycled item keeps its message: %+v", it.mb.msg)
+	}
+	if reflect.ValueOf(it.mb.msg.Header).Pointer() != reflect.ValueOf(header).Pointer() || cap(it.mb.data) != data {
+		t.Error("a recycled item dropped its header map or data buffer")
 	}
 }

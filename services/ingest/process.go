@@ -60,6 +60,9 @@ type prepared struct {
 	msg    *nats.Msg
 	// res is the result when msg is nil.
 	res result
+	// buf, when set, holds the event message (msg points into it): the
+	// MQTT pipeline reuses it from message to message.
+	buf *msgBuf
 }
 
 func (p *prepared) what() string {
@@ -108,7 +111,7 @@ func (s *Service) prepare(ctx context.Context, in input, parse parseFunc, trackN
 			attribute.String("messaging.destination.name", in.topic),
 			attribute.String("fleetwatch.source", in.source))
 	}
-	*p = prepared{in: in, ctx: ctx, span: span}
+	*p = prepared{in: in, ctx: ctx, span: span, buf: p.buf}
 
 	ev, err := parse(in, received)
 	if errors.Is(err, errIgnored) {
@@ -135,6 +138,10 @@ func (s *Service) prepare(ctx context.Context, in input, parse parseFunc, trackN
 		s.heard(ev.Node, "")
 	}
 	p.ev = ev
+	if p.buf != nil {
+		p.msg = s.eventMsgInto(ctx, &p.ev, p.buf)
+		return
+	}
 	p.msg = s.eventMsg(ctx, &p.ev)
 }
 
@@ -145,6 +152,39 @@ func (s *Service) eventMsg(ctx context.Context, ev *events.PresenceEvent) *nats.
 		Header: nats.Header{events.HeaderMsgID: []string{ev.ID}}}
 	telemetry.Inject(ctx, msg)
 	return msg
+}
+
+// msgBuf is the storage of an event message that is built again for each
+// message: the message, its header, its data and the id's header value.
+type msgBuf struct {
+	msg  nats.Msg
+	data []byte
+	id   [1]string
+}
+
+// maxReusedData bounds the data buffer a msgBuf keeps for the next message.
+const maxReusedData = 4 << 10
+
+// eventMsgInto is eventMsg built in b, reusing its header map and data
+// buffer. The message is valid until b is built again.
+func (s *Service) eventMsgInto(ctx context.Context, ev *events.PresenceEvent, b *msgBuf) *nats.Msg {
+	if b.msg.Header == nil {
+		b.msg.Header = make(nats.Header, 2)
+	} else {
+		clear(b.msg.Header)
+	}
+	if cap(b.data) > maxReusedData {
+		b.data = nil
+	}
+	if b.data == nil {
+		b.data = make([]byte, 0, 512)
+	}
+	b.data = events.AppendPresence(b.data[:0], ev)
+	b.id[0] = ev.ID
+	b.msg.Header[events.HeaderMsgID] = b.id[:]
+	b.msg.Subject, b.msg.Reply, b.msg.Data = ev.Subject(s.cfg.Partitions), "", b.data
+	telemetry.Inject(ctx, &b.msg)
+	return &b.msg
 }
 
 // publishEvent stores ev with its id as Nats-Msg-Id, retrying until
