@@ -200,6 +200,48 @@ func (e *env) device(id string, configure func(*paho.ClientOptions)) paho.Client
 	return c
 }
 
+// presenceReader reads PRESENCE in order from its start, each call
+// continuing where the last one stopped.
+type presenceReader struct {
+	e    *env
+	cons jetstream.Consumer
+}
+
+func (e *env) readPresence() *presenceReader {
+	e.t.Helper()
+	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamPresence, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &presenceReader{e: e, cons: c}
+}
+
+// drain hands fn every event stored since the last call whose device id
+// starts with prefix (the broker also reports the service's own
+// connections), with its message.
+func (r *presenceReader) drain(prefix string, fn func(jetstream.Msg, events.PresenceEvent)) error {
+	for {
+		batch, err := r.cons.FetchNoWait(500)
+		if err != nil {
+			return err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var ev events.PresenceEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				r.e.t.Fatalf("stored data %q: %v", m.Data(), err)
+			}
+			if strings.HasPrefix(ev.DeviceID, prefix) {
+				fn(m, ev)
+			}
+		}
+		if got == 0 {
+			return nil
+		}
+	}
+}
+
 // subscriber reads one subject of a stream in order.
 type subscriber struct {
 	e    *env

@@ -1,9 +1,7 @@
 package ingest_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -28,54 +26,32 @@ func TestReusedItemsStoreTheirOwnEvent(t *testing.T) {
 		}
 	}
 
-	stream, err := e.js.Stream(t.Context(), events.StreamPresence)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := stream.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := map[string]int{}      // Nats-Msg-Id → copies
 	traces := map[string]bool{}  // traceparent values
 	devices := map[string]bool{} // device ids stored
+	r := e.readPresence()
 	e.eventually("every message stored", func() error {
-		for {
-			batch, err := cons.FetchNoWait(500)
-			if err != nil {
-				return err
+		err := r.drain("bench-", func(m jetstream.Msg, ev events.PresenceEvent) {
+			if id := m.Headers().Get(events.HeaderMsgID); id != ev.ID {
+				t.Errorf("event %s (%s) stored with Nats-Msg-Id %q", ev.ID, ev.DeviceID, id)
 			}
-			got := 0
-			for m := range batch.Messages() {
-				got++
-				var ev events.PresenceEvent
-				if err := json.Unmarshal(m.Data(), &ev); err != nil {
-					t.Fatalf("stored data %q: %v", m.Data(), err)
-				}
-				if !strings.HasPrefix(ev.DeviceID, "bench-") {
-					continue // the service's own connection, reported by the broker
-				}
-				if id := m.Headers().Get(events.HeaderMsgID); id != ev.ID {
-					t.Errorf("event %s (%s) stored with Nats-Msg-Id %q", ev.ID, ev.DeviceID, id)
-				}
-				if want := ev.Subject(cfg.Partitions); m.Subject() != want {
-					t.Errorf("event of %s stored on %s, want %s", ev.DeviceID, m.Subject(), want)
-				}
-				var i int64
-				if _, err := fmt.Sscanf(ev.DeviceID, "bench-%d", &i); err != nil || ev.ConnectedAtMS != 1718000000000+i {
-					t.Errorf("event of %s stored with connected_at %d: another message's data", ev.DeviceID, ev.ConnectedAtMS)
-				}
-				if tp := m.Headers().Get("traceparent"); tp == "" || traces[tp] {
-					t.Errorf("event of %s has trace context %q, empty or another event's", ev.DeviceID, tp)
-				} else {
-					traces[tp] = true
-				}
-				ids[ev.ID]++
-				devices[ev.DeviceID] = true
+			if want := ev.Subject(cfg.Partitions); m.Subject() != want {
+				t.Errorf("event of %s stored on %s, want %s", ev.DeviceID, m.Subject(), want)
 			}
-			if got == 0 {
-				break
+			var i int64
+			if _, err := fmt.Sscanf(ev.DeviceID, "bench-%d", &i); err != nil || ev.ConnectedAtMS != 1718000000000+i {
+				t.Errorf("event of %s stored with connected_at %d: another message's data", ev.DeviceID, ev.ConnectedAtMS)
 			}
+			if tp := m.Headers().Get("traceparent"); tp == "" || traces[tp] {
+				t.Errorf("event of %s has trace context %q, empty or another event's", ev.DeviceID, tp)
+			} else {
+				traces[tp] = true
+			}
+			ids[ev.ID]++
+			devices[ev.DeviceID] = true
+		})
+		if err != nil {
+			return err
 		}
 		if len(devices) != n {
 			return fmt.Errorf("%d of %d events stored", len(devices), n)

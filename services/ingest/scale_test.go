@@ -1,9 +1,7 @@
 package ingest_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/fleetwatch/fleetwatch/pkg/events"
@@ -31,38 +29,16 @@ func TestTwoReplicasShareTheLoad(t *testing.T) {
 		d.Disconnect(50)
 	}
 
-	stream, err := e.js.Stream(t.Context(), events.StreamPresence)
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := map[string]int{}   // Nats-Msg-Id → copies
 	byKey := map[string]bool{} // device/kind
-	cons, err := stream.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := e.readPresence()
 	e.eventually("every device event stored", func() error {
-		for {
-			batch, err := cons.FetchNoWait(500)
-			if err != nil {
-				return err
-			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				var ev events.PresenceEvent
-				if err := json.Unmarshal(m.Data(), &ev); err != nil {
-					t.Fatal(err)
-				}
-				if !strings.HasPrefix(ev.DeviceID, "scale-") {
-					continue // the replicas' own connections, reported by the broker too
-				}
-				seen[m.Headers().Get(events.HeaderMsgID)]++
-				byKey[ev.DeviceID+"/"+string(ev.Kind)] = true
-			}
-			if n == 0 {
-				break
-			}
+		err := r.drain("scale-", func(m jetstream.Msg, ev events.PresenceEvent) {
+			seen[m.Headers().Get(events.HeaderMsgID)]++
+			byKey[ev.DeviceID+"/"+string(ev.Kind)] = true
+		})
+		if err != nil {
+			return err
 		}
 		if len(byKey) != 2*devices {
 			return fmt.Errorf("%d of %d device events stored", len(byKey), 2*devices)
