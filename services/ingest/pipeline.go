@@ -69,12 +69,11 @@ func recycle(it *item) {
 	if !it.stored {
 		return
 	}
-	mb := &it.mb
+	// Keep the storage, emptied; every other field starts from zero.
+	mb := it.mb
 	clear(mb.msg.Header)
 	mb.msg.Subject, mb.msg.Reply, mb.msg.Data, mb.id[0] = "", "", nil, ""
-	it.m, it.conn, it.p = nil, nil, prepared{}
-	it.attempt, it.backoff, it.deadline = 0, 0, time.Time{}
-	it.stored, it.done = false, false
+	*it = item{mb: mb}
 	itemPool.Put(it)
 }
 
